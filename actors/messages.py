@@ -1,0 +1,117 @@
+"""Typed messages between Harken's actors.
+
+Small, immutable and named for what they ask, in the style of `pykka.messages`. Chat
+traffic itself is always an `Event`; these messages wrap events with the routing
+information the receiving actor needs, or ask an actor for something.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from actors.event import Event
+
+if TYPE_CHECKING:
+    from pykka import ActorRef
+
+JSON = Any
+"""A value that `json.dumps` accepts: what the memory store keeps."""
+
+
+# --- inputs -> router -> conversations ------------------------------------------------
+
+
+class Inbound(NamedTuple):
+    """A person's text arrived on an input (input -> router -> conversation)."""
+
+    event: Event
+
+
+class Outbound(NamedTuple):
+    """Send this event to its person (anyone -> input actor)."""
+
+    event: Event
+
+
+class ConversationIdle(NamedTuple):
+    """Router's own tick: retire conversations idle for longer than the configured time."""
+
+    now: float
+
+
+# --- conversations <-> command actors -------------------------------------------------
+
+
+class Invoke(NamedTuple):
+    """Run a command for an event (conversation -> command actor)."""
+
+    event: Event
+    groups: Mapping[str, str | None]
+    conversation: ActorRef[Any]
+    """Told `InvocationDone` when the command has finished, whatever the outcome."""
+
+
+class InvocationDone(NamedTuple):
+    """A command finished for this event (command worker -> conversation)."""
+
+    event_id: str
+
+
+# --- supervision -----------------------------------------------------------------------
+
+
+class ActorCrashed(NamedTuple):
+    """A supervised actor died of an unhandled exception (actor -> supervisor)."""
+
+    name: str
+    error: str
+
+
+# --- memory actor ----------------------------------------------------------------------
+# Reads are asks (`ask(MemoryGet(...))` returns the value); writes are tells, applied in
+# the order they arrive and made durable together (group commit). A `MemoryBarrier`
+# queued after writes fires once every write before it is on disk.
+
+
+class MemoryGet(NamedTuple):
+    """Ask: the value stored under (namespace, owner, key), or `default`."""
+
+    namespace: str
+    owner: str
+    key: str
+    default: JSON = None
+
+
+class MemoryKeys(NamedTuple):
+    """Ask: the sorted keys stored for (namespace, owner)."""
+
+    namespace: str
+    owner: str
+
+
+class MemoryPut(NamedTuple):
+    """Tell: store a JSON value under (namespace, owner, key)."""
+
+    namespace: str
+    owner: str
+    key: str
+    value: JSON
+
+
+class MemoryDelete(NamedTuple):
+    """Ask or tell: remove a key; an ask returns whether it existed."""
+
+    namespace: str
+    owner: str
+    key: str
+
+
+class MemoryBarrier(NamedTuple):
+    """Tell: call `notify(None)` once every write queued before this is durable.
+
+    `notify(error)` is called instead when the store could not make them durable. It runs
+    on the memory actor's thread, so it must be quick (typically one `tell`).
+    """
+
+    notify: Callable[[BaseException | None], None]
