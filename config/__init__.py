@@ -1,0 +1,29 @@
+"""Harken's configuration: the settings schema, the loader and the shipped default file.
+
+`load_settings()` reads the shipped `config/harken.toml` (or a file given with
+`--config`), applies `HARKEN_*` environment variables and command-line overrides, and
+returns frozen `Settings`; any problem is one `ConfigError` line. `render_settings()`
+shows the effective settings with secrets masked, for `harken check`.
+"""
+
+from config.loader import ConfigError, load_settings, render_settings
+from config.settings import (
+    BotSettings,
+    InputSettings,
+    LogSettings,
+    MemorySettings,
+    Secret,
+    Settings,
+)
+
+__all__ = [
+    "BotSettings",
+    "ConfigError",
+    "InputSettings",
+    "LogSettings",
+    "MemorySettings",
+    "Secret",
+    "Settings",
+    "load_settings",
+    "render_settings",
+]

@@ -1,0 +1,725 @@
+"""Load Harken's settings from a TOML file, the environment and command-line flags.
+
+Precedence, lowest first: the dataclass defaults, the config file (the shipped
+`config/harken.toml`, or the one given as `path` / `--config`, or `$HARKEN_CONFIG`),
+environment variables, then command-line overrides. Secrets come only from the
+environment: a file or a flag holding one is refused, since files get committed and
+command lines show up in `ps`.
+
+Every problem is raised as one `ConfigError` whose message is a single line naming the
+key (and the variable or file it came from) and what is wrong, because the CLI prints it
+and exits 2 instead of showing a traceback.
+
+Environment variables:
+
+* `HARKEN_BOT_<KEY>`, `HARKEN_MEMORY_<KEY>`, `HARKEN_LOG_<KEY>` set `[bot]`, `[memory]`,
+  `[log]` keys, e.g. `HARKEN_BOT_WORKERS=32`.
+* `HARKEN_<INPUT>_ADMINS` and `HARKEN_<INPUT>_<OPTION>` set an input's admins or an option
+  it already has (a built-in default or a key in the file), e.g. `HARKEN_XMPP_JID`.
+* `HARKEN_<INPUT>_<SECRET>` sets a secret: `HARKEN_SLACK_BOT_TOKEN`,
+  `HARKEN_SLACK_APP_TOKEN`, `HARKEN_XMPP_PASSWORD`, and for any input an option named
+  `token`, `password`, `secret` or ending in `_token`, `_password`, `_secret`.
+* `HARKEN_CONFIG` names the config file when no path is given.
+
+Values are parsed from text: lists are comma-separated, numbers are numbers, booleans
+are true/false/yes/no/on/off/1/0. Other `HARKEN_*` variables are ignored and listed in
+`Settings.unknown_env` so `harken check` can warn about typos.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib.resources
+import json
+import logging
+import math
+import os
+import re
+import tomllib
+import zoneinfo
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Final
+
+from config.settings import (
+    BUILTIN_INPUTS,
+    INPUT_OPTION_DEFAULTS,
+    INPUT_SECRETS,
+    SHIPPED_DEFAULT,
+    BotSettings,
+    InputSettings,
+    LogSettings,
+    MemorySettings,
+    Secret,
+    Settings,
+    input_env_var,
+    is_secret_key,
+)
+
+log = logging.getLogger(__name__)
+
+CONFIG_ENV_VAR: Final = "HARKEN_CONFIG"
+"""Environment variable naming the config file when `load_settings` gets no path."""
+
+_SECTIONS: Final[Mapping[str, type[Any]]] = {
+    "bot": BotSettings,
+    "memory": MemorySettings,
+    "log": LogSettings,
+}
+_INPUT_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
+# Section names would make `HARKEN_BOT_<KEY>` ambiguous, and `config` is HARKEN_CONFIG.
+_RESERVED_INPUT_NAMES: Final = frozenset({*_SECTIONS, "inputs", "config"})
+_LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
+_MEMORY_BACKENDS: Final = ("tinydb",)
+_CLI: Final = "the command line"
+_TRUE: Final = frozenset({"true", "yes", "on", "1"})
+_FALSE: Final = frozenset({"false", "no", "off", "0"})
+
+
+class ConfigError(Exception):
+    """A bad configuration: `str()` is one line naming the key and the problem.
+
+    `key` is the dotted setting (`bot.workers`) or, for a file that cannot be read or
+    parsed, the file's path; `origin` says where a bad value came from when that is not
+    the file (`from HARKEN_BOT_WORKERS`, `from the command line`).
+    """
+
+    def __init__(self, key: str, problem: str, origin: str | None = None) -> None:
+        super().__init__(key, problem, origin)
+        self.key = key
+        # One line, whatever the underlying error said: the CLI prints exactly this.
+        self.problem = " ".join(problem.split())
+        self.origin = origin
+
+    def __str__(self) -> str:
+        where = f"{self.key} ({self.origin})" if self.origin else self.key
+        return f"config error: {where}: {self.problem}"
+
+
+class _Invalid(Exception):
+    """Raised by a rule's check; becomes a `ConfigError` once the key is known.
+
+    An empty problem means "the standard message": must be <want> (got <value>).
+    """
+
+    def __init__(self, problem: str = "") -> None:
+        super().__init__(problem)
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """How to read and check one key: its kind, and what a valid value looks like."""
+
+    kind: type[Any]
+    want: str
+    check: Callable[[Any], Any] | None = None
+
+
+def _show(value: object, limit: int = 60) -> str:
+    """A value as the user wrote it (TOML-ish), shortened so messages stay one line."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, str):
+        text = json.dumps(value, ensure_ascii=False)
+    elif isinstance(value, list | tuple):
+        text = "[" + ", ".join(_show(item, limit) for item in value) + "]"
+    elif isinstance(value, Mapping):
+        text = "a table"
+    else:
+        text = str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _at_least_one(value: int) -> int:
+    if value < 1:
+        raise _Invalid()
+    return value
+
+
+def _positive_finite(value: float) -> float:
+    if not (value > 0 and math.isfinite(value)):
+        raise _Invalid()
+    return value
+
+
+def _non_empty(value: str) -> str:
+    if not value.strip():
+        raise _Invalid()
+    return value
+
+
+def _timezone(value: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as err:
+        raise _Invalid(
+            f'unknown time zone {_show(value)} (use an IANA name such as "Europe/Berlin")'
+        ) from err
+    return value
+
+
+def _input_names(value: tuple[str, ...]) -> tuple[str, ...]:
+    if not value:
+        raise _Invalid('must name at least one input, e.g. ["shell"]')
+    for name in value:
+        _check_input_name(name)
+    duplicates = sorted({name for name in value if value.count(name) > 1})
+    if duplicates:
+        raise _Invalid(f"lists {', '.join(duplicates)} more than once")
+    return value
+
+
+def _check_input_name(name: str) -> None:
+    if not _INPUT_NAME.match(name):
+        raise _Invalid(
+            f"{_show(name)} is not a valid input name "
+            "(lower-case letters, digits and _, starting with a letter)"
+        )
+    if name in _RESERVED_INPUT_NAMES:
+        raise _Invalid(f"{_show(name)} is reserved and cannot name an input")
+
+
+def _one_of(choices: tuple[str, ...], *, upper: bool = False) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        normal = value.upper() if upper else value
+        if normal not in choices:
+            raise _Invalid()
+        return normal
+
+    return check
+
+
+def _paths(value: tuple[str, ...]) -> tuple[str, ...]:
+    if any(not path.strip() for path in value):
+        raise _Invalid("must not contain an empty path")
+    # TOML and env values get no shell expansion, yet people write ~/harken-commands.
+    return tuple(os.path.expanduser(path) for path in value)
+
+
+def _path(value: str) -> str:
+    return os.path.expanduser(value)
+
+
+# The kind of each key comes from its dataclass default (see _rules_follow_dataclasses
+# in the tests); what is valid beyond the type is stated here, next to the message.
+_RULES: Final[Mapping[str, _Rule]] = {
+    "bot.name": _Rule(str, "a non-empty string", _non_empty),
+    "bot.inputs": _Rule(tuple, 'a list of input names, e.g. ["shell", "slack"]', _input_names),
+    "bot.timezone": _Rule(str, 'an IANA time zone name such as "Europe/Berlin"', _timezone),
+    "bot.command_dirs": _Rule(tuple, "a list of directory paths", _paths),
+    "bot.conversation_idle_seconds": _Rule(float, "a number > 0", _positive_finite),
+    "bot.workers": _Rule(int, "an integer >= 1", _at_least_one),
+    "bot.max_message_bytes": _Rule(int, "an integer >= 1", _at_least_one),
+    "memory.backend": _Rule(
+        str, "one of: " + ", ".join(_MEMORY_BACKENDS), _one_of(_MEMORY_BACKENDS)
+    ),
+    "memory.path": _Rule(str, "a non-empty path", lambda v: _path(_non_empty(v))),
+    "log.level": _Rule(
+        str, "one of " + ", ".join(_LOG_LEVELS) + " (any case)", _one_of(_LOG_LEVELS, upper=True)
+    ),
+    "log.file": _Rule(str, "a file path (empty for stderr)", _path),
+}
+_ADMINS_RULE: Final = _Rule(tuple, "a list of user ids")
+_TEXT_KINDS: Final[Mapping[type[Any], str]] = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    tuple: "a list of strings",
+}
+
+
+def _from_toml(kind: type[Any], value: Any) -> Any:
+    """Check a value parsed by tomllib against a kind; raise `_Invalid` if it is another."""
+    # bool is an int subclass in Python but never a number in a config file.
+    if kind is bool and isinstance(value, bool):
+        return value
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if kind is str and isinstance(value, str):
+        return value
+    if kind is tuple and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise _Invalid()
+
+
+def _from_text(kind: type[Any], text: str) -> Any:
+    """Parse an environment or command-line string as a kind; raise `_Invalid` if it isn't."""
+    text = text.strip()
+    try:
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+    except ValueError:
+        raise _Invalid() from None
+    if kind is bool:
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise _Invalid()
+    if kind is tuple:
+        return tuple(item.strip() for item in text.split(",") if item.strip())
+    return text
+
+
+def _apply(rule: _Rule, key: str, value: Any, origin: str | None, *, text: bool) -> Any:
+    """Read one value with its rule, turning any failure into a `ConfigError` on `key`."""
+    try:
+        result = _from_text(rule.kind, value) if text else _from_toml(rule.kind, value)
+        return rule.check(result) if rule.check else result
+    except _Invalid as bad:
+        raise ConfigError(
+            key, bad.problem or f"must be {rule.want} (got {_show(value)})", origin
+        ) from None
+
+
+def _freeze(value: Any) -> Any:
+    # Options reach actors on other threads; immutable values cannot be changed under them.
+    if isinstance(value, list):
+        return tuple(_freeze(item) for item in value)
+    if isinstance(value, dict):
+        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    return value
+
+
+def _suggest(key: str, known: Iterable[str]) -> str:
+    """`unknown key`, with the closest known key (by whole name, then by last part)."""
+    known = list(known)
+    match = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+    if not match:
+        leaf = key.rsplit(".", 1)[-1]
+        by_leaf = {k.rsplit(".", 1)[-1]: k for k in known}
+        leaf_match = difflib.get_close_matches(leaf, list(by_leaf), n=1, cutoff=0.8)
+        match = [by_leaf[leaf_match[0]]] if leaf_match else []
+    return f"unknown key (did you mean {match[0]}?)" if match else "unknown key"
+
+
+def _known_keys() -> list[str]:
+    return [*_RULES, *(f"inputs.{name}" for name in BUILTIN_INPUTS)]
+
+
+# --- reading the file ----------------------------------------------------------------
+
+_TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*\Z")
+_TOML_AT_END = re.compile(r"\s*\(at end of document\)\s*\Z")
+
+
+def _read_file(path: str | os.PathLike[str] | None) -> tuple[dict[str, Any], str, str]:
+    """Parse the config file: (data, source for Settings.source, directory of the file).
+
+    The directory is "" for the shipped default, whose relative paths mean the current
+    directory.
+    """
+    if path is None:
+        # Package data, so it is found the same way from a checkout, a wheel or a zip.
+        resource = importlib.resources.files(__package__ or "config").joinpath("harken.toml")
+        return _parse(resource.read_bytes(), SHIPPED_DEFAULT), SHIPPED_DEFAULT, ""
+    name = os.path.abspath(os.fspath(path))
+    try:
+        with open(name, "rb") as handle:
+            raw = handle.read()
+    except OSError as err:
+        raise ConfigError(name, f"cannot read file: {err.strerror or err}") from None
+    return _parse(raw, name), name, os.path.dirname(name)
+
+
+def _parse(raw: bytes, name: str) -> dict[str, Any]:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ConfigError(name, f"line {line}: not valid UTF-8") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        # Python 3.11's error has no line attribute: the position is only in the message.
+        message = str(err)
+        if found := _TOML_POSITION.search(message):
+            where = f"line {found.group(1)}"
+            message = f"{message[: found.start()]} (column {found.group(2)})"
+        elif found := _TOML_AT_END.search(message):
+            where = f"line {len(text.splitlines()) or 1} (end of file)"
+            message = message[: found.start()]
+        else:
+            where = "somewhere"
+        raise ConfigError(name, f"{where}: TOML syntax: {message}") from None
+
+
+# --- building the settings -----------------------------------------------------------
+
+
+class _Builder:
+    """Collects values layer by layer (file, env, cli), remembering where each came from."""
+
+    def __init__(self, source: str, file_dir: str) -> None:
+        self.source = source
+        self.file_dir = file_dir
+        # The shipped file only restates the defaults, so its values are labelled as such.
+        self.file_label = "default" if source == SHIPPED_DEFAULT else "file"
+        self.values: dict[str, Any] = {}
+        self.origins: dict[str, str] = {}
+        # Input name -> option name -> value, in the order inputs were first mentioned.
+        self.options: dict[str, dict[str, Any]] = {
+            name: dict(INPUT_OPTION_DEFAULTS[name]) for name in BUILTIN_INPUTS
+        }
+        self.admins: dict[str, tuple[str, ...]] = {}
+        self.secrets: dict[str, dict[str, Secret]] = {}
+
+    def set(self, key: str, value: Any, origin: str) -> None:
+        self.values[key] = value
+        self.origins[key] = origin
+
+    def input(self, name: str) -> dict[str, Any]:
+        return self.options.setdefault(name, {})
+
+    # -- file --
+
+    def read_file(self, data: Mapping[str, Any]) -> None:
+        for top, table in data.items():
+            if top == "inputs":
+                self._read_inputs(table)
+            elif top in _SECTIONS:
+                self._read_section(top, table)
+            else:
+                raise ConfigError(top, _suggest(top, [*_SECTIONS, "inputs", *_RULES]))
+
+    def _read_section(self, section: str, table: Any) -> None:
+        if not isinstance(table, dict):
+            raise ConfigError(section, f"must be a table ([{section}]), got {_show(table)}")
+        for leaf, value in table.items():
+            key = f"{section}.{leaf}"
+            rule = _RULES.get(key)
+            if rule is None:
+                raise ConfigError(key, _suggest(key, _known_keys()))
+            checked = _apply(rule, key, value, None, text=False)
+            if key == "bot.command_dirs":
+                checked = self._resolve_dirs(checked)
+            self.set(key, checked, self.file_label)
+
+    def _resolve_dirs(self, dirs: tuple[str, ...]) -> tuple[str, ...]:
+        # A user file's relative command dirs are relative to that file, so a config and
+        # its commands can be moved or checked out anywhere together. The shipped default
+        # has no meaningful directory (it lives inside the installed package), so its
+        # paths, like those from env and flags, are left relative to the current directory.
+        if not self.file_dir:
+            return dirs
+        return tuple(os.path.normpath(os.path.join(self.file_dir, d)) for d in dirs)
+
+    def _read_inputs(self, table: Any) -> None:
+        if not isinstance(table, dict):
+            raise ConfigError("inputs", f"must be a table ([inputs.<name>]), got {_show(table)}")
+        for name, section in table.items():
+            try:
+                _check_input_name(name)
+            except _Invalid as bad:
+                raise ConfigError(f"inputs.{name}", bad.problem) from None
+            if not isinstance(section, dict):
+                raise ConfigError(
+                    f"inputs.{name}", f"must be a table ([inputs.{name}]), got {_show(section)}"
+                )
+            options = self.input(name)
+            for leaf, value in section.items():
+                key = f"inputs.{name}.{leaf}"
+                if is_secret_key(leaf):
+                    raise ConfigError(
+                        key,
+                        "secrets must not be in a config file; set "
+                        f"{input_env_var(name, leaf)} in the environment instead",
+                    )
+                _refuse_nested_secrets(key, value)
+                if leaf == "admins":
+                    self.admins[name] = _apply(_ADMINS_RULE, key, value, None, text=False)
+                elif leaf in options:
+                    # A built-in option: the default's type says what is valid.
+                    options[leaf] = self._typed_option(key, options[leaf], value)
+                else:
+                    options[leaf] = _freeze(value)
+                self.origins[key] = self.file_label
+
+    @staticmethod
+    def _typed_option(key: str, default: Any, value: Any) -> Any:
+        kind = type(default)
+        if kind not in _TEXT_KINDS:
+            return _freeze(value)
+        return _apply(_Rule(kind, _TEXT_KINDS[kind]), key, value, None, text=False)
+
+    # -- environment and command line --
+
+    def read_section_text(self, key: str, text: str, origin: str) -> None:
+        value = _apply(_RULES[key], key, text, f"from {origin}", text=True)
+        self.set(key, value, "cli" if origin == _CLI else f"env {origin}")
+
+    def read_input_text(self, name: str, leaf: str, text: str, origin: str) -> None:
+        key = f"inputs.{name}.{leaf}"
+        where = f"from {origin}"
+        if leaf == "admins":
+            self.admins[name] = _apply(_ADMINS_RULE, key, text, where, text=True)
+        else:
+            options = self.input(name)
+            current = options.get(leaf, "")
+            kind = type(current) if type(current) in _TEXT_KINDS else str
+            options[leaf] = _apply(_Rule(kind, _TEXT_KINDS[kind]), key, text, where, text=True)
+        self.origins[key] = "cli" if origin == _CLI else f"env {origin}"
+
+    # -- result --
+
+    def build(self, unknown_env: Iterable[str]) -> Settings:
+        sections: dict[str, Any] = {}
+        for section, cls in _SECTIONS.items():
+            fields = {
+                f.name: self.values[f"{section}.{f.name}"]
+                for f in dataclasses.fields(cls)
+                if f"{section}.{f.name}" in self.values
+            }
+            sections[section] = cls(**fields)
+            for f in dataclasses.fields(cls):
+                self.origins.setdefault(f"{section}.{f.name}", "default")
+        bot: BotSettings = sections["bot"]
+        for name in bot.inputs:
+            self.input(name)
+        inputs = {
+            name: InputSettings(
+                name=name,
+                admins=self.admins.get(name, ()),
+                options=options,
+                secrets=self.secrets.get(name, {}),
+            )
+            for name, options in self.options.items()
+        }
+        for name, settings in inputs.items():
+            for leaf in ["admins", *settings.options]:
+                self.origins.setdefault(f"inputs.{name}.{leaf}", "default")
+        return Settings(
+            bot=bot,
+            memory=sections["memory"],
+            log=sections["log"],
+            inputs=inputs,
+            source=self.source,
+            origins=self.origins,
+            unknown_env=tuple(sorted(unknown_env)),
+        )
+
+
+def _refuse_nested_secrets(key: str, value: Any) -> None:
+    # A token hidden one table down (`[inputs.x.auth] token = ...`) is still in the file.
+    if isinstance(value, list):
+        for inner in value:
+            _refuse_nested_secrets(key, inner)
+    elif isinstance(value, dict):
+        for leaf, inner in value.items():
+            if is_secret_key(leaf):
+                raise ConfigError(
+                    f"{key}.{leaf}",
+                    "secrets must not be in a config file; pass it in the environment instead",
+                )
+            _refuse_nested_secrets(f"{key}.{leaf}", inner)
+
+
+def _read_env(builder: _Builder, env: Mapping[str, str]) -> list[str]:
+    """Apply `[bot]`/`[memory]`/`[log]` variables; return the rest (maybe input ones)."""
+    rest = []
+    for var in sorted(env):
+        if not var.startswith("HARKEN_") or var == CONFIG_ENV_VAR:
+            continue
+        section, _, leaf = var[len("HARKEN_") :].partition("_")
+        key = f"{section.lower()}.{leaf.lower()}"
+        if key in _RULES:
+            builder.read_section_text(key, env[var], var)
+        else:
+            rest.append(var)
+    return rest
+
+
+def _read_input_env(builder: _Builder, env: Mapping[str, str], names: list[str]) -> list[str]:
+    """Apply input variables (`HARKEN_<INPUT>_<KEY>`); return the variables that matched none."""
+    unknown = []
+    # Longest name first, so an input `ops_chat` wins over an input `ops` for HARKEN_OPS_CHAT_X.
+    by_length = sorted(names, key=len, reverse=True)
+    for var in sorted(env):
+        for name in by_length:
+            prefix = f"HARKEN_{name.upper()}_"
+            if not var.startswith(prefix):
+                continue
+            leaf = var[len(prefix) :].lower()
+            if is_secret_key(leaf):
+                # An empty value is "not set": compose files often pass `VAR=${VAR}` through.
+                if env[var]:
+                    builder.secrets.setdefault(name, {})[leaf] = Secret(env[var])
+                    builder.origins[f"inputs.{name}.{leaf}"] = f"env {var}"
+                break
+            if leaf == "admins" or leaf in builder.input(name):
+                builder.read_input_text(name, leaf, env[var], var)
+                break
+        else:
+            unknown.append(var)
+    return unknown
+
+
+def _read_overrides(builder: _Builder, overrides: Mapping[str, str]) -> None:
+    for key, text in overrides.items():
+        if key in _RULES:
+            builder.read_section_text(key, text, _CLI)
+            continue
+        parts = key.split(".")
+        if len(parts) == 3 and parts[0] == "inputs":
+            _, name, leaf = parts
+            try:
+                _check_input_name(name)
+            except _Invalid as bad:
+                raise ConfigError(key, bad.problem, f"from {_CLI}") from None
+            if is_secret_key(leaf):
+                raise ConfigError(
+                    key,
+                    "secrets are not accepted on the command line (other users can see it "
+                    f"in ps); set {input_env_var(name, leaf)} in the environment instead",
+                    f"from {_CLI}",
+                )
+            # Input options are open-ended (each input checks its own), so any key goes.
+            builder.read_input_text(name, leaf, text, _CLI)
+            continue
+        if parts[0] == "inputs":
+            raise ConfigError(key, "name an input key, e.g. inputs.xmpp.jid", f"from {_CLI}")
+        raise ConfigError(key, _suggest(key, _known_keys()), f"from {_CLI}")
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, str] | None = None,
+) -> Settings:
+    """Load and check the settings; raise `ConfigError` on any problem.
+
+    `path` is the config file (`--config`); without it, `$HARKEN_CONFIG` if set, else the
+    shipped `config/harken.toml`. `env` defaults to `os.environ`. `overrides` maps dotted
+    keys to values as typed on the command line, e.g. `{"bot.inputs": "shell,slack"}`;
+    they are parsed like environment values.
+    """
+    env = os.environ if env is None else env
+    overrides = overrides or {}
+    if path is None and env.get(CONFIG_ENV_VAR):
+        path = env[CONFIG_ENV_VAR]
+    data, source, file_dir = _read_file(path)
+    builder = _Builder(source, file_dir)
+    builder.read_file(data)
+
+    # Sections first: HARKEN_BOT_INPUTS (or --inputs) may enable an input whose own
+    # variables must then be recognised, e.g. HARKEN_MATRIX_TOKEN.
+    rest = _read_env(builder, env)
+    section_overrides = {k: v for k, v in overrides.items() if k in _RULES}
+    _read_overrides(builder, section_overrides)
+    enabled = builder.values.get("bot.inputs", BotSettings().inputs)
+    names = list(dict.fromkeys([*builder.options, *enabled]))
+    unknown = _read_input_env(builder, {var: env[var] for var in rest}, names)
+    _read_overrides(builder, {k: v for k, v in overrides.items() if k not in _RULES})
+
+    settings = builder.build(unknown)
+    log.debug("settings loaded from %s", settings.source)
+    if settings.unknown_env:
+        log.info(
+            "ignoring environment variables that match no setting: %s",
+            ", ".join(settings.unknown_env),
+        )
+    return settings
+
+
+# --- rendering -----------------------------------------------------------------------
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        inner = ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
+        return "{ " + inner + " }" if inner else "{}"
+    if isinstance(value, Secret):
+        return '"***"'
+    # Dates and times from TOML render as TOML dates in isoformat.
+    return str(getattr(value, "isoformat", lambda: value)())
+
+
+def _table(header: str, rows: list[tuple[str, str, str | None]]) -> list[str]:
+    width = max((len(k) + 3 + len(v) for k, v, _ in rows), default=0)
+    lines = [header]
+    for key, value, origin in rows:
+        assignment = f"{key} = {value}"
+        lines.append(f"{assignment:<{width}}  # {origin}" if origin else assignment)
+    return lines
+
+
+def render_settings(settings: Settings) -> str:
+    """The effective settings as TOML-like text, secrets masked, each value's origin noted.
+
+    This is what `harken check` prints. A set secret shows as `"***"`, an unset one as
+    `(unset)`; comments say where each value came from (`default`, `file`, `env VAR`,
+    `cli`).
+    """
+    origins = settings.origins
+    out = [
+        "# Harken effective settings",
+        f"# source: {settings.source}",
+        "# Comments say where each value came from: default, file, env <VAR> or cli.",
+    ]
+    sections: Mapping[str, Any] = {
+        "bot": settings.bot,
+        "memory": settings.memory,
+        "log": settings.log,
+    }
+    for section, values in sections.items():
+        rows = [
+            (f.name, _toml_value(getattr(values, f.name)), origins.get(f"{section}.{f.name}"))
+            for f in dataclasses.fields(values)
+        ]
+        out += ["", *_table(f"[{section}]", rows)]
+    for name, settings_for in settings.inputs.items():
+        prefix = f"inputs.{name}"
+        rows = [("admins", _toml_value(settings_for.admins), origins.get(f"{prefix}.admins"))]
+        rows += [
+            (_toml_key(k), _toml_value(v), origins.get(f"{prefix}.{k}"))
+            for k, v in settings_for.options.items()
+        ]
+        secret_names = dict.fromkeys([*INPUT_SECRETS.get(name, ()), *settings_for.secrets])
+        for leaf in secret_names:
+            var = input_env_var(name, leaf)
+            shown = '"***"' if leaf in settings_for.secrets else "(unset)"
+            rows.append((_toml_key(leaf), shown, f"env {var}"))
+        started = "started" if name in settings.bot.inputs else "not started (not in bot.inputs)"
+        out += ["", *_table(f"[{_toml_key_path(prefix)}]  # {started}", rows)]
+    if settings.unknown_env:
+        out += [
+            "",
+            "# Ignored environment variables (they match no setting):",
+            *(f"#   {var}{_env_hint(var, settings)}" for var in settings.unknown_env),
+        ]
+    return "\n".join(out) + "\n"
+
+
+def _toml_key_path(dotted: str) -> str:
+    return ".".join(_toml_key(part) for part in dotted.split("."))
+
+
+def _env_hint(var: str, settings: Settings) -> str:
+    """` (did you mean HARKEN_X?)` for an ignored variable close to a real one, else ''."""
+    known = [f"HARKEN_{key.replace('.', '_')}".upper() for key in _RULES]
+    for name, settings_for in settings.inputs.items():
+        leaves = ["admins", *settings_for.options, *INPUT_SECRETS.get(name, ())]
+        known += [input_env_var(name, leaf) for leaf in leaves]
+    match = difflib.get_close_matches(var, known, n=1, cutoff=0.8)
+    return f" (did you mean {match[0]}?)" if match else ""

@@ -1,0 +1,231 @@
+"""The settings schema: what Harken can be configured with, and the defaults.
+
+These dataclasses are plain, frozen values. They do not validate themselves: the loader
+(`config.loader`) checks every value before building them, so a bad file, environment
+variable or flag is reported as one clear `ConfigError` instead of failing somewhere deep
+inside an actor. The defaults here are the single source of truth; the shipped
+`config/harken.toml` repeats them for readers, and a test keeps the two equal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Final
+
+SHIPPED_DEFAULT: Final = "<shipped default>"
+"""`Settings.source` when the settings came from the shipped `config/harken.toml`."""
+
+BUILTIN_INPUTS: Final = ("shell", "slack", "xmpp")
+"""Inputs that ship with Harken; `Settings.inputs` always has an entry for each."""
+
+INPUT_OPTION_DEFAULTS: Final[Mapping[str, Mapping[str, Any]]] = MappingProxyType(
+    {
+        "shell": MappingProxyType({}),
+        "slack": MappingProxyType({}),
+        "xmpp": MappingProxyType(
+            {
+                # The bot's own account; empty means the XMPP input cannot start.
+                "jid": "",
+                # Multi-user chat rooms to join, e.g. "ops@conference.example.org".
+                "rooms": (),
+                # Nickname used in rooms.
+                "nick": "harken",
+                # Server host and port; an empty host means "look it up from the JID's domain".
+                "host": "",
+                "port": 5222,
+            }
+        ),
+    }
+)
+"""Options each built-in input understands, with their defaults.
+
+Options have no fixed schema here because each input validates its own; but knowing the
+built-in ones lets the loader type-check them and map environment variables onto them.
+"""
+
+INPUT_SECRETS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
+    {
+        "shell": (),
+        "slack": ("bot_token", "app_token"),
+        "xmpp": ("password",),
+    }
+)
+"""Secrets each built-in input reads, always from `HARKEN_<INPUT>_<NAME>` in the environment."""
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether an input option name denotes a secret.
+
+    A naming rule rather than a list, so third-party inputs get the same protection
+    (refused in files, read from the environment, masked in output) without registering
+    anything: `token`, `password`, `secret`, or a name ending in `_token`, `_password` or
+    `_secret` (e.g. Slack's `signing_secret`).
+    """
+    key = key.lower()
+    return key in {"token", "password", "passwd", "secret"} or key.endswith(
+        ("_token", "_password", "_secret")
+    )
+
+
+def input_env_var(input_name: str, key: str) -> str:
+    """The environment variable for an input key: `HARKEN_<INPUT>_<KEY>`, upper case."""
+    return f"HARKEN_{input_name}_{key}".upper()
+
+
+class Secret:
+    """A secret string that does not show itself.
+
+    `repr`, `str` and formatting all print `***`, so a `Settings` object can be logged,
+    printed or put in an error message without leaking a token. Not even the length is
+    shown: it would help a guesser and never helps a reader. Call `reveal()` at the one
+    place that hands the value to a client library.
+    """
+
+    __slots__ = ("_value",)
+    _value: str
+
+    def __init__(self, value: str) -> None:
+        # object.__setattr__ because __setattr__ below refuses changes (frozen like the
+        # dataclasses that hold it).
+        object.__setattr__(self, "_value", value)
+
+    def reveal(self) -> str:
+        """The secret value itself; keep it out of logs and messages."""
+        return self._value
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Secret is immutable")
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash((Secret, self._value))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickling must work (actors may copy messages), and pickles are not printed.
+        return (Secret, (self._value,))
+
+
+def _read_only(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
+    # Copy before wrapping: a proxy over the caller's dict would still change with it.
+    return MappingProxyType(dict(mapping))
+
+
+def _no_options() -> Mapping[str, Any]:
+    return MappingProxyType({})
+
+
+def _no_secrets() -> Mapping[str, Secret]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class BotSettings:
+    """`[bot]`: the bot as a whole."""
+
+    name: str = "harken"
+    """Name the bot answers to and signs with."""
+    inputs: tuple[str, ...] = ("shell",)
+    """Inputs to start, by name (`shell`, `slack`, `xmpp`, or a third-party input)."""
+    timezone: str = "UTC"
+    """Default IANA time zone for users who have not set their own."""
+    command_dirs: tuple[str, ...] = ()
+    """Directories of plain `.py` command files.
+
+    The loader resolves a relative entry written in a user config file against that
+    file's directory (so a config and its commands can move together); entries from the
+    shipped default, the environment or the command line stay relative to the current
+    directory.
+    """
+    conversation_idle_seconds: float = 300.0
+    """A conversation idle this long stops its actor; its state stays in memory."""
+    workers: int = 16
+    """Threads that run commands, so one slow command does not delay other people."""
+    max_message_bytes: int = 65536
+    """Inbound messages longer than this (in UTF-8 bytes) are refused with a reply."""
+
+
+@dataclass(frozen=True)
+class MemorySettings:
+    """`[memory]`: where per-user state is kept."""
+
+    backend: str = "tinydb"
+    """Store implementation; only `tinydb` exists today."""
+    path: str = "./var/memory"
+    """Store location, relative to the current directory (`make run` expects `./var/`)."""
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """`[log]`: logging."""
+
+    level: str = "INFO"
+    """DEBUG, INFO, WARNING or ERROR (the loader accepts any case and stores upper case)."""
+    file: str = ""
+    """Log file path; empty logs to stderr."""
+
+
+@dataclass(frozen=True)
+class InputSettings:
+    """`[inputs.<name>]`: one chat input."""
+
+    name: str
+    admins: tuple[str, ...] = ()
+    """User ids (as the input names them) allowed to run admin-only commands."""
+    options: Mapping[str, Any] = field(default_factory=_no_options)
+    """Every other key of the section, read-only; each input validates its own."""
+    secrets: Mapping[str, Secret] = field(default_factory=_no_secrets)
+    """Secrets from `HARKEN_<INPUT>_<NAME>` environment variables; only those set."""
+
+    def __post_init__(self) -> None:
+        # Callers (tests, other code) may pass plain dicts; keep the object read-only.
+        object.__setattr__(self, "options", _read_only(self.options))
+        object.__setattr__(self, "secrets", _read_only(self.secrets))
+
+
+def default_inputs() -> Mapping[str, InputSettings]:
+    """The `inputs` of default settings: every built-in input with its default options."""
+    return MappingProxyType(
+        {
+            name: InputSettings(name=name, options=INPUT_OPTION_DEFAULTS[name])
+            for name in BUILTIN_INPUTS
+        }
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything Harken is configured with."""
+
+    bot: BotSettings = field(default_factory=BotSettings)
+    memory: MemorySettings = field(default_factory=MemorySettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    inputs: Mapping[str, InputSettings] = field(default_factory=default_inputs)
+    """Always has `shell`, `slack` and `xmpp`, plus every input named in the file or in
+    `bot.inputs`."""
+    source: str = SHIPPED_DEFAULT
+    """Path of the config file used, or `<shipped default>`."""
+    origins: Mapping[str, str] = field(default_factory=_no_options, compare=False, repr=False)
+    """Where each dotted key's value came from: `default`, `file`, `env NAME` or `cli`.
+
+    Diagnostics for `render_settings`, not configuration, so it is left out of equality.
+    """
+    unknown_env: tuple[str, ...] = field(default=(), compare=False)
+    """`HARKEN_*` environment variables that matched no setting and were ignored.
+
+    Not an error (environments carry unrelated variables), but `harken check` warns,
+    because a typo such as `HARKEN_BOT_WOKRERS` would otherwise go unnoticed.
+    """
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "inputs", MappingProxyType(dict(self.inputs)))
+        object.__setattr__(self, "origins", _read_only(self.origins))
