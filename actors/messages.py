@@ -29,15 +29,36 @@ class Inbound(NamedTuple):
 
 
 class Outbound(NamedTuple):
-    """Send this event to its person (anyone -> input actor)."""
+    """Send this event to its person now (anyone -> input actor).
+
+    For what is not the final answer to a message: progress from a slow command, a
+    reminder, a message to another channel.
+    """
 
     event: Event
+
+
+class Answered(NamedTuple):
+    """The complete answer to one person's message (-> the input it came from).
+
+    Send `replies` in order; after them, nothing more will come for `event_id`. Inputs
+    that must know when a message is fully answered (the shell reading a pipe, the
+    testing kit) rely on this; one message instead of one per reply plus a "done" saves
+    a hop on the busiest path.
+    """
+
+    event_id: str
+    replies: tuple[Event, ...]
 
 
 class ConversationIdle(NamedTuple):
     """Router's own tick: retire conversations idle for longer than the configured time."""
 
     now: float
+
+
+class RouterStats(NamedTuple):
+    """Ask the router for its figures: active and retired conversations."""
 
 
 # --- conversations <-> command actors -------------------------------------------------

@@ -1,0 +1,219 @@
+"""The memory actor: the one owner of the memory store, with group commit.
+
+Everyone else talks to the store through this actor's messages (`actors.messages`):
+reads are asks, writes are tells applied in arrival order, and a `MemoryBarrier` fires
+once every write before it is durable.
+
+Group commit falls out of the actor's inbox: after each message, if the inbox is empty
+and something is waiting to be made durable, the actor commits (one journal sync) and
+then notifies the waiting barriers. While that sync runs, new messages pile up in the
+inbox; they are all handled before the next commit, so a burst of writes costs one sync,
+not one per write. `max_batch` bounds how long a never-empty inbox can delay a commit.
+
+Callers are expected to validate writes before sending them (`memory.store.check_names`
+and `memory.store.encode_value`, with the store's size limit): a `MemoryPut` that fails
+validation cannot be refused to a tell, so it is logged at WARNING (without its value)
+and dropped, and the next barrier is notified with the `InvalidWrite` instead of `None`.
+Messages carry no sender, so "the next barrier" is whoever's barrier comes next: in the
+usual pattern (tell the writes, then the barrier, from one thread) that is the writer's
+own, but another caller's barrier may land in between and get the error instead.
+
+Failures never stop the actor. A read that fails (bad name, unreadable owner file)
+raises to its asker: reads must be asks. A write that fails is logged and dropped, and
+the next barrier is notified with the error; a `MemoryDelete` that fails returns False,
+since it may have been told rather than asked. A failed commit is logged, its barriers
+are notified with the error, and its writes stay pending for the next commit. A read
+that arrives after writes and empties the inbox replies after their commit.
+
+Values may be secrets and are never logged; namespaces, owners and keys are logged at
+DEBUG only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from actors.messages import MemoryBarrier, MemoryDelete, MemoryGet, MemoryKeys, MemoryPut
+from actors.supervision import SupervisedActor
+from memory.store import InvalidWrite, Store
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+__all__ = ["MemoryActor"]
+
+logger = logging.getLogger(__name__)
+
+Notify = Callable[[BaseException | None], None]
+
+
+class MemoryActor(SupervisedActor):
+    """Serialises every access to one `Store` and commits writes in groups.
+
+    A `pykka.ThreadingActor` (through `SupervisedActor`, so that the supervisor hears
+    of a crash and restarts it).
+    """
+
+    def __init__(self, store: Store | Callable[[], Store], *, max_batch: int = 1000) -> None:
+        """Own `store`, or call `store()` in `on_start` if it is a factory.
+
+        A factory opens the store on the actor's own thread, so that a slow open (it may
+        replay a journal) does not hold up whoever starts the actor. `max_batch` is the
+        most messages handled between commits while the inbox never empties.
+        """
+        super().__init__()
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self._store: Store | None = None
+        self._factory: Callable[[], Store] | None = None
+        if isinstance(store, Store) and not isinstance(store, type):
+            self._store = store
+        elif callable(store):
+            self._factory = store
+        else:
+            raise TypeError("MemoryActor needs a Store or a zero-argument factory of one")
+        self._max_batch = max_batch
+        self._uncommitted = False
+        # Barriers waiting for the next commit, each with the first write error seen
+        # between the previous barrier and it (None if every write was applied).
+        self._barriers: list[tuple[Notify, BaseException | None]] = []
+        self._write_error: BaseException | None = None
+        self._handled_since_commit = 0
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    def on_start(self) -> None:
+        if self._factory is not None:
+            self._store = self._factory()
+        logger.debug("memory actor started")
+
+    def on_stop(self) -> None:
+        self._commit()
+        self._close_store()
+
+    def on_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        # Nothing here should raise, but if something did, still keep whatever can be
+        # kept and release the store's directory lock before the supervisor hears of
+        # the crash, so that the restarted actor can open the store again.
+        self._commit()
+        self._close_store()
+        super().on_failure(exception_type, exception_value, traceback)
+
+    def _close_store(self) -> None:
+        if self._store is None:
+            return
+        try:
+            self._store.close()
+        except Exception:
+            logger.exception("closing the memory store failed")
+
+    @property
+    def store(self) -> Store:
+        """The store, once opened (after `on_start`)."""
+        if self._store is None:
+            raise RuntimeError("the memory store is not open")
+        return self._store
+
+    # --- messages ------------------------------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        try:
+            return self._handle(message)
+        finally:
+            self._handled_since_commit += 1
+            if (self._uncommitted or self._barriers) and (
+                self.actor_inbox.empty() or self._handled_since_commit >= self._max_batch
+            ):
+                self._commit()
+
+    def _handle(self, message: Any) -> Any:
+        if isinstance(message, MemoryGet):
+            logger.debug("get %s/%s/%s", message.namespace, message.owner, message.key)
+            # An ask: errors (InvalidName, an unreadable owner file) go to the asker.
+            return self.store.get(message.namespace, message.owner, message.key, message.default)
+        if isinstance(message, MemoryKeys):
+            logger.debug("keys %s/%s", message.namespace, message.owner)
+            return self.store.keys(message.namespace, message.owner)
+        if isinstance(message, MemoryPut):
+            self._put(message)
+            return None
+        if isinstance(message, MemoryDelete):
+            return self._delete(message)
+        if isinstance(message, MemoryBarrier):
+            self._barriers.append((message.notify, self._write_error))
+            self._write_error = None
+            return None
+        # Not pykka's default, which would log the whole message (values included).
+        logger.warning("memory actor ignored an unexpected %s", type(message).__name__)
+        return None
+
+    def _put(self, message: MemoryPut) -> None:
+        logger.debug("put %s/%s/%s", message.namespace, message.owner, message.key)
+        try:
+            self.store.put(message.namespace, message.owner, message.key, message.value)
+        except InvalidWrite as exc:
+            logger.warning("dropped an invalid MemoryPut: %s", exc)
+            self._note_write_error(exc)
+        except Exception as exc:
+            # A tell has nobody to raise to, and the actor must survive I/O errors.
+            logger.exception("a MemoryPut failed and was dropped")
+            self._note_write_error(exc)
+        else:
+            self._uncommitted = True
+
+    def _delete(self, message: MemoryDelete) -> bool:
+        logger.debug("delete %s/%s/%s", message.namespace, message.owner, message.key)
+        try:
+            existed = self.store.delete(message.namespace, message.owner, message.key)
+        except InvalidWrite as exc:
+            # The message may have been told, so raising could kill the actor; a key
+            # that is not a valid name cannot exist.
+            logger.warning("ignored an invalid MemoryDelete: %s", exc)
+            self._note_write_error(exc)
+            return False
+        except Exception as exc:
+            logger.exception("a MemoryDelete failed and was dropped")
+            self._note_write_error(exc)
+            return False
+        if existed:
+            self._uncommitted = True
+        return existed
+
+    def _note_write_error(self, exc: BaseException) -> None:
+        if self._write_error is None:
+            self._write_error = exc
+
+    # --- group commit --------------------------------------------------------------
+
+    def _commit(self) -> None:
+        """Commit pending writes, then notify every queued barrier of the outcome.
+
+        A failed commit is logged and its writes stay pending in the store, so the next
+        commit retries them; the barriers waiting now are told about the failure.
+        """
+        self._handled_since_commit = 0
+        barriers, self._barriers = self._barriers, []
+        error: BaseException | None = None
+        if self._store is None:
+            if self._uncommitted or barriers:
+                error = RuntimeError("the memory store is not open")
+        else:
+            try:
+                self._store.commit()
+            except Exception as exc:
+                logger.exception("memory commit failed; the writes stay pending")
+                error = exc
+            else:
+                self._uncommitted = False
+        for notify, write_error in barriers:
+            try:
+                notify(error if error is not None else write_error)
+            except Exception:
+                logger.exception("a MemoryBarrier notify callback raised")

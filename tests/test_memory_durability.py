@@ -1,0 +1,180 @@
+"""Acknowledged memory writes survive a real SIGKILL, and no file is ever left half-written.
+
+A child process (tests/helpers/memory_writer.py) writes through a MemoryActor and
+prints `acked <n>` each time a barrier fires; the test kills it with SIGKILL at some
+point, reopens the store and checks every acknowledged write.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import queue
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from tinydb import TinyDB
+
+from memory.tinydb_store import TinyDBStore
+
+HELPER = Path(__file__).parent / "helpers" / "memory_writer.py"
+ACK_TIMEOUT = 30.0
+
+
+def _load_helper() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("memory_writer", HELPER)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+writer = _load_helper()
+
+
+class Expected:
+    """What the acknowledged writes promise, accumulated over several kills."""
+
+    def __init__(self) -> None:
+        self.present: dict[tuple[str, str], Any] = {}
+        self.absent: set[tuple[str, str]] = set()
+        self.latest: dict[str, int] = {}
+
+    def acked(self, n: int) -> None:
+        owner = writer.owner(n)
+        self.present[owner, f"k{n}"] = writer.value(n)
+        if n % 5 == 0:
+            self.latest[owner] = n
+        if n % 7 == 0:
+            gone = (owner, f"k{n - 7}")
+            self.present.pop(gone, None)
+            self.absent.add(gone)
+
+    def check(self, store: TinyDBStore) -> None:
+        for (owner, key), value in self.present.items():
+            assert store.get("user", owner, key) == value, (owner, key)
+        for owner, key in self.absent:
+            assert store.get("user", owner, key) is None, (owner, key)
+        for owner, n in self.latest.items():
+            # Later, unacknowledged overwrites may have landed too, but never older ones.
+            stored = store.get("user", owner, "latest")
+            assert isinstance(stored, int)
+            assert stored >= n
+            assert writer.owner(stored) == owner
+
+
+def run_and_kill(
+    directory: Path, first: int, checkpoint_bytes: int, acks_before_kill: int, extra: float
+) -> list[int]:
+    """Run the writer until it has acknowledged enough, SIGKILL it; return the acks."""
+    child = subprocess.Popen(
+        [sys.executable, str(HELPER), str(directory), str(first), str(checkpoint_bytes)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert child.stdout is not None
+        for line in child.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    acked: list[int] = []
+    try:
+        while len(acked) < acks_before_kill:
+            try:
+                line = lines.get(timeout=ACK_TIMEOUT)
+            except queue.Empty:
+                pytest.fail(f"no ack from the writer within {ACK_TIMEOUT}s")
+            if line is None:
+                assert child.stderr is not None
+                pytest.fail(f"the writer exited early: {child.stderr.read()}")
+            assert line.startswith("acked "), line
+            acked.append(int(line.split()[1]))
+        # Where the kill lands is random; nothing waits on the sleep.
+        time.sleep(extra)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=ACK_TIMEOUT)
+        reader.join(timeout=ACK_TIMEOUT)
+        assert child.stderr is not None
+        child.stderr.close()
+    # Acks already printed before the kill are promises too.
+    while True:
+        try:
+            line = lines.get_nowait()
+        except queue.Empty:
+            break
+        if line is not None and line.startswith("acked "):
+            acked.append(int(line.split()[1]))
+    assert child.returncode == -signal.SIGKILL
+    return acked
+
+
+def owner_files(directory: Path) -> list[Path]:
+    return sorted((directory / "owners").glob("*/*.json"))
+
+
+def assert_every_owner_file_loads_with_plain_tinydb(directory: Path) -> None:
+    for path in owner_files(directory):
+        db = TinyDB(path)
+        try:
+            for name in db.tables():
+                db.table(name).all()
+        finally:
+            db.close()
+
+
+def test_acknowledged_writes_survive_sigkill(tmp_path: Path) -> None:
+    expected = Expected()
+    acked = run_and_kill(tmp_path, 0, 4 * 1024 * 1024, 200, 0.0)
+    assert acked == sorted(acked)
+    assert len(acked) >= 200
+    for n in acked:
+        expected.acked(n)
+    with TinyDBStore(tmp_path) as store:
+        expected.check(store)
+
+
+def test_kills_during_checkpoints_never_leave_a_broken_file(tmp_path: Path) -> None:
+    rng = random.Random(1234)
+    expected = Expected()
+    saw_checkpoint_files = False
+    for round_ in range(5):
+        # A tiny journal threshold: a checkpoint rewrites owner files every few dozen
+        # writes, so kills land before, during and after the atomic renames.
+        acked = run_and_kill(
+            tmp_path,
+            first=round_ * 100_000,
+            checkpoint_bytes=4096,
+            acks_before_kill=rng.randrange(60, 400),
+            extra=rng.uniform(0.0, 0.01),
+        )
+        for n in acked:
+            expected.acked(n)
+        if round_ == 0:
+            # The directory started empty, so owner files now can only come from
+            # checkpoints the child made before it was killed.
+            saw_checkpoint_files = bool(owner_files(tmp_path))
+        for leftover in (tmp_path / "owners").glob("*/*"):
+            assert leftover.name.endswith((".json", ".tmp")), leftover
+        assert_every_owner_file_loads_with_plain_tinydb(tmp_path)
+        with TinyDBStore(tmp_path) as store:
+            expected.check(store)
+        assert not list((tmp_path / "owners").glob("*/*.tmp"))
+    assert saw_checkpoint_files
+    assert len(expected.present) > 300
+    assert os.path.getsize(tmp_path / "journal.log") == 0
