@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/harken shell
+	$(BIN)/harken run
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

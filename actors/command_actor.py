@@ -1,0 +1,140 @@
+"""One actor per command: it decides whether a call may run, runs it, and reports.
+
+The actor itself never runs the command's function: it hands each call to the shared
+worker pool, so a command that takes ten seconds (an HTTP check, a runbook) holds one
+worker thread and delays nobody else, not even another person calling the same command.
+The actor owns the command's policy (who may call it) and its counters.
+
+A call ends, whatever happens, with its replies delivered, the input told the event is
+processed, and the conversation told `InvocationDone`, in that order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pykka
+
+from actors.event import Event, EventType
+from actors.messages import InvocationDone, Invoke, MemoryBarrier
+from actors.supervision import SupervisedActor
+from commands.context import Context, MemoryRefused
+
+if TYPE_CHECKING:
+    from actors.services import Services
+    from commands.base import Command
+
+logger = logging.getLogger(__name__)
+
+
+def new_error_id() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+class CommandActor(SupervisedActor):
+    def __init__(self, command: Command, services: Services) -> None:
+        super().__init__()
+        self.command = command
+        self.services = services
+        self.calls = 0
+        self.failures = 0
+        self.refusals = 0
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Invoke):
+            self._invoke(message)
+        return None
+
+    def _invoke(self, message: Invoke) -> None:
+        event = message.event
+        is_admin = self.services.is_admin(event)
+        if self.command.admin_only and not is_admin:
+            self.refusals += 1
+            logger.warning(
+                "refused %s for %s on %s: admins only",
+                self.command.name,
+                event.user,
+                event.input,
+            )
+            text = (
+                f"Sorry, `{self.command.name}` is for admins only, and you are not an "
+                f"admin on {event.input}."
+            )
+            finish_call(self.services, event, [event.reply(text, type=EventType.ERROR)], message)
+            return
+        self.calls += 1
+        self.services.workers.submit(self._run, message, is_admin)
+
+    def _run(self, message: Invoke, is_admin: bool) -> None:
+        """Runs on a worker thread."""
+        event = message.event
+        services = self.services
+        ctx = Context(
+            event,
+            memory=services.memory,
+            settings=services.settings,
+            registry=services.registry,
+            is_admin=is_admin,
+            say=lambda text: services.deliver(event.reply(text)),
+        )
+        try:
+            replies = [event.reply(text) for text in self.command.call(ctx, message.groups)]
+        except MemoryRefused as exc:
+            replies = [event.reply(f"Sorry, I can't store that: {exc}.", type=EventType.ERROR)]
+        except Exception:
+            self.failures += 1
+            error_id = new_error_id()
+            logger.exception(
+                "command %s failed for %s on %s (error id %s)",
+                self.command.name,
+                event.user,
+                event.input,
+                error_id,
+            )
+            text = (
+                f"Sorry, `{self.command.name}` failed (error id {error_id}). "
+                "The details are in Harken's log under that id."
+            )
+            replies = [event.reply(text, type=EventType.ERROR)]
+        if not ctx.wrote:
+            finish_call(services, event, replies, message)
+            return
+        try:
+            services.memory.tell(MemoryBarrier(self._after_commit(event, replies, message)))
+        except pykka.ActorDeadError:
+            self._after_commit(event, replies, message)(RuntimeError("memory actor is down"))
+
+    def _after_commit(
+        self, event: Event, replies: list[Event], message: Invoke
+    ) -> Callable[[BaseException | None], None]:
+        def notify(error: BaseException | None) -> None:
+            if error is None:
+                finish_call(self.services, event, replies, message)
+                return
+            error_id = new_error_id()
+            logger.error(
+                "could not save what %s wrote for %s on %s (error id %s): %s",
+                self.command.name,
+                event.user,
+                event.input,
+                error_id,
+                error,
+            )
+            text = (
+                f"Sorry, I could not save that (error id {error_id}); "
+                "it may not be remembered. Please try again."
+            )
+            finish_call(self.services, event, [event.reply(text, type=EventType.ERROR)], message)
+
+        return notify
+
+
+def finish_call(services: Services, event: Event, replies: list[Event], message: Invoke) -> None:
+    services.answer(event, replies)
+    # The conversation may have retired while the command ran; its successor needs nothing.
+    with contextlib.suppress(pykka.ActorDeadError):
+        message.conversation.tell(InvocationDone(event.id))

@@ -1,0 +1,102 @@
+"""One actor per conversation: an input, a channel, a person (and a thread, where any).
+
+The conversation keeps that person's messages in order: it hands one message at a time
+to the command that matches it and takes the next once the command reports
+`InvocationDone`. Different conversations run side by side. Text that matches no command
+gets a pointer to `help` here, without a trip to a command actor.
+
+Conversations hold nothing that is not also in memory, so the router can retire an idle
+one at any time and start a fresh one for the next message.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import pykka
+
+from actors.event import Event
+from actors.messages import Inbound, InvocationDone, Invoke
+from actors.pool import Dispatcher, PooledActor
+
+if TYPE_CHECKING:
+    from actors.services import Services
+    from commands.base import Registry
+
+logger = logging.getLogger(__name__)
+
+
+class ConversationKey(NamedTuple):
+    input: str
+    channel: str
+    user: str
+    thread: str
+
+    @classmethod
+    def of(cls, event: Event) -> ConversationKey:
+        return cls(event.input, event.channel, event.user, event.thread)
+
+
+def unknown_command_reply(text: str, registry: Registry) -> str:
+    """A short answer for text that matches no command, suggesting the closest name."""
+    words = text.split()
+    if not words:
+        return "Say `help` to see what I can do."
+    word = words[0].lower()
+    known = registry.by_name(word)
+    if known is not None:
+        return f"Usage: {known.usage}. Say `help {known.name}` for more."
+    shown = word if len(word) <= 40 else word[:40] + "…"
+    close = difflib.get_close_matches(word, registry.names(), n=1, cutoff=0.6)
+    hint = f" Did you mean `{close[0]}`?" if close else ""
+    return f"I don't know the command `{shown}`.{hint} Say `help` to see what I can do."
+
+
+class ConversationActor(PooledActor):
+    def __init__(
+        self, dispatcher: Dispatcher, key: ConversationKey, services: Services, router: Any
+    ) -> None:
+        super().__init__(dispatcher)
+        self.key = key
+        self.services = services
+        self.router = router
+        self.pending: deque[Event] = deque()
+        self.running: str | None = None
+        """Id of the event whose command is running, if any."""
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Inbound):
+            self.pending.append(message.event)
+            self._dispatch()
+        elif isinstance(message, InvocationDone) and message.event_id == self.running:
+            self.running = None
+            self._dispatch()
+        return None
+
+    def _dispatch(self) -> None:
+        services = self.services
+        while self.running is None and self.pending:
+            event = self.pending.popleft()
+            text = event.data.strip()
+            found = services.registry.find(text)
+            if found is None:
+                services.answer(
+                    event, [event.reply(unknown_command_reply(text, services.registry))]
+                )
+                continue
+            command, match = found
+            self.running = event.id
+            services.commands[command.name].tell(Invoke(event, match.groupdict(), self.actor_ref))
+
+    def on_stop(self) -> None:
+        # Retired while messages still waited (a command ran longer than the idle time):
+        # hand them back to the router, which gives them to this conversation's successor.
+        for event in self.pending:
+            try:
+                self.router.tell(Inbound(event))
+            except pykka.ActorDeadError:
+                logger.warning("dropped a message from %s: the bot is stopping", self.key.user)
+        self.pending.clear()

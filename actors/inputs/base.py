@@ -1,0 +1,85 @@
+"""What every input actor shares.
+
+An input actor owns one chat connection. It turns what arrives into `Event`s for the
+router (`Inbound`) and sends what it is told to send: `Outbound` (one message, now) and
+`Answered` (the complete answer to one of its events).
+
+A new input is a subclass registered under the `harken.inputs` entry point group, so a
+third party can add one without touching Harken's code.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+from actors.event import Event
+from actors.messages import Answered, Inbound, Outbound
+from actors.supervision import SupervisedActor
+
+if TYPE_CHECKING:
+    from actors.services import Services
+    from actors.supervision import Handle
+    from config.settings import InputSettings
+
+
+class InputActor(SupervisedActor):
+    """Base class: subclasses implement `send`, and may implement `processed`."""
+
+    def __init__(self, settings: InputSettings, services: Services, router: Handle) -> None:
+        super().__init__()
+        self.settings = settings
+        self.services = services
+        self.router = router
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Outbound):
+            self.send(message.event)
+        elif isinstance(message, Answered):
+            self.answered(message)
+        return None
+
+    def answered(self, message: Answered) -> None:
+        for reply in message.replies:
+            self.send(reply)
+        self.processed(message.event_id)
+
+    def submit(self, event: Event) -> None:
+        """Hand a person's message to the bot (safe from any thread)."""
+        self.router.tell(Inbound(event))
+
+    def send(self, event: Event) -> None:
+        raise NotImplementedError
+
+    def processed(self, event_id: str) -> None:
+        """Every reply to `event_id` is out; most inputs need not care."""
+
+
+class Outstanding:
+    """Event ids sent to the bot whose replies are not all out yet (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._ids: set[str] = set()
+        self._changed = threading.Condition()
+
+    def add(self, event_id: str) -> None:
+        with self._changed:
+            self._ids.add(event_id)
+
+    def done(self, event_id: str) -> None:
+        with self._changed:
+            self._ids.discard(event_id)
+            if not self._ids:
+                self._changed.notify_all()
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def wait_empty(self, timeout: float | None = None) -> bool:
+        """Wait until nothing is outstanding; False if `timeout` ran out first."""
+        with self._changed:
+            return self._changed.wait_for(lambda: not self._ids, timeout)

@@ -1,0 +1,111 @@
+"""The router: every person's message passes here on its way to their conversation.
+
+It owns the map from conversation key to conversation actor, so it alone starts and
+retires conversations and no message can slip between a retiring actor and its
+successor. It also makes text safe before anything matches on it: control characters
+and bidirectional overrides are removed, and over-long messages are refused with a
+reply that says the limit.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import pykka
+
+from actors.conversation import ConversationActor, ConversationKey
+from actors.event import Event, EventType
+from actors.messages import ConversationIdle, Inbound, RouterStats
+from actors.supervision import SupervisedActor
+from actors.text import clean_text
+
+if TYPE_CHECKING:
+    from actors.services import Services
+
+logger = logging.getLogger(__name__)
+
+
+class Router(SupervisedActor):
+    def __init__(self, services: Services) -> None:
+        super().__init__()
+        self.services = services
+        self.conversations: dict[ConversationKey, pykka.ActorRef[Any]] = {}
+        self.last_seen: dict[ConversationKey, float] = {}
+        self.retired = 0
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Inbound):
+            self._route(message.event)
+        elif isinstance(message, ConversationIdle):
+            self._retire_idle(message.now)
+        elif isinstance(message, RouterStats):
+            return {"active_conversations": len(self.conversations), "retired": self.retired}
+        return None
+
+    def _route(self, event: Event) -> None:
+        if event.type is not EventType.TEXT:
+            logger.warning("router got a %s event from %s; ignored", event.type, event.input)
+            return
+        limit = self.services.settings.bot.max_message_bytes
+        if len(event.data) > limit // 4:
+            size = len(event.data.encode("utf-8", "surrogatepass"))
+            if size > limit:
+                logger.info(
+                    "refused a %d-byte message from %s on %s", size, event.user, event.input
+                )
+                text = (
+                    f"That message is {size:,} bytes; I only read messages up to "
+                    f"{limit:,} bytes. Nothing was changed."
+                )
+                self.services.answer(event, [event.reply(text, type=EventType.ERROR)])
+                return
+        cleaned = clean_text(event.data)
+        if cleaned != event.data:
+            event = event.with_data(cleaned)
+        key = ConversationKey.of(event)
+        self.last_seen[key] = time.monotonic()
+        ref = self.conversations.get(key)
+        if ref is not None:
+            try:
+                ref.tell(Inbound(event))
+                return
+            except pykka.ActorDeadError:
+                logger.warning("conversation %s had died; starting it again", key)
+        ref = ConversationActor.spawn(self.services.dispatcher, key, self.services, self.actor_ref)
+        self.conversations[key] = ref
+        ref.tell(Inbound(event))
+
+    def _retire_idle(self, now: float) -> None:
+        idle_after = self.services.settings.bot.conversation_idle_seconds
+        idle = [key for key, seen in self.last_seen.items() if now - seen >= idle_after]
+        for key in idle:
+            del self.last_seen[key]
+            ref = self.conversations.pop(key, None)
+            if ref is not None:
+                ref.stop(block=False)
+                self.retired += 1
+        if idle:
+            logger.debug("retired %d idle conversations", len(idle))
+
+    def _stop_conversations(self) -> None:
+        for ref in self.conversations.values():
+            ref.stop(block=False)
+        self.conversations.clear()
+        self.last_seen.clear()
+
+    def on_stop(self) -> None:
+        self._stop_conversations()
+
+    def on_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        # The restarted router starts with an empty map; stop the conversations this one
+        # owned so none lingers unreachable. Their state is in memory.
+        self._stop_conversations()
+        super().on_failure(exception_type, exception_value, traceback)

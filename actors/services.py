@@ -1,0 +1,62 @@
+"""What the bot's actors share: read-only after start-up.
+
+The system builds one `Services` value while it assembles the actors and hands it to
+each of them. Nothing in it changes after start-up except the addresses behind the
+handles, which the supervisor updates when it restarts an actor.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import pykka
+
+from actors.event import Event
+from actors.messages import Answered, Outbound
+from actors.pool import Dispatcher
+from actors.workers import WorkerPool
+
+if TYPE_CHECKING:
+    from actors.supervision import Handle
+    from commands.base import Registry
+    from config.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    registry: Registry
+    memory: Handle
+    workers: WorkerPool
+    dispatcher: Dispatcher
+    """Runs the conversation actors: many actors, a few threads."""
+    """Runs command functions, so a slow command holds a worker, never an actor."""
+    inputs: dict[str, Handle] = field(default_factory=dict)
+    commands: dict[str, Handle] = field(default_factory=dict)
+    """Command actors by command name."""
+
+    def is_admin(self, event: Event) -> bool:
+        settings = self.settings.inputs.get(event.input)
+        return settings is not None and event.user in settings.admins
+
+    def deliver(self, event: Event) -> None:
+        """Send a message to the input it belongs to, now."""
+        self._tell_input(event.input, Outbound(event))
+
+    def answer(self, event: Event, replies: list[Event]) -> None:
+        """Send the complete answer to a person's message back to its input."""
+        self._tell_input(event.input, Answered(event.id, tuple(replies)))
+
+    def _tell_input(self, name: str, message: Outbound | Answered) -> None:
+        handle = self.inputs.get(name)
+        if handle is None:
+            logger.warning("no input named %r to deliver to; message dropped", name)
+            return
+        try:
+            handle.tell(message)
+        except pykka.ActorDeadError:
+            logger.warning("input %r is down; message dropped", name)

@@ -1,0 +1,192 @@
+"""Assembles Harken's actors from the settings, and takes them down again.
+
+Start order: supervisor, memory, command actors, router, inputs, so that by the time an
+input hands over its first message everything behind it is up. Stop order is the
+reverse, and memory stops last so every write that was told to it is committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from functools import partial
+from importlib.metadata import entry_points
+
+import pykka
+
+from actors.command_actor import CommandActor
+from actors.inputs.base import InputActor
+from actors.memory_actor import MemoryActor
+from actors.messages import ConversationIdle, RouterStats
+from actors.pool import Dispatcher
+from actors.router import Router
+from actors.services import Services
+from actors.supervision import Handle, SupervisedActor, Supervisor
+from actors.workers import WorkerPool
+from commands.base import Registry
+from commands.loader import load_commands
+from config.settings import InputSettings, Settings
+from memory.store import Store, StoreError, open_store
+
+logger = logging.getLogger(__name__)
+
+InputFactory = Callable[[InputSettings, Services, Handle], InputActor]
+INPUT_ENTRY_POINT_GROUP = "harken.inputs"
+CONVERSATION_THREADS = 4
+"""Threads that run every conversation actor; conversations only pass messages on."""
+
+
+class StartupError(RuntimeError):
+    """The bot cannot start as configured; the message says what to change."""
+
+
+def installed_inputs() -> dict[str, InputFactory]:
+    """Inputs registered by installed packages under the `harken.inputs` entry points."""
+    found: dict[str, InputFactory] = {}
+    for ep in entry_points(group=INPUT_ENTRY_POINT_GROUP):
+        found[ep.name] = ep.load()
+    return found
+
+
+class BotSystem:
+    """The running bot: one per process (tests may run several side by side)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        inputs: Mapping[str, InputFactory] | None = None,
+        registry: Registry | None = None,
+    ) -> None:
+        self.settings = settings
+        self._input_factories = dict(inputs) if inputs is not None else {}
+        self._registry = registry
+        self.problems: list[str] = []
+        self._supervisor_ref: pykka.ActorRef[Supervisor] | None = None
+        self._ticker_stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+        self.services: Services | None = None
+        self.router: Handle | None = None
+        self.started_at = 0.0
+
+    def _factory_for(self, name: str) -> InputFactory:
+        if name in self._input_factories:
+            return self._input_factories[name]
+        installed = installed_inputs()
+        if name in installed:
+            return installed[name]
+        known = sorted(set(self._input_factories) | set(installed))
+        raise StartupError(
+            f"input {name!r} is not available here (available: {', '.join(known) or 'none'})"
+        )
+
+    def start(self) -> None:
+        settings = self.settings
+        # Fail on a missing input or an unusable store before starting any thread.
+        factories = {name: self._factory_for(name) for name in settings.bot.inputs}
+        store_factory = self._store_factory()
+        if self._registry is None:
+            loaded = load_commands(settings.bot.command_dirs)
+            self._registry = loaded.registry
+            self.problems = loaded.problems
+        registry = self._registry
+
+        supervisor_ref = Supervisor.start()
+        self._supervisor_ref = supervisor_ref
+        supervisor = supervisor_ref.proxy()
+
+        def child(name: str, factory: Callable[[], SupervisedActor]) -> Handle:
+            handle: Handle = supervisor.start_child(name, factory).get()
+            return handle
+
+        # The store opens in the factory, on the supervisor's thread, so a store that
+        # fails to open after a crash is retried with backoff like any failed restart.
+        memory = child("memory", lambda: MemoryActor(store_factory()))
+        services = Services(
+            settings=settings,
+            registry=registry,
+            memory=memory,
+            workers=WorkerPool(settings.bot.workers),
+            dispatcher=Dispatcher(CONVERSATION_THREADS, name="conversations"),
+        )
+        self.services = services
+        for cmd in registry.commands():
+            services.commands[cmd.name] = child(
+                f"command:{cmd.name}", partial(CommandActor, cmd, services)
+            )
+        router = child("router", lambda: Router(services))
+        self.router = router
+        for name, factory in factories.items():
+            input_settings = settings.inputs.get(name) or InputSettings(name=name)
+            services.inputs[name] = child(
+                f"input:{name}", partial(factory, input_settings, services, router)
+            )
+        self._start_ticker(router)
+        self.started_at = time.time()
+        logger.info(
+            "Harken is up: inputs %s, %d commands, memory %s at %s",
+            ", ".join(factories),
+            len(registry),
+            settings.memory.backend,
+            settings.memory.path,
+        )
+
+    def _store_factory(self) -> Callable[[], Store]:
+        """Open the store now, so a store that cannot open stops start-up with a clear
+        error; the memory actor takes this one, and opens a fresh one after a crash."""
+        backend, path = self.settings.memory.backend, self.settings.memory.path
+        try:
+            opened = [open_store(backend, path)]
+        except (StoreError, OSError, ValueError) as exc:
+            raise StartupError(f"cannot open the memory store at {path}: {exc}") from exc
+
+        def factory() -> Store:
+            return opened.pop() if opened else open_store(backend, path)
+
+        return factory
+
+    def _start_ticker(self, router: Handle) -> None:
+        interval = max(0.05, min(5.0, self.settings.bot.conversation_idle_seconds / 4))
+
+        def tick() -> None:
+            while not self._ticker_stop.wait(interval):
+                try:
+                    router.tell(ConversationIdle(time.monotonic()))
+                except pykka.ActorDeadError:
+                    return
+
+        self._ticker = threading.Thread(target=tick, name="conversation-ticker", daemon=True)
+        self._ticker.start()
+
+    def input(self, name: str) -> Handle:
+        if self.services is None:
+            raise RuntimeError("the bot is not started")
+        return self.services.inputs[name]
+
+    def router_stats(self) -> dict[str, int]:
+        """The router's figures (for `status`, tests and benchmarks)."""
+        if self.router is None:
+            raise RuntimeError("the bot is not started")
+        stats: dict[str, int] = self.router.ask(RouterStats(), timeout=5)
+        return stats
+
+    def stop(self) -> None:
+        self._ticker_stop.set()
+        if self._supervisor_ref is None:
+            return
+        supervisor = self._supervisor_ref.proxy()
+        services = self.services
+        order = [f"input:{name}" for name in (services.inputs if services else {})]
+        order.append("router")
+        # Commands still running finish (and tell memory their writes) before memory stops.
+        order += [f"command:{name}" for name in (services.commands if services else {})]
+        supervisor.stop_children(order).get()
+        if services is not None:
+            services.workers.shutdown()
+            services.dispatcher.shutdown()
+        supervisor.stop_children(None).get()
+        self._supervisor_ref.stop()
+        self._supervisor_ref = None
+        logger.info("Harken stopped")

@@ -1,0 +1,1 @@
+"""Harken's benchmarks: `make bench` runs them all (`python -m bench`)."""

@@ -1,0 +1,124 @@
+"""Closed-loop message throughput and latency through the real actor system.
+
+The workload, fixed so that it compares with other bots: 100 users `u000`..`u099`;
+message i comes from user `u{i%100:03d}`; each user keeps exactly one message in flight
+and sends the next as soon as the reply to the previous one arrives; 10,000 messages a
+run. `echo` runs send `echo m000123 hello from u023` and expect exactly
+`m000123 hello from u023`; `remember` runs write one value per message durably through
+the memory actor before the reply.
+
+    python -m bench.bench_bot [--runs 5] [--messages 10000] [--workload echo|remember|both]
+"""
+
+from __future__ import annotations
+
+import argparse
+import queue
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from actors.inputs.testing import Done, Reply
+from harken.testbot import TestBot
+
+USERS = 100
+
+
+@dataclass
+class RunResult:
+    rate: float
+    p50_ms: float
+    p99_ms: float
+
+
+def _message(workload: str, i: int) -> tuple[str, str, str]:
+    """(user, text, expected reply) of message i."""
+    user = f"u{i % USERS:03d}"
+    if workload == "echo":
+        return user, f"echo m{i:06d} hello from {user}", f"m{i:06d} hello from {user}"
+    value = f"m{i:06d} from {user}"
+    return user, f"remember slot is {value}", f"OK, I'll remember that slot is {value}."
+
+
+def run_once(
+    bot: TestBot, stream: queue.Queue[Reply | Done], workload: str, total: int
+) -> RunResult:
+    expected: dict[str, tuple[int, str, float]] = {}
+    latencies: list[float] = []
+
+    def send(i: int) -> None:
+        user, text, reply = _message(workload, i)
+        event = bot.event(text, user=user)
+        expected[event.id] = (i, reply, time.perf_counter())
+        bot.send_event(event)
+
+    start = time.perf_counter()
+    for i in range(min(USERS, total)):
+        send(i)
+    answered = 0
+    while answered < total:
+        item = stream.get(timeout=30)
+        if not isinstance(item, Done):
+            continue
+        now = time.perf_counter()
+        i, reply, sent_at = expected.pop(item.event_id)
+        got = [e.data for e in item.replies]
+        if got != [reply]:
+            raise AssertionError(f"message {i}: expected {reply!r}, got {got!r}")
+        latencies.append(now - sent_at)
+        answered += 1
+        if i + USERS < total:
+            send(i + USERS)
+    elapsed = time.perf_counter() - start
+    latencies.sort()
+    return RunResult(
+        rate=total / elapsed,
+        p50_ms=latencies[len(latencies) // 2] * 1000,
+        p99_ms=latencies[int(len(latencies) * 0.99)] * 1000,
+    )
+
+
+def bench(workload: str, runs: int, total: int) -> list[RunResult]:
+    stream: queue.Queue[Reply | Done] = queue.Queue()
+    with tempfile.TemporaryDirectory(prefix="harken-bench-") as tmp:
+        bot = TestBot(Path(tmp) / "memory", sink=stream.put)
+        with bot:
+            run_once(bot, stream, workload, min(total, 2000))  # warm-up
+            return [run_once(bot, stream, workload, total) for _ in range(runs)]
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--workload", choices=["echo", "remember", "both"], default="both")
+    args = parser.parse_args(argv)
+    workloads = ["echo", "remember"] if args.workload == "both" else [args.workload]
+    print(f"## Bot: closed loop, {USERS} users, {args.messages:,} messages a run, {args.runs} runs")
+    print()
+    print("| workload | messages/s (median) | p50 ms (median) | p99 ms (median) | runs (msg/s) |")
+    print("|---|---|---|---|---|")
+    for workload in workloads:
+        results = bench(workload, args.runs, args.messages)
+        rates = ", ".join(f"{r.rate:,.0f}" for r in results)
+        print(
+            f"| {workload} | {statistics.median(r.rate for r in results):,.0f} "
+            f"| {statistics.median(r.p50_ms for r in results):.2f} "
+            f"| {statistics.median(r.p99_ms for r in results):.2f} | {rates} |"
+        )
+        sys.stdout.flush()
+    print()
+    print(f"Peak RSS of the benchmark process: {peak_rss_mb():.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

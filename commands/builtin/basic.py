@@ -1,0 +1,93 @@
+"""Built-in commands: ping, echo, help, time, whoami, timezone."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from actors.event import Event
+from commands.base import command
+from commands.context import Context
+
+
+@command(r"^ping$", usage="ping", description="Check that Harken is alive: it answers pong.")
+def ping() -> str:
+    return "pong"
+
+
+@command(r"^echo(?:\s+(?P<text>.*))?$", usage="echo <text>", description="Say <text> back.")
+def echo(text: str | None) -> str:
+    return text if text else "echo what?"
+
+
+@command(
+    r"^help(?:\s+(?P<name>\S+))?$",
+    usage="help [<command>]",
+    description="List every command, or show how to use one.",
+)
+def help(ctx: Context, name: str | None) -> str:
+    registry = ctx.registry
+    if name:
+        cmd = registry.by_name(name)
+        if cmd is None:
+            return f"There is no command called `{name}`. Say `help` to list them all."
+        admin = " (admins only)" if cmd.admin_only else ""
+        return f"{cmd.usage}{admin}\n{cmd.description}"
+    lines = ["Commands:"]
+    for cmd in sorted(registry.commands(), key=lambda c: c.name):
+        admin = " (admins only)" if cmd.admin_only else ""
+        lines.append(f"  {cmd.usage} - {cmd.description}{admin}")
+    lines.append("Say `help <command>` for one of them.")
+    return "\n".join(lines)
+
+
+@command(r"^time$", usage="time", description="The current date and time in your time zone.")
+def time(ctx: Context) -> str:
+    zone = ctx.timezone()
+    now = datetime.now(zone)
+    return f"It is {now:%A %d %B %Y, %H:%M:%S} in {zone.key} ({now:%Z}, UTC{now:%z})."
+
+
+@command(
+    r"^whoami$",
+    usage="whoami",
+    description="What Harken knows about you: id, name, input, channel, time zone.",
+)
+def whoami(ctx: Context, event: Event) -> str:
+    stored_zone = ctx.profile.get("timezone")
+    zone = (
+        f"{stored_zone}"
+        if stored_zone
+        else f"{ctx.settings.bot.timezone} (the default; set yours with `timezone <Area/City>`)"
+    )
+    name = event.display_name or ctx.profile.get("display_name") or event.user
+    return "\n".join(
+        [
+            f"You are {event.user} ({name}).",
+            f"Input: {event.input}",
+            f"Channel: {event.channel or '(direct)'}"
+            + (f", thread {event.thread}" if event.thread else ""),
+            f"Time zone: {zone}",
+            "You are an admin here." if ctx.is_admin else "",
+        ]
+    ).rstrip()
+
+
+@command(
+    r"^(?:timezone|tz)(?:\s+(?P<zone>\S+))?$",
+    name="timezone",
+    usage="timezone [<Area/City>]",
+    description="Show your time zone, or set it (an IANA name such as Europe/Paris).",
+)
+def timezone(ctx: Context, zone: str | None) -> str:
+    if not zone:
+        return f"Your time zone is {ctx.timezone().key}."
+    try:
+        resolved = ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        return (
+            f"`{zone}` is not a time zone I know. Use an IANA name such as "
+            "Europe/Paris, America/New_York or UTC."
+        )
+    ctx.profile.set("timezone", resolved.key)
+    return f"Your time zone is now {resolved.key}."

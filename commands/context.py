@@ -1,0 +1,133 @@
+"""What a command sees while it runs: the event, the person's memory, settings, time zone.
+
+A `Context` lives for one invocation, on the worker thread that runs the command. Reads
+from memory ask the memory actor; writes are told to it and the replies are held back
+until the memory actor has made those writes durable (group commit), so a reply such
+as "I'll remember that" is never sent for a write that a crash could still lose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from actors.event import Event
+from actors.messages import MemoryDelete, MemoryGet, MemoryKeys, MemoryPut
+from memory.store import InvalidWrite, check_names, encode_value
+
+if TYPE_CHECKING:
+    from actors.supervision import Handle
+    from commands.base import Registry
+    from config.settings import Settings
+
+# Namespaces in memory (see ARCHITECTURE.md).
+USER_NS = "user"
+"""What a person asked Harken to remember (`remember`, `recall`)."""
+PROFILE_NS = "profile"
+"""Facts about a person Harken uses itself: display name, time zone."""
+
+MAX_KEY_CHARS = 200
+MAX_VALUE_BYTES = 32 * 1024
+_ASK_TIMEOUT = 10.0
+
+
+class MemoryRefused(ValueError):
+    """A write Harken will not store; the message says why, for the person."""
+
+
+def owner_of(event: Event) -> str:
+    """The memory owner for the person in an event: the same name on two inputs is two people."""
+    return f"{event.input}:{event.user}"
+
+
+class MemoryView:
+    """One person's key/value memory in one namespace."""
+
+    def __init__(
+        self, memory: Handle, namespace: str, owner: str, on_write: Callable[[], None]
+    ) -> None:
+        self._memory = memory
+        self._namespace = namespace
+        self._owner = owner
+        self._on_write = on_write
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._memory.ask(
+            MemoryGet(self._namespace, self._owner, key, default), timeout=_ASK_TIMEOUT
+        )
+
+    def keys(self) -> list[str]:
+        result: list[str] = self._memory.ask(
+            MemoryKeys(self._namespace, self._owner), timeout=_ASK_TIMEOUT
+        )
+        return result
+
+    def set(self, key: str, value: Any) -> None:
+        # Refuse here what the memory actor would have to drop: a tell cannot be refused.
+        if not key or len(key) > MAX_KEY_CHARS:
+            raise MemoryRefused(f"a key must be 1 to {MAX_KEY_CHARS} characters long")
+        try:
+            check_names(self._namespace, self._owner, key)
+            encode_value(value, MAX_VALUE_BYTES)
+        except InvalidWrite as exc:
+            raise MemoryRefused(str(exc)) from exc
+        self._on_write()
+        self._memory.tell(MemoryPut(self._namespace, self._owner, key, value))
+
+    def delete(self, key: str) -> bool:
+        self._on_write()
+        existed: bool = self._memory.ask(
+            MemoryDelete(self._namespace, self._owner, key), timeout=_ASK_TIMEOUT
+        )
+        return existed
+
+
+class Context:
+    """Everything a command may use, injected as `ctx`."""
+
+    def __init__(
+        self,
+        event: Event,
+        *,
+        memory: Handle,
+        settings: Settings,
+        registry: Registry,
+        is_admin: bool,
+        say: Callable[[str], None],
+    ) -> None:
+        self.event = event
+        self.settings = settings
+        self.registry = registry
+        self.is_admin = is_admin
+        self.owner = owner_of(event)
+        self.wrote = False
+        self._memory = memory
+        self._say = say
+        self.memory = self.memory_for(USER_NS)
+        self.profile = self.memory_for(PROFILE_NS)
+
+    @property
+    def user(self) -> str:
+        return self.event.user
+
+    def memory_for(self, namespace: str) -> MemoryView:
+        """This person's memory in another namespace (`plugin:<name>` for a plugin's own)."""
+        return MemoryView(self._memory, namespace, self.owner, self._mark_written)
+
+    def say(self, text: str) -> None:
+        """Send a reply now, before the command returns (progress for slow commands)."""
+        self._say(text)
+
+    def timezone(self) -> ZoneInfo:
+        """The person's stored time zone, else the configured default."""
+        stored = self.profile.get("timezone")
+        if isinstance(stored, str):
+            try:
+                return ZoneInfo(stored)
+            except (ZoneInfoNotFoundError, ValueError):
+                pass
+        return ZoneInfo(self.settings.bot.timezone)
+
+    def _mark_written(self) -> None:
+        self.wrote = True

@@ -1,0 +1,172 @@
+"""`TestBot`: the real actor system in-process, driven through the in-memory input.
+
+For command authors (three lines with the `testbot` fixture) and for Harken's own tests
+and benchmarks:
+
+    def test_ping(testbot):
+        assert testbot.ask("ping") == "pong"
+
+`send` never blocks and returns the `Event` it sent; `replies(event)` waits for every
+reply to it. A benchmark can pass its own `sink` to get the raw, thread-safe stream of
+`Reply` and `Done` items instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from actors.event import Event, EventType
+from actors.inputs.testing import Done, Reply, Sink, TestingInput
+from actors.messages import Inbound
+from actors.services import Services
+from actors.supervision import Handle
+from actors.system import BotSystem
+from commands.base import Command, Registry
+from commands.loader import load_commands
+from config.settings import InputSettings, Settings
+
+INPUT_NAME = "testing"
+
+
+class Exchange:
+    """Collects replies by the message they answer (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._replies: defaultdict[str, list[Event]] = defaultdict(list)
+        self._done: set[str] = set()
+
+    def __call__(self, item: Reply | Done) -> None:
+        with self._changed:
+            if isinstance(item, Reply):
+                self._replies[item.in_reply_to].append(item.event)
+            else:
+                self._replies[item.event_id].extend(item.replies)
+                self._done.add(item.event_id)
+            self._changed.notify_all()
+
+    def wait(self, event_id: str, timeout: float) -> list[Event]:
+        with self._changed:
+            if not self._changed.wait_for(lambda: event_id in self._done, timeout):
+                got = [e.data for e in self._replies.get(event_id, [])]
+                raise TimeoutError(
+                    f"no complete answer to message {event_id} within {timeout} s "
+                    f"(replies so far: {got!r})"
+                )
+            self._done.discard(event_id)
+            return self._replies.pop(event_id, [])
+
+
+class TestBot:
+    __test__ = False  # not a pytest test class, despite the name
+
+    def __init__(
+        self,
+        memory_path: str | Path,
+        *,
+        settings: Settings | None = None,
+        commands: Iterable[Command] = (),
+        admins: Iterable[str] = (),
+        sink: Sink | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        base = settings or Settings()
+        inputs = dict(base.inputs)
+        inputs[INPUT_NAME] = InputSettings(name=INPUT_NAME, admins=tuple(admins))
+        self.settings = dataclasses.replace(
+            base,
+            bot=dataclasses.replace(base.bot, inputs=(INPUT_NAME,)),
+            memory=dataclasses.replace(base.memory, path=str(memory_path)),
+            inputs=inputs,
+        )
+        self._extra = list(commands)
+        self._exchange = Exchange()
+        self._sink: Sink = sink or self._exchange
+        self.timeout = timeout
+        self.system: BotSystem | None = None
+        self._router: Handle | None = None
+
+    def add(self, *commands: Command) -> None:
+        """Add commands under test; call before the first message."""
+        if self.system is not None:
+            raise RuntimeError("add commands before the first message: the bot is running")
+        self._extra.extend(commands)
+
+    def start(self) -> TestBot:
+        if self.system is not None:
+            return self
+        loaded = load_commands(self.settings.bot.command_dirs, use_entry_points=False)
+        registry: Registry = loaded.registry
+        for cmd in self._extra:
+            registry.add(cmd)
+        sink = self._sink
+
+        def make_input(settings: InputSettings, services: Services, router: Handle) -> Any:
+            return TestingInput(settings, services, router, sink)
+
+        system = BotSystem(self.settings, inputs={INPUT_NAME: make_input}, registry=registry)
+        system.start()
+        self.system = system
+        self._router = system.router
+        return self
+
+    def stop(self) -> None:
+        if self.system is not None:
+            self.system.stop()
+            self.system = None
+
+    def restart(self) -> None:
+        """Stop the bot and start a fresh one on the same memory, as after a restart."""
+        self.stop()
+        self._router = None
+        self.start()
+
+    def __enter__(self) -> TestBot:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def event(
+        self,
+        text: str,
+        *,
+        user: str = "alice",
+        channel: str = "",
+        thread: str = "",
+        display_name: str = "",
+    ) -> Event:
+        return Event(
+            type=EventType.TEXT,
+            sender=user,
+            to=self.settings.bot.name,
+            data=text,
+            input=INPUT_NAME,
+            channel=channel,
+            thread=thread,
+            display_name=display_name,
+        )
+
+    def send(self, text: str, **who: str) -> Event:
+        """Send text as a person without waiting (`user=`, `channel=`, `thread=`)."""
+        return self.send_event(self.event(text, **who))
+
+    def send_event(self, event: Event) -> Event:
+        if self._router is None:
+            self.start()
+        assert self._router is not None
+        self._router.tell(Inbound(event))
+        return event
+
+    def replies(self, event: Event, timeout: float | None = None) -> list[Event]:
+        """Every reply to `event`, once the bot says it has answered it completely."""
+        return self._exchange.wait(event.id, self.timeout if timeout is None else timeout)
+
+    def ask(self, text: str, *, timeout: float | None = None, **who: str) -> str:
+        """Send text and return the replies, joined by line breaks."""
+        return "\n".join(e.data for e in self.replies(self.send(text, **who), timeout))

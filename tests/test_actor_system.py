@@ -1,0 +1,175 @@
+"""The actor core: routing, concurrency, supervision, idle conversations, access control."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pykka
+import pytest
+
+from actors.messages import Inbound
+from actors.supervision import SupervisedActor, Supervisor
+from commands.base import command
+from config.settings import Settings
+from harken import TestBot
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached within timeout")
+        time.sleep(0.01)
+
+
+release = threading.Event()
+
+
+@command(r"^slow$", usage="slow", description="Waits until the test releases it (at most 10 s).")
+def slow() -> str:
+    release.wait(10)
+    return "slow done"
+
+
+@command(r"^boom$", usage="boom", description="Always fails.")
+def boom() -> str:
+    raise RuntimeError("the boom command exploded")
+
+
+@command(r"^shutdown$", usage="shutdown", description="Admins only.", admin_only=True)
+def shutdown() -> str:
+    return "shutting down (not really)"
+
+
+@pytest.fixture
+def bot(tmp_path: Path) -> Iterator[TestBot]:
+    release.clear()
+    testbot = TestBot(tmp_path / "memory", commands=[slow, boom, shutdown], admins=["root"])
+    try:
+        yield testbot
+    finally:
+        release.set()
+        testbot.stop()
+
+
+def test_a_slow_command_does_not_delay_another_persons_ping(bot: TestBot) -> None:
+    slow_event = bot.send("slow", user="ann")
+    assert bot.ask("ping", user="bob", timeout=2) == "pong"
+    release.set()
+    assert [e.data for e in bot.replies(slow_event)] == ["slow done"]
+
+
+def test_the_same_slow_command_runs_for_two_people_at_once(bot: TestBot) -> None:
+    first = bot.send("slow", user="ann")
+    second = bot.send("slow", user="bob")
+    # Both are running: a third person's ping still answers, then both finish on release.
+    assert bot.ask("ping", user="carl", timeout=2) == "pong"
+    release.set()
+    assert [e.data for e in bot.replies(first, timeout=5)] == ["slow done"]
+    assert [e.data for e in bot.replies(second, timeout=5)] == ["slow done"]
+
+
+def test_one_persons_messages_are_answered_in_order(bot: TestBot) -> None:
+    events = [bot.send(f"echo {i}", user="ann") for i in range(50)]
+    events.insert(0, bot.send("remember n is 1", user="ann"))
+    recall = bot.send("recall n", user="ann")
+    assert [bot.replies(e)[0].data for e in events[1:]] == [str(i) for i in range(50)]
+    assert bot.replies(recall)[0].data == "n is 1"
+
+
+def test_a_failing_command_names_itself_and_an_error_id_that_is_in_the_log(
+    bot: TestBot, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR):
+        reply = bot.ask("boom")
+    match = re.search(r"`boom` failed \(error id ([0-9a-f]{8})\)", reply)
+    assert match, reply
+    logged = [r for r in caplog.records if match.group(1) in r.getMessage()]
+    assert logged
+    assert logged[0].exc_info is not None
+    assert "the boom command exploded" in str(logged[0].exc_info[1])
+    assert bot.ask("ping") == "pong"
+
+
+def test_admin_only_command_is_refused_clearly_and_logged(
+    bot: TestBot, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        reply = bot.ask("shutdown", user="mallory")
+    assert "`shutdown` is for admins only" in reply
+    assert any("refused shutdown for mallory" in r.getMessage() for r in caplog.records)
+    assert bot.ask("shutdown", user="root") == "shutting down (not really)"
+
+
+def test_a_crashed_router_is_restarted_and_the_bot_keeps_answering(bot: TestBot) -> None:
+    assert bot.ask("ping") == "pong"
+    assert bot.system is not None
+    assert bot.system.router is not None
+    router = bot.system.router
+    old = router.ref
+    assert old is not None
+    old.tell(Inbound(None))  # type: ignore[arg-type]  # a malformed message kills it
+    wait_until(lambda: router.ref is not old and router.is_alive())
+    assert bot.ask("ping", user="bob") == "pong"
+
+
+def test_idle_conversations_stop_and_come_back_on_demand(tmp_path: Path) -> None:
+    base = Settings()
+    settings = dataclasses.replace(
+        base, bot=dataclasses.replace(base.bot, conversation_idle_seconds=0.1)
+    )
+    with TestBot(tmp_path / "memory", settings=settings) as bot:
+        bot.ask("remember x is 1", user="ann")
+        assert bot.system is not None
+        system = bot.system
+        wait_until(lambda: system.router_stats()["active_conversations"] == 0)
+        assert system.router_stats()["retired"] == 1
+        assert bot.ask("recall x", user="ann") == "x is 1"
+
+
+class Fragile(SupervisedActor):
+    starts = 0
+
+    def on_start(self) -> None:
+        Fragile.starts += 1
+
+    def on_receive(self, message: Any) -> Any:
+        if message == "boom":
+            raise RuntimeError("fragile actor broke")
+        return f"alive {Fragile.starts}"
+
+
+def test_supervisor_restarts_a_crashed_actor_behind_the_same_handle() -> None:
+    supervisor = Supervisor.start(base_delay=0.01)
+    try:
+        handle = supervisor.proxy().start_child("fragile", Fragile).get()
+        assert handle.ask("hi", timeout=2) == f"alive {Fragile.starts}"
+        before = Fragile.starts
+        handle.tell("boom")
+        # The handle waits for the replacement instead of failing.
+        assert handle.ask("hi", timeout=5) == f"alive {before + 1}"
+        assert supervisor.proxy().restart_count("fragile").get() == 1
+    finally:
+        supervisor.proxy().stop_children().get()
+        supervisor.stop()
+
+
+def test_supervisor_keeps_restarting_an_actor_that_crashes_repeatedly() -> None:
+    supervisor = Supervisor.start(base_delay=0.01, max_delay=0.04)
+    try:
+        handle = supervisor.proxy().start_child("fragile", Fragile).get()
+        for _ in range(4):
+            handle.tell("boom")
+            handle.ask("hi", timeout=5)
+        assert supervisor.proxy().restart_count("fragile").get() == 4
+    finally:
+        supervisor.proxy().stop_children().get()
+        supervisor.stop()
+    assert not pykka.ActorRegistry.get_by_class(Fragile)

@@ -1,0 +1,112 @@
+"""The built-in commands, through the real actor system (the `testbot` fixture)."""
+
+from __future__ import annotations
+
+import re
+
+from harken import TestBot
+
+
+def test_ping_replies_pong(testbot: TestBot) -> None:
+    assert testbot.ask("ping") == "pong"
+
+
+def test_commands_match_regardless_of_case_and_spaces(testbot: TestBot) -> None:
+    assert testbot.ask("  PING  ") == "pong"
+
+
+def test_echo_says_the_text_back(testbot: TestBot) -> None:
+    assert testbot.ask("echo hello  there") == "hello  there"
+
+
+def test_bare_echo_asks_what(testbot: TestBot) -> None:
+    assert testbot.ask("echo") == "echo what?"
+
+
+def test_help_lists_every_command_with_usage(testbot: TestBot) -> None:
+    text = testbot.ask("help")
+    assert testbot.system is not None
+    assert testbot.system.services is not None
+    for cmd in testbot.system.services.registry.commands():
+        assert f"{cmd.usage} - {cmd.description}" in text
+
+
+def test_help_for_one_command(testbot: TestBot) -> None:
+    assert testbot.ask("help echo").startswith("echo <text>\nSay <text> back.")
+
+
+def test_help_for_an_unknown_name_says_so(testbot: TestBot) -> None:
+    assert "There is no command called `frobnicate`" in testbot.ask("help frobnicate")
+
+
+def test_unknown_text_points_to_help_and_suggests_the_closest_command(testbot: TestBot) -> None:
+    reply = testbot.ask("pnig please")
+    assert "`help`" in reply
+    assert "Did you mean `ping`?" in reply
+
+
+def test_unknown_text_with_nothing_close_points_to_help(testbot: TestBot) -> None:
+    reply = testbot.ask("xyzzy")
+    assert "`help`" in reply
+    assert "Did you mean" not in reply
+
+
+def test_a_command_name_with_bad_arguments_shows_usage(testbot: TestBot) -> None:
+    assert testbot.ask("time in paris").startswith("Usage: time")
+
+
+def test_time_names_the_default_zone(testbot: TestBot) -> None:
+    assert re.match(r"It is \w+ \d\d \w+ \d{4}, \d\d:\d\d:\d\d in UTC", testbot.ask("time"))
+
+
+def test_time_uses_the_stored_time_zone(testbot: TestBot) -> None:
+    assert testbot.ask("timezone Europe/Paris") == "Your time zone is now Europe/Paris."
+    assert " in Europe/Paris (" in testbot.ask("time")
+
+
+def test_timezone_refuses_what_is_not_a_zone(testbot: TestBot) -> None:
+    assert "is not a time zone" in testbot.ask("timezone Mars/Olympus")
+    assert testbot.ask("timezone") == "Your time zone is UTC."
+
+
+def test_whoami_names_id_display_name_input_channel_and_zone(testbot: TestBot) -> None:
+    testbot.ask("timezone Asia/Tokyo", user="U7")
+    reply = testbot.ask("whoami", user="U7", channel="C1", display_name="Kim")
+    assert "You are U7 (Kim)." in reply
+    assert "Input: testing" in reply
+    assert "Channel: C1" in reply
+    assert "Time zone: Asia/Tokyo" in reply
+
+
+def test_remember_and_recall(testbot: TestBot) -> None:
+    assert testbot.ask("remember pager is 555-0100") == "OK, I'll remember that pager is 555-0100."
+    assert testbot.ask("recall Pager") == "pager is 555-0100"
+
+
+def test_recall_of_an_unknown_key_says_i_dont_know(testbot: TestBot) -> None:
+    assert testbot.ask("recall nothing").startswith("I don't know nothing.")
+
+
+def test_forget_removes_a_key(testbot: TestBot) -> None:
+    testbot.ask("remember a is 1")
+    assert testbot.ask("forget a") == "OK, I forgot a."
+    assert testbot.ask("recall a").startswith("I don't know a")
+    assert "nothing to forget" in testbot.ask("forget a")
+
+
+def test_memory_lists_only_your_own_keys(testbot: TestBot) -> None:
+    testbot.ask("remember colour is blue", user="ann")
+    testbot.ask("remember secret is 42", user="bob")
+    assert testbot.ask("memory", user="ann") == "I remember, for you: colour"
+    assert testbot.ask("recall secret", user="ann").startswith("I don't know secret")
+    assert testbot.ask("recall secret", user="bob") == "secret is 42"
+
+
+def test_remember_without_is_shows_usage(testbot: TestBot) -> None:
+    assert testbot.ask("remember pager").startswith("Usage: remember <key> is <value>")
+
+
+def test_memory_survives_a_restart(testbot: TestBot) -> None:
+    testbot.ask("remember build is green")
+    testbot.restart()
+    assert testbot.ask("recall build") == "build is green"

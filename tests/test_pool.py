@@ -1,0 +1,103 @@
+"""Pooled actors behave as pykka actors do, on a few shared threads."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pykka
+import pytest
+
+from actors.pool import Dispatcher, PooledActor
+
+
+@pytest.fixture
+def dispatcher() -> Iterator[Dispatcher]:
+    pool = Dispatcher(3, name="test-pool", batch=4)
+    try:
+        yield pool
+    finally:
+        pool.shutdown()
+
+
+class Counter(PooledActor):
+    def __init__(self, dispatcher: Dispatcher, log: list[str] | None = None) -> None:
+        super().__init__(dispatcher)
+        self.count = 0
+        self.inside = 0
+        self.overlaps = 0
+        self.log = log if log is not None else []
+
+    def on_start(self) -> None:
+        self.log.append("start")
+
+    def on_stop(self) -> None:
+        self.log.append("stop")
+
+    def on_failure(self, *exc: Any) -> None:
+        self.log.append("failure")
+
+    def on_receive(self, message: Any) -> Any:
+        self.inside += 1
+        if self.inside > 1:
+            self.overlaps += 1
+        try:
+            if message == "boom":
+                raise RuntimeError("counter broke")
+            if message == "get":
+                return (self.count, self.overlaps)
+            self.count += 1
+            return None
+        finally:
+            self.inside -= 1
+
+    def add(self, n: int) -> int:
+        self.count += n
+        return self.count
+
+
+def test_messages_run_in_order_and_never_on_two_threads_at_once(dispatcher: Dispatcher) -> None:
+    refs = [Counter.spawn(dispatcher) for _ in range(20)]
+
+    def hammer(ref: pykka.ActorRef[Any]) -> None:
+        for _ in range(500):
+            ref.tell("inc")
+
+    threads = [threading.Thread(target=hammer, args=(ref,)) for ref in refs for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [ref.ask("get", timeout=5) for ref in refs] == [(1000, 0)] * 20
+
+
+def test_ask_proxy_and_stop_work_like_pykka(dispatcher: Dispatcher) -> None:
+    log: list[str] = []
+    ref = Counter.spawn(dispatcher, log)
+    assert ref.proxy().add(5).get(timeout=5) == 5
+    assert ref.stop(timeout=5) is True
+    assert log == ["start", "stop"]
+    with pytest.raises(pykka.ActorDeadError):
+        ref.tell("inc")
+
+
+def test_an_exception_from_an_ask_goes_to_the_caller_and_the_actor_lives(
+    dispatcher: Dispatcher,
+) -> None:
+    ref = Counter.spawn(dispatcher)
+    with pytest.raises(RuntimeError, match="counter broke"):
+        ref.ask("boom", timeout=5)
+    assert ref.ask("get", timeout=5) == (0, 0)
+
+
+def test_an_exception_from_a_tell_stops_the_actor_and_calls_on_failure(
+    dispatcher: Dispatcher,
+) -> None:
+    log: list[str] = []
+    ref = Counter.spawn(dispatcher, log)
+    ref.tell("boom")
+    assert ref.actor_stopped.wait(5)
+    assert log == ["start", "failure"]
+    with pytest.raises(pykka.ActorDeadError):
+        ref.ask("get", timeout=5)
