@@ -21,7 +21,8 @@ import pykka
 
 from actors.event import Event, EventType
 from actors.messages import InvocationDone, Invoke, MemoryBarrier
-from actors.supervision import SupervisedActor
+from actors.pool import Dispatcher
+from actors.supervision import SupervisedPooledActor
 from commands.context import Context, MemoryRefused
 
 if TYPE_CHECKING:
@@ -35,9 +36,9 @@ def new_error_id() -> str:
     return uuid.uuid4().hex[:8]
 
 
-class CommandActor(SupervisedActor):
-    def __init__(self, command: Command, services: Services) -> None:
-        super().__init__()
+class CommandActor(SupervisedPooledActor):
+    def __init__(self, dispatcher: Dispatcher, command: Command, services: Services) -> None:
+        super().__init__(dispatcher)
         self.command = command
         self.services = services
         self.calls = 0

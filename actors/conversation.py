@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pykka
 
-from actors.event import Event
+from actors.event import Event, EventType
 from actors.messages import Inbound, InvocationDone, Invoke
 from actors.pool import Dispatcher, PooledActor
 
@@ -88,8 +88,16 @@ class ConversationActor(PooledActor):
                 )
                 continue
             command, match = found
+            try:
+                services.commands[command.name].tell(
+                    Invoke(event, match.groupdict(), self.actor_ref)
+                )
+            except pykka.ActorDeadError:
+                logger.error("command %s is down; told %s so", command.name, event.user)
+                text = f"Sorry, `{command.name}` is not available right now. Please try again soon."
+                services.answer(event, [event.reply(text, type=EventType.ERROR)])
+                continue
             self.running = event.id
-            services.commands[command.name].tell(Invoke(event, match.groupdict(), self.actor_ref))
 
     def on_stop(self) -> None:
         # Retired while messages still waited (a command ran longer than the idle time):

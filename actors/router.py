@@ -19,7 +19,8 @@ import pykka
 from actors.conversation import ConversationActor, ConversationKey
 from actors.event import Event, EventType
 from actors.messages import ConversationIdle, Inbound, RouterStats
-from actors.supervision import SupervisedActor
+from actors.pool import Dispatcher
+from actors.supervision import SupervisedPooledActor
 from actors.text import clean_text
 
 if TYPE_CHECKING:
@@ -28,9 +29,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class Router(SupervisedActor):
-    def __init__(self, services: Services) -> None:
-        super().__init__()
+class Router(SupervisedPooledActor):
+    def __init__(self, dispatcher: Dispatcher, services: Services) -> None:
+        super().__init__(dispatcher)
         self.services = services
         self.conversations: dict[ConversationKey, pykka.ActorRef[Any]] = {}
         self.last_seen: dict[ConversationKey, float] = {}

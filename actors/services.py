@@ -33,7 +33,7 @@ class Services:
     memory: Handle
     workers: WorkerPool
     dispatcher: Dispatcher
-    """Runs the conversation actors: many actors, a few threads."""
+    """Runs the pooled actors (router, conversations, command actors) on a few threads."""
     """Runs command functions, so a slow command holds a worker, never an actor."""
     inputs: dict[str, Handle] = field(default_factory=dict)
     commands: dict[str, Handle] = field(default_factory=dict)

@@ -7,6 +7,9 @@ its `on_failure` tells the supervisor, which starts a fresh one after a backoff 
 and points the handle at it. Senders keep their handle; a message told while the actor
 is being replaced waits briefly for the new one instead of being lost.
 
+Actors that only pass messages on run pooled (`SupervisedPooledActor`), the others on
+a thread of their own (`SupervisedActor`); the supervisor treats both alike.
+
 Conversation actors are not supervised here: they are cheap, the router owns them, and
 a dead one is simply recreated from memory on the next message.
 """
@@ -26,6 +29,7 @@ import pykka
 
 from actors.actor import Actor
 from actors.messages import ActorCrashed
+from actors.pool import PooledActor
 
 logger = logging.getLogger(__name__)
 
@@ -95,8 +99,8 @@ class Handle:
         return self._live_ref(ref).ask(message, timeout=timeout)
 
 
-class SupervisedActor(Actor):
-    """Base for actors whose crash the supervisor should hear about."""
+class Supervised(pykka.Actor):
+    """What makes an actor supervisable: its crash is told to the supervisor."""
 
     supervisor: pykka.ActorRef[Any] | None = None
     supervised_name: str = ""
@@ -113,9 +117,17 @@ class SupervisedActor(Actor):
                 supervisor.tell(ActorCrashed(self.supervised_name, repr(exception_value)))
 
 
+class SupervisedActor(Supervised, Actor):
+    """A supervised actor with a thread of its own: for actors that may block (I/O)."""
+
+
+class SupervisedPooledActor(Supervised, PooledActor):
+    """A supervised actor run by a `Dispatcher`: for actors that only pass messages on."""
+
+
 @dataclass
 class _Child:
-    factory: Callable[[], SupervisedActor]
+    factory: Callable[[], Supervised]
     handle: Handle
     restarts: list[float] = field(default_factory=list)
 
@@ -148,7 +160,7 @@ class Supervisor(Actor):
         self._timers: set[threading.Timer] = set()
         self._stopping = False
 
-    def start_child(self, name: str, factory: Callable[[], SupervisedActor]) -> Handle:
+    def start_child(self, name: str, factory: Callable[[], Supervised]) -> Handle:
         """Start an actor under supervision; return its handle (call through `proxy()`)."""
         child = _Child(factory, Handle(name))
         self._children[name] = child

@@ -23,7 +23,7 @@ from actors.messages import ConversationIdle, RouterStats
 from actors.pool import Dispatcher
 from actors.router import Router
 from actors.services import Services
-from actors.supervision import Handle, SupervisedActor, Supervisor
+from actors.supervision import Handle, Supervised, Supervisor
 from actors.workers import WorkerPool
 from commands.base import Registry
 from commands.loader import load_commands
@@ -34,8 +34,12 @@ logger = logging.getLogger(__name__)
 
 InputFactory = Callable[[InputSettings, Services, Handle], InputActor]
 INPUT_ENTRY_POINT_GROUP = "harken.inputs"
-CONVERSATION_THREADS = 4
-"""Threads that run every conversation actor; conversations only pass messages on."""
+DISPATCHER_THREADS = 4
+"""Threads that run the pooled actors: router, conversations and command actors.
+
+They only pass messages on, so a few threads serve them all; a message between two of
+them usually finds a dispatcher thread already awake, instead of waking a sleeping one.
+"""
 
 
 class StartupError(RuntimeError):
@@ -97,7 +101,7 @@ class BotSystem:
         self._supervisor_ref = supervisor_ref
         supervisor = supervisor_ref.proxy()
 
-        def child(name: str, factory: Callable[[], SupervisedActor]) -> Handle:
+        def child(name: str, factory: Callable[[], Supervised]) -> Handle:
             handle: Handle = supervisor.start_child(name, factory).get()
             return handle
 
@@ -109,14 +113,14 @@ class BotSystem:
             registry=registry,
             memory=memory,
             workers=WorkerPool(settings.bot.workers),
-            dispatcher=Dispatcher(CONVERSATION_THREADS, name="conversations"),
+            dispatcher=Dispatcher(DISPATCHER_THREADS, name="dispatcher"),
         )
         self.services = services
         for cmd in registry.commands():
             services.commands[cmd.name] = child(
-                f"command:{cmd.name}", partial(CommandActor, cmd, services)
+                f"command:{cmd.name}", partial(CommandActor, services.dispatcher, cmd, services)
             )
-        router = child("router", lambda: Router(services))
+        router = child("router", partial(Router, services.dispatcher, services))
         self.router = router
         for name, factory in factories.items():
             input_settings = settings.inputs.get(name) or InputSettings(name=name)

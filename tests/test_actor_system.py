@@ -173,3 +173,13 @@ def test_supervisor_keeps_restarting_an_actor_that_crashes_repeatedly() -> None:
         supervisor.proxy().stop_children().get()
         supervisor.stop()
     assert not pykka.ActorRegistry.get_by_class(Fragile)
+
+
+def test_a_command_that_is_down_gets_a_clear_reply(bot: TestBot) -> None:
+    bot.start()
+    assert bot.system is not None
+    supervisor = bot.system._supervisor_ref
+    assert supervisor is not None
+    supervisor.proxy().stop_children(["command:ping"]).get(timeout=5)
+    assert bot.ask("ping") == "Sorry, `ping` is not available right now. Please try again soon."
+    assert bot.ask("echo still here") == "still here"

@@ -114,3 +114,27 @@ def test_an_unknown_input_is_a_clear_error_with_exit_2(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert b"carrier-pigeon" in done.stderr
     assert b"Traceback" not in done.stderr
+
+
+LATE_PLUGIN = '''
+import threading
+
+from harken import Context, command
+
+
+@command(r"^later$")
+def later(ctx: Context) -> str:
+    """Answer now, and again a moment after the answer."""
+    threading.Timer(1.0, ctx.say, args=("later!",)).start()
+    return "soon"
+'''
+
+
+def test_linger_keeps_listening_for_messages_after_the_last_reply(tmp_path: Path) -> None:
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "later.py").write_text(LATE_PLUGIN)
+    args = ("shell", "--set", f"bot.command_dirs={plugins}")
+    done = harken(*args, "--linger", "4", stdin=b"later\n", cwd=tmp_path)
+    assert done.returncode == 0
+    assert done.stdout == b"soon\nlater!\n"
