@@ -27,6 +27,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from tinydb import Query, TinyDB
+
 from actors.memory_actor import MemoryActor
 from actors.messages import MemoryBarrier, MemoryPut
 from memory.tinydb_store import DEFAULT_CHECKPOINT_OWNERS, TinyDBStore
@@ -189,6 +191,28 @@ def render(results: list[SizeResult]) -> str:
     return "\n".join(lines)
 
 
+def plain_tinydb_ms(owners: int, directory: str | None, writes: int = 50) -> float:
+    """Median latency of one update in a single plain TinyDB file holding `owners` users.
+
+    The baseline the store is organised to beat: TinyDB's own JSON storage rewrites the
+    whole file on every write (and does not even fsync it).
+    """
+    path = tempfile.mkdtemp(prefix="harken-plain-", dir=directory)
+    try:
+        db = TinyDB(os.path.join(path, "db.json"))
+        db.insert_multiple({"owner": f"u{i}", "key": "k", "value": "v"} for i in range(owners))
+        owner = Query().owner
+        times = []
+        for i in range(writes):
+            start = time.perf_counter()
+            db.update({"value": f"v{i}"}, owner == f"u{i * 7919 % owners}")
+            times.append(time.perf_counter() - start)
+        db.close()
+        return statistics.median(times) * 1000
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_memory", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller stores and fewer writes")
@@ -212,6 +236,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"... {owners:,} owners", file=sys.stderr, flush=True)
         results.append(run_size(owners, writes, args.dir, args.seed))
     print(render(results))
+    baseline = [(n, plain_tinydb_ms(n, args.dir)) for n in sizes if n <= 10_000]
+    print()
+    print(
+        "Baseline, plain TinyDB (one JSON file, no fsync), median update: "
+        + ", ".join(f"{ms:.2f} ms at {n:,} users" for n, ms in baseline)
+        + "."
+    )
     return 0
 
 
