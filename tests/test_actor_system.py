@@ -14,7 +14,7 @@ from typing import Any
 import pykka
 import pytest
 
-from actors.messages import Inbound
+from actors.messages import Inbound, MemoryGet
 from actors.supervision import SupervisedActor, Supervisor
 from commands.base import command
 from config.settings import Settings
@@ -183,3 +183,18 @@ def test_a_command_that_is_down_gets_a_clear_reply(bot: TestBot) -> None:
     supervisor.proxy().stop_children(["command:ping"]).get(timeout=5)
     assert bot.ask("ping") == "Sorry, `ping` is not available right now. Please try again soon."
     assert bot.ask("echo still here") == "still here"
+
+
+def test_a_crashed_memory_actor_is_restarted_on_the_same_store_and_loses_nothing(
+    bot: TestBot,
+) -> None:
+    assert bot.ask("remember pager is 555-0100") == "OK, I'll remember that pager is 555-0100."
+    assert bot.system is not None
+    assert bot.system.services is not None
+    memory = bot.system.services.memory
+    old = memory.ref
+    assert old is not None
+    old.tell(MemoryGet("", "", ""))  # an invalid read told, not asked: the actor dies of it
+    wait_until(lambda: memory.ref is not old and memory.is_alive())
+    assert bot.ask("recall pager") == "pager is 555-0100"
+    assert bot.ask("remember shift is nights") == "OK, I'll remember that shift is nights."

@@ -138,3 +138,35 @@ def test_linger_keeps_listening_for_messages_after_the_last_reply(tmp_path: Path
     done = harken(*args, "--linger", "4", stdin=b"later\n", cwd=tmp_path)
     assert done.returncode == 0
     assert done.stdout == b"soon\nlater!\n"
+
+
+ADMIN_PLUGIN = '''
+from harken import command
+
+
+@command(r"^drain$", admin_only=True)
+def drain() -> str:
+    """Take this node out of the pool."""
+    return "draining"
+'''
+
+
+def test_admins_listed_in_the_config_may_run_admin_commands_and_others_are_refused(
+    tmp_path: Path,
+) -> None:
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "drain.py").write_text(ADMIN_PLUGIN)
+    config = tmp_path / "harken.toml"
+    config.write_text('[bot]\ncommand_dirs = ["plugins"]\n\n[inputs.shell]\nadmins = ["root"]\n')
+    admin = harken(
+        "shell", "--config", str(config), "--user", "root", stdin=b"drain\n", cwd=tmp_path
+    )
+    assert admin.stdout == b"draining\n"
+    other = harken(
+        "shell", "--config", str(config), "--user", "eve", stdin=b"drain\n", cwd=tmp_path
+    )
+    assert (
+        other.stdout == b"Sorry, `drain` is for admins only, and you are not an admin on shell.\n"
+    )
+    assert b"refused drain for eve" in other.stderr
