@@ -17,6 +17,7 @@ from importlib.metadata import entry_points
 import pykka
 
 from actors.command_actor import CommandActor
+from actors.errors import StartupError
 from actors.inputs.base import InputActor
 from actors.memory_actor import MemoryActor
 from actors.messages import ConversationIdle, RouterStats
@@ -32,6 +33,8 @@ from memory.store import Store, StoreError, open_store
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["BotSystem", "InputFactory", "StartupError", "installed_inputs", "load_input"]
+
 InputFactory = Callable[[InputSettings, Services, Handle], InputActor]
 INPUT_ENTRY_POINT_GROUP = "harken.inputs"
 DISPATCHER_THREADS = 4
@@ -42,16 +45,20 @@ them usually finds a dispatcher thread already awake, instead of waking a sleepi
 """
 
 
-class StartupError(RuntimeError):
-    """The bot cannot start as configured; the message says what to change."""
+def installed_inputs() -> list[str]:
+    """Names of the inputs installed packages register under `harken.inputs`."""
+    return sorted(ep.name for ep in entry_points(group=INPUT_ENTRY_POINT_GROUP))
 
 
-def installed_inputs() -> dict[str, InputFactory]:
-    """Inputs registered by installed packages under the `harken.inputs` entry points."""
-    found: dict[str, InputFactory] = {}
-    for ep in entry_points(group=INPUT_ENTRY_POINT_GROUP):
-        found[ep.name] = ep.load()
-    return found
+def load_input(name: str) -> InputFactory | None:
+    """The installed input called `name`, or None; only that one is imported."""
+    for ep in entry_points(group=INPUT_ENTRY_POINT_GROUP, name=name):
+        try:
+            factory: InputFactory = ep.load()
+        except Exception as exc:
+            raise StartupError(f"input {name!r} is installed but failed to load: {exc}") from exc
+        return factory
+    return None
 
 
 class BotSystem:
@@ -78,10 +85,10 @@ class BotSystem:
     def _factory_for(self, name: str) -> InputFactory:
         if name in self._input_factories:
             return self._input_factories[name]
-        installed = installed_inputs()
-        if name in installed:
-            return installed[name]
-        known = sorted(set(self._input_factories) | set(installed))
+        factory = load_input(name)
+        if factory is not None:
+            return factory
+        known = sorted(set(self._input_factories) | set(installed_inputs()))
         raise StartupError(
             f"input {name!r} is not available here (available: {', '.join(known) or 'none'})"
         )
@@ -90,6 +97,10 @@ class BotSystem:
         settings = self.settings
         # Fail on a missing input or an unusable store before starting any thread.
         factories = {name: self._factory_for(name) for name in settings.bot.inputs}
+        for name, factory in factories.items():
+            preflight = getattr(factory, "preflight", None)
+            if preflight is not None:
+                preflight(settings.inputs.get(name) or InputSettings(name=name))
         store_factory = self._store_factory()
         if self._registry is None:
             loaded = load_commands(settings.bot.command_dirs)

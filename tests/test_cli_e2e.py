@@ -110,9 +110,9 @@ def test_cli_flags_override_environment_and_file(tmp_path: Path) -> None:
 
 
 def test_an_unknown_input_is_a_clear_error_with_exit_2(tmp_path: Path) -> None:
-    done = harken("run", "--inputs", "carrier-pigeon", stdin=b"", cwd=tmp_path)
+    done = harken("run", "--inputs", "carrier_pigeon", stdin=b"", cwd=tmp_path)
     assert done.returncode == 2
-    assert b"carrier-pigeon" in done.stderr
+    assert b"input 'carrier_pigeon' is not available here" in done.stderr
     assert b"Traceback" not in done.stderr
 
 

@@ -24,7 +24,16 @@ if TYPE_CHECKING:
 
 
 class InputActor(SupervisedActor):
-    """Base class: subclasses implement `send`, and may implement `processed`."""
+    """Base class: subclasses implement `send`, and may implement `processed`.
+
+    A subclass may also override the class method `preflight`, which `BotSystem.start`
+    calls before any actor starts: raise `StartupError` there (a missing token, a
+    credential the server refuses) and Harken stops with that one line and exit 2.
+    """
+
+    @classmethod
+    def preflight(cls, settings: InputSettings) -> None:
+        """Check the settings (and, if need be, the credentials) before start-up."""
 
     def __init__(self, settings: InputSettings, services: Services, router: Handle) -> None:
         super().__init__()
