@@ -81,6 +81,7 @@ class CommandActor(SupervisedPooledActor):
             registry=services.registry,
             is_admin=is_admin,
             say=lambda text: services.deliver(event.reply(text)),
+            scheduler=services.scheduler,
         )
         try:
             replies = [event.reply(text) for text in self.command.call(ctx, message.groups)]

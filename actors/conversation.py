@@ -5,6 +5,12 @@ to the command that matches it and takes the next once the command reports
 `InvocationDone`. Different conversations run side by side. Text that matches no command
 gets a pointer to `help` here, without a trip to a command actor.
 
+While a dialog is open (`commands.dialogs`), the person's next messages here are its
+answers: each goes to a dialog job on the worker pool (`actors.dialog_runner`), which
+also handles `cancel`/`stop`, `help`, and a second dialog started mid-way. The
+conversation keeps a copy of the open dialog's state, loaded from memory when the actor
+starts and replaced by every job's result.
+
 Conversations hold nothing that is not also in memory, so the router can retire an idle
 one at any time and start a fresh one for the next message.
 """
@@ -18,15 +24,20 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pykka
 
+from actors.dialog_runner import DialogTurn, conversation_id, load_state
 from actors.event import Event, EventType
-from actors.messages import Inbound, InvocationDone, Invoke
+from actors.messages import DialogLoaded, DialogTurnDone, Inbound, InvocationDone, Invoke
 from actors.pool import Dispatcher, PooledActor
+from commands.dialogs import DialogState, dialog_of, is_stop_word
 
 if TYPE_CHECKING:
     from actors.services import Services
     from commands.base import Registry
 
 logger = logging.getLogger(__name__)
+
+_LOADING = "<loading the open dialog>"
+"""`running` while the dialog state is read from memory: messages wait until it is in."""
 
 
 class ConversationKey(NamedTuple):
@@ -64,8 +75,18 @@ class ConversationActor(PooledActor):
         self.services = services
         self.router = router
         self.pending: deque[Event] = deque()
-        self.running: str | None = None
-        """Id of the event whose command is running, if any."""
+        self.running: str | None = _LOADING
+        """Id of the event whose command or dialog step is running, if any."""
+        self.talk = conversation_id(key)
+        self.generation = 0
+        self.dialog: DialogState | None = None
+        """The open dialog, as memory has it once the running job's writes are durable."""
+        self.dialog_event: Event | None = None
+        """The message the running dialog job handles."""
+
+    def on_start(self) -> None:
+        self.generation = self.services.dialogs.claim(self.talk)
+        self.services.workers.submit(load_state, self.services, self.talk, self.actor_ref)
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Inbound):
@@ -74,14 +95,54 @@ class ConversationActor(PooledActor):
         elif isinstance(message, InvocationDone) and message.event_id == self.running:
             self.running = None
             self._dispatch()
+        elif isinstance(message, DialogTurnDone) and message.event_id == self.running:
+            self.running = None
+            self.dialog = message.state
+            if message.again:
+                # The dialog had expired: this message is not an answer but a new one.
+                self.pending.appendleft(self._event_for_again(message.event_id))
+            self._dispatch()
+        elif isinstance(message, DialogLoaded) and self.running == _LOADING:
+            self.running = None
+            self.dialog = message.state
+            self._dispatch()
         return None
+
+    def _event_for_again(self, event_id: str) -> Event:
+        event = self.dialog_event
+        assert event is not None
+        assert event.id == event_id
+        return event
+
+    def _dialog_job(self, event: Event) -> DialogTurn:
+        self.dialog_event = event
+        self.running = event.id
+        return DialogTurn(
+            self.services,
+            event,
+            talk=self.talk,
+            generation=self.generation,
+            conversation=self.actor_ref,
+            router=self.router,
+        )
 
     def _dispatch(self) -> None:
         services = self.services
         while self.running is None and self.pending:
             event = self.pending.popleft()
+            if self.dialog is not None:
+                services.workers.submit(self._dialog_job(event).answer, self.dialog)
+                continue
             text = event.data.strip()
             found = services.registry.find(text)
+            if found is not None and dialog_of(found[0]) is not None:
+                services.workers.submit(self._dialog_job(event).start, found[0])
+                continue
+            if found is None and is_stop_word(text):
+                services.answer(
+                    event, [event.reply("There is nothing to cancel: no dialog is open.")]
+                )
+                continue
             if found is None:
                 services.answer(
                     event, [event.reply(unknown_command_reply(text, services.registry))]
@@ -100,6 +161,7 @@ class ConversationActor(PooledActor):
             self.running = event.id
 
     def on_stop(self) -> None:
+        self.services.dialogs.release(self.talk, self.generation)
         # Retired while messages still waited (a command ran longer than the idle time):
         # hand them back to the router, which gives them to this conversation's successor.
         for event in self.pending:

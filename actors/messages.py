@@ -13,7 +13,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from actors.event import Event
 
 if TYPE_CHECKING:
+    from apscheduler.triggers.base import BaseTrigger
     from pykka import ActorRef
+
+    from actors.jobs import JobSpec
+    from commands.dialogs import DialogState
 
 JSON = Any
 """A value that `json.dumps` accepts: what the memory store keeps."""
@@ -79,6 +83,25 @@ class InvocationDone(NamedTuple):
     event_id: str
 
 
+# --- dialogs (see actors/dialog_runner.py) ---------------------------------------------
+
+
+class DialogLoaded(NamedTuple):
+    """The conversation's open dialog as memory has it, or None (worker -> conversation)."""
+
+    state: DialogState | None
+
+
+class DialogTurnDone(NamedTuple):
+    """A dialog step was handled for this event and its state is durable (worker ->
+    conversation), whatever the outcome. `state` is the dialog now (None: no dialog open).
+    With `again`, the event was not an answer (the dialog had expired): handle it anew."""
+
+    event_id: str
+    state: DialogState | None
+    again: bool = False
+
+
 # --- supervision -----------------------------------------------------------------------
 
 
@@ -136,3 +159,31 @@ class MemoryBarrier(NamedTuple):
     """
 
     notify: Callable[[BaseException | None], None]
+
+
+# --- scheduler actor (see actors/scheduler_actor.py) ------------------------------------
+# All asks, from a command's worker thread; the answers are values, never exceptions.
+
+
+class ScheduleJob(NamedTuple):
+    """Ask: store a job; answers its `JobInfo`, or a `str` saying why it was refused."""
+
+    spec: JobSpec
+    trigger: BaseTrigger
+    """An APScheduler trigger, in the person's time zone."""
+
+
+class ListJobs(NamedTuple):
+    """Ask: the pending `JobInfo`s of one owner (`<input>:<user>`), soonest first."""
+
+    owner: str
+
+
+class CancelJob(NamedTuple):
+    """Ask: remove a job if `owner` has it, or `is_admin` on the job's `input`; answers a
+    `CancelResult`."""
+
+    job_id: str
+    owner: str
+    input: str
+    is_admin: bool

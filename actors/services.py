@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import pykka
 
+from actors.dialog_runner import DialogRuntime
 from actors.event import Event
 from actors.messages import Answered, Outbound
 from actors.pool import Dispatcher
@@ -38,6 +39,10 @@ class Services:
     inputs: dict[str, Handle] = field(default_factory=dict)
     commands: dict[str, Handle] = field(default_factory=dict)
     """Command actors by command name."""
+    scheduler: Handle | None = None
+    """The scheduler actor (actors/scheduler_actor.py); None until it has started."""
+    dialogs: DialogRuntime = field(default_factory=DialogRuntime)
+    """What the conversations' dialog jobs share (actors/dialog_runner.py)."""
 
     def is_admin(self, event: Event) -> bool:
         settings = self.settings.inputs.get(event.input)

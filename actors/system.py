@@ -23,6 +23,7 @@ from actors.memory_actor import MemoryActor
 from actors.messages import ConversationIdle, RouterStats
 from actors.pool import Dispatcher
 from actors.router import Router
+from actors.scheduler_actor import SchedulerActor, check_job_store
 from actors.services import Services
 from actors.supervision import Handle, Supervised, Supervisor
 from actors.workers import WorkerPool
@@ -101,6 +102,7 @@ class BotSystem:
             preflight = getattr(factory, "preflight", None)
             if preflight is not None:
                 preflight(settings.inputs.get(name) or InputSettings(name=name))
+        check_job_store(settings.scheduler.job_store(settings.memory.path))
         store_factory = self._store_factory()
         if self._registry is None:
             loaded = load_commands(settings.bot.command_dirs)
@@ -138,6 +140,8 @@ class BotSystem:
             services.inputs[name] = child(
                 f"input:{name}", partial(factory, input_settings, services, router)
             )
+        # Last, so that a job which fell due while Harken was down finds the inputs up.
+        services.scheduler = child("scheduler", partial(SchedulerActor, services, router))
         self._start_ticker(router)
         self.started_at = time.time()
         logger.info(
@@ -193,7 +197,9 @@ class BotSystem:
             return
         supervisor = self._supervisor_ref.proxy()
         services = self.services
-        order = [f"input:{name}" for name in (services.inputs if services else {})]
+        # The scheduler first: a job firing now still finds the inputs and router up.
+        order = ["scheduler"]
+        order += [f"input:{name}" for name in (services.inputs if services else {})]
         order.append("router")
         # Commands still running finish (and tell memory their writes) before memory stops.
         order += [f"command:{name}" for name in (services.commands if services else {})]

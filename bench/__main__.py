@@ -2,9 +2,24 @@
 
 import sys
 
-from bench import bench_bot, bench_memory
+from bench import (
+    bench_bot,
+    bench_dialogs,
+    bench_memory,
+    bench_scheduler,
+    bench_slack,
+    bench_xmpp,
+)
 
 status = bench_bot.main(sys.argv[1:])
 print()
 status |= bench_memory.main([])
+print()
+status |= bench_dialogs.main([])
+print()
+status |= bench_scheduler.main([])
+print()
+status |= bench_xmpp.main([])
+print()
+status |= bench_slack.main([])
 sys.exit(status)

@@ -12,13 +12,26 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import pykka
+
 from actors.event import Event
-from actors.messages import MemoryDelete, MemoryGet, MemoryKeys, MemoryPut
+from actors.jobs import CancelResult, JobInfo, JobKind, JobSpec
+from actors.messages import (
+    CancelJob,
+    ListJobs,
+    MemoryDelete,
+    MemoryGet,
+    MemoryKeys,
+    MemoryPut,
+    ScheduleJob,
+)
+from commands.when import format_time
 from memory.store import InvalidWrite, check_names, encode_value
 
 if TYPE_CHECKING:
     from actors.supervision import Handle
     from commands.base import Registry
+    from commands.when import When
     from config.settings import Settings
 
 # Namespaces in memory (see ARCHITECTURE.md).
@@ -26,6 +39,8 @@ USER_NS = "user"
 """What a person asked Harken to remember (`remember`, `recall`)."""
 PROFILE_NS = "profile"
 """Facts about a person Harken uses itself: display name, time zone."""
+TEAM_OWNER = "team"
+"""The owner of what belongs to everyone rather than one person (`ctx.team_memory`)."""
 
 MAX_KEY_CHARS = 200
 MAX_VALUE_BYTES = 32 * 1024
@@ -34,6 +49,10 @@ _ASK_TIMEOUT = 10.0
 
 class MemoryRefused(ValueError):
     """A write Harken will not store; the message says why, for the person."""
+
+
+class SchedulingRefused(ValueError):
+    """A job Harken will not schedule (limit reached, scheduler down); says why, for the person."""
 
 
 def owner_of(event: Event) -> str:
@@ -95,8 +114,10 @@ class Context:
         registry: Registry,
         is_admin: bool,
         say: Callable[[str], None],
+        scheduler: Handle | None = None,
     ) -> None:
         self.event = event
+        self._scheduler = scheduler
         self.settings = settings
         self.registry = registry
         self.is_admin = is_admin
@@ -115,6 +136,10 @@ class Context:
         """This person's memory in another namespace (`plugin:<name>` for a plugin's own)."""
         return MemoryView(self._memory, namespace, self.owner, self._mark_written)
 
+    def team_memory(self, namespace: str) -> MemoryView:
+        """Memory the whole team shares, whatever the input (owner `team`): incidents."""
+        return MemoryView(self._memory, namespace, TEAM_OWNER, self._mark_written)
+
     def say(self, text: str) -> None:
         """Send a reply now, before the command returns (progress for slow commands)."""
         self._say(text)
@@ -128,6 +153,56 @@ class Context:
             except (ZoneInfoNotFoundError, ValueError):
                 pass
         return ZoneInfo(self.settings.bot.timezone)
+
+    # --- scheduling: reminders and deferred commands (actors/scheduler_actor.py) -------
+
+    def schedule_reminder(self, when: When, text: str) -> JobInfo:
+        """Remind this person of `text` at `when`, here (same input, channel and thread).
+
+        `when` comes from `commands.when.parse_when`. The job is on disk when this
+        returns. Raises `SchedulingRefused` (the message is for the person).
+        """
+        return self._schedule(JobKind.REMIND, when, text)
+
+    def schedule_command(self, when: When, command: str) -> JobInfo:
+        """Run `command` as this person at `when`; its answer is sent here."""
+        return self._schedule(JobKind.RUN, when, command)
+
+    def jobs(self) -> list[JobInfo]:
+        """This person's pending jobs, soonest first."""
+        found: list[JobInfo] = self._ask_scheduler(ListJobs(self.owner))
+        return found
+
+    def cancel_job(self, job_id: str) -> CancelResult:
+        """Cancel a job of this person's (any job on this input, for an admin)."""
+        message = CancelJob(job_id, self.owner, self.event.input, self.is_admin)
+        result: CancelResult = self._ask_scheduler(message)
+        return result
+
+    def _schedule(self, kind: JobKind, when: When, text: str) -> JobInfo:
+        zone = when.first.tzinfo or self.timezone()
+        key = str(getattr(zone, "key", zone))
+        if when.recurring:
+            said = f"{when.description} ({key})"
+        else:
+            said = format_time(when.first, zone)
+            said += "" if said.endswith(f" {key}") else f" ({key})"
+        spec = JobSpec(kind, text, self.event, said)
+        answer: JobInfo | str = self._ask_scheduler(ScheduleJob(spec, when.trigger))
+        if isinstance(answer, str):
+            raise SchedulingRefused(answer)
+        return answer
+
+    def _ask_scheduler(self, message: Any) -> Any:
+        if self._scheduler is None:
+            raise SchedulingRefused("The scheduler is not running yet; try again in a moment.")
+        try:
+            return self._scheduler.ask(message, timeout=_ASK_TIMEOUT)
+        except (pykka.ActorDeadError, pykka.Timeout) as exc:
+            raise SchedulingRefused(
+                "The scheduler is not answering right now; nothing was changed. "
+                "Please try again in a moment."
+            ) from exc
 
     def _mark_written(self) -> None:
         self.wrote = True

@@ -26,7 +26,13 @@ from commands.base import Command, CommandError, Registry
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "harken.commands"
-BUILTIN_MODULES = ("commands.builtin.basic", "commands.builtin.memory")
+BUILTIN_MODULES = (
+    "commands.builtin.basic",
+    "commands.builtin.memory",
+    "commands.builtin.profile",
+    "commands.builtin.incidents",
+    "commands.builtin.reminders",
+)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from config.settings import (
     InputSettings,
     LogSettings,
     MemorySettings,
+    SchedulerSettings,
     Secret,
     Settings,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "InputSettings",
     "LogSettings",
     "MemorySettings",
+    "SchedulerSettings",
     "Secret",
     "Settings",
     "load_settings",

@@ -12,8 +12,8 @@ and exits 2 instead of showing a traceback.
 
 Environment variables:
 
-* `HARKEN_BOT_<KEY>`, `HARKEN_MEMORY_<KEY>`, `HARKEN_LOG_<KEY>` set `[bot]`, `[memory]`,
-  `[log]` keys, e.g. `HARKEN_BOT_WORKERS=32`.
+* `HARKEN_BOT_<KEY>`, `HARKEN_MEMORY_<KEY>`, `HARKEN_LOG_<KEY>`, `HARKEN_SCHEDULER_<KEY>`
+  set `[bot]`, `[memory]`, `[log]`, `[scheduler]` keys, e.g. `HARKEN_BOT_WORKERS=32`.
 * `HARKEN_<INPUT>_ADMINS` and `HARKEN_<INPUT>_<OPTION>` set an input's admins or an option
   it already has (a built-in default or a key in the file), e.g. `HARKEN_XMPP_JID`.
 * `HARKEN_<INPUT>_<SECRET>` sets a secret: `HARKEN_SLACK_BOT_TOKEN`,
@@ -52,6 +52,7 @@ from config.settings import (
     InputSettings,
     LogSettings,
     MemorySettings,
+    SchedulerSettings,
     Secret,
     Settings,
     input_env_var,
@@ -67,6 +68,7 @@ _SECTIONS: Final[Mapping[str, type[Any]]] = {
     "bot": BotSettings,
     "memory": MemorySettings,
     "log": LogSettings,
+    "scheduler": SchedulerSettings,
 }
 _INPUT_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 # Section names would make `HARKEN_BOT_<KEY>` ambiguous, and `config` is HARKEN_CONFIG.
@@ -211,6 +213,7 @@ _RULES: Final[Mapping[str, _Rule]] = {
     "bot.timezone": _Rule(str, 'an IANA time zone name such as "Europe/Berlin"', _timezone),
     "bot.command_dirs": _Rule(tuple, "a list of directory paths", _paths),
     "bot.conversation_idle_seconds": _Rule(float, "a number > 0", _positive_finite),
+    "bot.dialog_timeout_seconds": _Rule(float, "a number > 0", _positive_finite),
     "bot.workers": _Rule(int, "an integer >= 1", _at_least_one),
     "bot.max_message_bytes": _Rule(int, "an integer >= 1", _at_least_one),
     "memory.backend": _Rule(
@@ -221,6 +224,10 @@ _RULES: Final[Mapping[str, _Rule]] = {
         str, "one of " + ", ".join(_LOG_LEVELS) + " (any case)", _one_of(_LOG_LEVELS, upper=True)
     ),
     "log.file": _Rule(str, "a file path (empty for stderr)", _path),
+    "scheduler.path": _Rule(str, "a file path (empty: beside the memory store)", _path),
+    "scheduler.grace_seconds": _Rule(float, "a number > 0", _positive_finite),
+    "scheduler.max_jobs_per_user": _Rule(int, "an integer >= 1", _at_least_one),
+    "scheduler.min_interval_seconds": _Rule(float, "a number > 0", _positive_finite),
 }
 _ADMINS_RULE: Final = _Rule(tuple, "a list of user ids")
 _TEXT_KINDS: Final[Mapping[type[Any], str]] = {
@@ -500,6 +507,7 @@ class _Builder:
             bot=bot,
             memory=sections["memory"],
             log=sections["log"],
+            scheduler=sections["scheduler"],
             inputs=inputs,
             source=self.source,
             origins=self.origins,
@@ -681,6 +689,7 @@ def render_settings(settings: Settings) -> str:
         "bot": settings.bot,
         "memory": settings.memory,
         "log": settings.log,
+        "scheduler": settings.scheduler,
     }
     for section, values in sections.items():
         rows = [

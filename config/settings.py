@@ -9,6 +9,7 @@ inside an actor. The defaults here are the single source of truth; the shipped
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -23,7 +24,19 @@ BUILTIN_INPUTS: Final = ("shell", "slack", "xmpp")
 INPUT_OPTION_DEFAULTS: Final[Mapping[str, Mapping[str, Any]]] = MappingProxyType(
     {
         "shell": MappingProxyType({}),
-        "slack": MappingProxyType({}),
+        "slack": MappingProxyType(
+            {
+                # Web API base URL; tests point it at a local fake Slack.
+                "api_url": "https://slack.com/api/",
+                # In channels, a message starting with this is for the bot ("" turns it off).
+                "prefix": "!",
+                # Replies per channel: sustained rate and burst (Slack allows ~1/s per channel).
+                "replies_per_second": 1.0,
+                "reply_burst": 4,
+                # Seconds between websocket pings; a dead connection is noticed within a few.
+                "ping_interval": 5.0,
+            }
+        ),
         "xmpp": MappingProxyType(
             {
                 # The bot's own account; empty means the XMPP input cannot start.
@@ -35,6 +48,25 @@ INPUT_OPTION_DEFAULTS: Final[Mapping[str, Mapping[str, Any]]] = MappingProxyType
                 # Server host and port; an empty host means "look it up from the JID's domain".
                 "host": "",
                 "port": 5222,
+                # Allow login without TLS: only for a test server on loopback.
+                "allow_plaintext": False,
+                # TLS from the first byte (port 5223 style) instead of STARTTLS.
+                "direct_tls": False,
+                # CA bundle to verify the server's certificate; empty uses the system's.
+                "ca_file": "",
+                # In rooms, also answer messages starting with this (e.g. "!"); the nick
+                # ("harken: ping") always works.
+                "prefix": "",
+                # Bare JIDs or domains allowed to talk to the bot; empty allows everyone.
+                "allow_from": (),
+                # Reconnect backoff: first delay, doubling up to the maximum (seconds).
+                "reconnect_delay": 1.0,
+                "reconnect_max_delay": 60.0,
+                # Replies kept while disconnected, sent after reconnecting; the oldest
+                # beyond this are dropped (and logged).
+                "queue_limit": 1000,
+                # Ping the server this often (seconds) to notice a dead connection; 0: off.
+                "ping_interval": 60.0,
             }
         ),
     }
@@ -148,6 +180,8 @@ class BotSettings:
     """
     conversation_idle_seconds: float = 300.0
     """A conversation idle this long stops its actor; its state stays in memory."""
+    dialog_timeout_seconds: float = 1800.0
+    """A dialog left this long without an answer expires; the next message starts afresh."""
     workers: int = 16
     """Threads that run commands, so one slow command does not delay other people."""
     max_message_bytes: int = 65536
@@ -162,6 +196,28 @@ class MemorySettings:
     """Store implementation; only `tinydb` exists today."""
     path: str = "./var/memory"
     """Store location, relative to the current directory (`make run` expects `./var/`)."""
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    """`[scheduler]`: reminders and deferred commands."""
+
+    path: str = ""
+    """SQLite file of the job store; empty means `jobs.sqlite` beside the memory store
+    (`./var/jobs.sqlite` with the default `memory.path`), so the two move together."""
+    grace_seconds: float = 3600.0
+    """A job that fell due while Harken was down is still delivered (marked late) if it is
+    at most this late; later than that, the person is told what was missed instead."""
+    max_jobs_per_user: int = 100
+    """Pending jobs one person may have; more are refused with a reply."""
+    min_interval_seconds: float = 60.0
+    """The shortest interval of a recurring job (`every 2 hours`), so none floods a channel."""
+
+    def job_store(self, memory_path: str) -> str:
+        """The job store's path, given the memory store's."""
+        return self.path or os.path.join(
+            os.path.dirname(os.path.normpath(memory_path)), "jobs.sqlite"
+        )
 
 
 @dataclass(frozen=True)
@@ -209,6 +265,7 @@ class Settings:
     bot: BotSettings = field(default_factory=BotSettings)
     memory: MemorySettings = field(default_factory=MemorySettings)
     log: LogSettings = field(default_factory=LogSettings)
+    scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
     inputs: Mapping[str, InputSettings] = field(default_factory=default_inputs)
     """Always has `shell`, `slack` and `xmpp`, plus every input named in the file or in
     `bot.inputs`."""

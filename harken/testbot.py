@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections import defaultdict
-from collections.abc import Iterable
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -40,15 +40,35 @@ class Exchange:
         self._changed = threading.Condition()
         self._replies: defaultdict[str, list[Event]] = defaultdict(list)
         self._done: set[str] = set()
+        # Every message from the bot, for `wait_for`: reminders and the answers to
+        # scheduled commands answer no message the test sent.
+        self._seen: deque[Event] = deque(maxlen=10_000)
 
     def __call__(self, item: Reply | Done) -> None:
         with self._changed:
             if isinstance(item, Reply):
                 self._replies[item.in_reply_to].append(item.event)
+                self._seen.append(item.event)
             else:
                 self._replies[item.event_id].extend(item.replies)
                 self._done.add(item.event_id)
+                self._seen.extend(item.replies)
             self._changed.notify_all()
+
+    def wait_for(self, predicate: Callable[[Event], bool], timeout: float) -> Event:
+        """The first message from the bot (sent or yet to come) that `predicate` accepts;
+        it is consumed, so the next call finds the next one."""
+        found: list[Event] = []
+
+        def seen() -> bool:
+            found[:] = [e for e in self._seen if predicate(e)][:1]
+            return bool(found)
+
+        with self._changed:
+            if not self._changed.wait_for(seen, timeout):
+                raise TimeoutError(f"no matching message from the bot within {timeout} s")
+            self._seen.remove(found[0])
+            return found[0]
 
     def wait(self, event_id: str, timeout: float) -> list[Event]:
         with self._changed:
@@ -82,6 +102,7 @@ class TestBot:
             base,
             bot=dataclasses.replace(base.bot, inputs=(INPUT_NAME,)),
             memory=dataclasses.replace(base.memory, path=str(memory_path)),
+            scheduler=dataclasses.replace(base.scheduler, path=f"{memory_path}.jobs.sqlite"),
             inputs=inputs,
         )
         self._extra = list(commands)
@@ -166,6 +187,15 @@ class TestBot:
     def replies(self, event: Event, timeout: float | None = None) -> list[Event]:
         """Every reply to `event`, once the bot says it has answered it completely."""
         return self._exchange.wait(event.id, self.timeout if timeout is None else timeout)
+
+    def wait_for(
+        self, match: str | Callable[[Event], bool], *, timeout: float | None = None
+    ) -> Event:
+        """Wait for a message from the bot that answers nothing the test waits on: a
+        reminder, the answer to a scheduled command. `match` is a text the message
+        contains, or a test of the `Event`."""
+        test = match if callable(match) else (lambda event: match in event.data)
+        return self._exchange.wait_for(test, self.timeout if timeout is None else timeout)
 
     def ask(self, text: str, *, timeout: float | None = None, **who: str) -> str:
         """Send text and return the replies, joined by line breaks."""

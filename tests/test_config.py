@@ -17,6 +17,7 @@ from config import (
     InputSettings,
     LogSettings,
     MemorySettings,
+    SchedulerSettings,
     Secret,
     Settings,
     load_settings,
@@ -24,6 +25,12 @@ from config import (
 )
 from config.loader import _RULES
 
+SECTIONS: dict[str, type[Any]] = {
+    "bot": BotSettings,
+    "memory": MemorySettings,
+    "log": LogSettings,
+    "scheduler": SchedulerSettings,
+}
 TOKEN = "xoxb-1234-DO-NOT-LEAK-5678"
 PASSWORD = "hunter2-very-secret"
 
@@ -60,6 +67,7 @@ def test_shipped_default_equals_dataclass_defaults() -> None:
     assert settings.bot == BotSettings()
     assert settings.memory == MemorySettings()
     assert settings.log == LogSettings()
+    assert settings.scheduler == SchedulerSettings()
     assert settings.source == "<shipped default>"
     assert list(settings.inputs) == ["shell", "slack", "xmpp"]
     assert settings.inputs["shell"] == InputSettings(name="shell")
@@ -71,7 +79,7 @@ def test_shipped_default_equals_dataclass_defaults() -> None:
 def test_shipped_file_lists_every_key_and_no_secrets() -> None:
     data = tomllib.loads(resources.files("config").joinpath("harken.toml").read_text())
 
-    for section, cls in {"bot": BotSettings, "memory": MemorySettings, "log": LogSettings}.items():
+    for section, cls in SECTIONS.items():
         assert set(data[section]) == {f.name for f in dataclasses.fields(cls)}
     assert set(data["inputs"]) == {"shell", "slack", "xmpp"}
     for section in data["inputs"].values():
@@ -83,12 +91,10 @@ def test_shipped_file_lists_every_key_and_no_secrets() -> None:
 
 def test_rules_follow_dataclasses() -> None:
     # The loader reads each key by the type of its dataclass default; keep them in step.
-    for section, cls in {"bot": BotSettings, "memory": MemorySettings, "log": LogSettings}.items():
+    for section, cls in SECTIONS.items():
         for f in dataclasses.fields(cls):
             assert _RULES[f"{section}.{f.name}"].kind is type(f.default), f.name
-    assert len(_RULES) == sum(
-        len(dataclasses.fields(cls)) for cls in (BotSettings, MemorySettings, LogSettings)
-    )
+    assert len(_RULES) == sum(len(dataclasses.fields(cls)) for cls in SECTIONS.values())
 
 
 def test_config_env_var_selects_file_and_explicit_path_wins(tmp_path: Path) -> None:

@@ -60,7 +60,8 @@ def whoami(ctx: Context, event: Event) -> str:
         if stored_zone
         else f"{ctx.settings.bot.timezone} (the default; set yours with `timezone <Area/City>`)"
     )
-    name = event.display_name or ctx.profile.get("display_name") or event.user
+    # What the person asked to be called (`profile`) wins over what the input says.
+    name = ctx.profile.get("display_name") or event.display_name or event.user
     return "\n".join(
         [
             f"You are {event.user} ({name}).",

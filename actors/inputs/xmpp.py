@@ -1,0 +1,224 @@
+"""The XMPP (Jabber) input: direct chats and multi-user chat rooms, through slixmpp.
+
+The actor turns stanzas into `Event`s for the router and the bot's replies into
+stanzas; `XmppClient` (actors/inputs/xmpp_client.py) keeps the connection up on a
+thread of its own. Incoming messages are translated on the client's loop thread and
+handed straight to the router (`submit` is a thread-safe `tell`); replies arrive on
+this actor's thread and are passed to the loop in one batch per answer.
+
+How a message becomes an event:
+
+* a direct message (`chat` or `normal`): user and channel are the sender's bare JID;
+  the reply goes back to that JID;
+* a room message (`groupchat`) in a configured room, addressed to the bot
+  (`harken: ping`, `harken, ping`, or the configured `prefix`, e.g. `!ping`): channel
+  is the room, user is the occupant's real bare JID when the room shows it to us, else
+  `room@service/nick`, so each occupant has a conversation of their own; the reply goes
+  to the room, addressed to the occupant by nick;
+* a private message from a room occupant: like a direct message, answered privately.
+
+Ignored, each with a log line saying why: our own messages (rooms echo them back),
+room history (delayed delivery), empty bodies, `error` and `headline` messages, and
+senders the allow-list (`allow_from`) does not admit. Messages too big for the bot are
+not refused here: the router answers them with the limit, like on every input.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from slixmpp.jid import JID
+from slixmpp.stanza import Message
+
+from actors.event import Event, EventType
+from actors.inputs.base import InputActor
+from actors.inputs.xmpp_client import Outgoing, XmppClient
+from actors.inputs.xmpp_options import XmppOptions
+from actors.messages import Answered
+from actors.text import clean_text
+
+if TYPE_CHECKING:
+    from actors.services import Services
+    from actors.supervision import Handle
+    from config.settings import InputSettings
+
+logger = logging.getLogger(__name__)
+
+MAX_BODY_CHARS = 50_000
+"""Longest reply sent in one message. Prosody closes the stream of a client whose stanza
+exceeds 256 KiB (after XML escaping, which can grow text fivefold); a longer reply is
+cut, with a note, rather than cost the bot its connection."""
+_NOT_XML = re.compile("[\ud800-\udfff\ufffe\uffff]")
+_BODY_TAG = "{jabber:client}body"
+_DELAY_TAG = "{urn:xmpp:delay}delay"
+_LEGACY_DELAY_TAG = "{jabber:x:delay}x"
+_SUBJECT_TAG = "{jabber:client}subject"
+_WARNED_SENDERS_MAX = 10_000
+
+
+class XmppInput(InputActor):
+    @classmethod
+    def preflight(cls, settings: InputSettings) -> None:
+        XmppOptions.from_settings(settings)
+
+    def __init__(self, settings: InputSettings, services: Services, router: Handle) -> None:
+        super().__init__(settings, services, router)
+        self.options = XmppOptions.from_settings(settings)
+        self.bot_name = services.settings.bot.name
+        self.rooms = frozenset(self.options.rooms)
+        nick = re.escape(self.options.nick)
+        # "harken: ping", "harken, ping", "@harken ping" (clients complete mentions so).
+        self._addressed = re.compile(rf"\s*(?:@{nick}(?![\w-])[:,]?|{nick}\s*[:,])\s*", re.I)
+        self._warned_senders: set[str] = set()
+        self.client = XmppClient(self.options, self._on_message)
+
+    def on_start(self) -> None:
+        self.client.start()
+
+    def on_stop(self) -> None:
+        self.client.stop()
+
+    def on_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        # The replacement actor opens a connection of its own; this one must go.
+        self.client.stop()
+        super().on_failure(exception_type, exception_value, traceback)
+
+    # -- bot -> XMPP (this actor's thread) -------------------------------------------
+
+    def send(self, event: Event) -> None:
+        self.client.deliver([self._outgoing(event)])
+
+    def answered(self, message: Answered) -> None:
+        if message.replies:
+            self.client.deliver([self._outgoing(reply) for reply in message.replies])
+
+    def _outgoing(self, event: Event) -> Outgoing:
+        text = _NOT_XML.sub("", clean_text(event.data))
+        if len(text) > MAX_BODY_CHARS:
+            logger.info(
+                "XMPP: reply to %s is %d characters; sending the first %d",
+                event.to,
+                len(text),
+                MAX_BODY_CHARS,
+            )
+            text = text[:MAX_BODY_CHARS] + "\n[… cut: the reply was too long for one message]"
+        channel = event.channel or event.to
+        if channel in self.rooms:
+            nick = event.display_name
+            return Outgoing(channel, "groupchat", f"{nick}: {text}" if nick else text)
+        return Outgoing(channel, "chat", text)
+
+    # -- XMPP -> bot (the client's loop thread) --------------------------------------
+
+    def _on_message(self, message: Message) -> None:
+        kind = message["type"]
+        sender: JID = message["from"]
+        if kind == "error":
+            return  # the client logs these; never answer one (two bots would loop)
+        if kind == "headline":
+            logger.debug("XMPP: ignored a headline message from %s", sender)
+            return
+        body = message.xml.find(_BODY_TAG)
+        # itertext: markup inside a body (which no client should send) is read as text.
+        text = "".join(body.itertext()) if body is not None else ""
+        if not text.strip():
+            logger.info("XMPP: ignored a %s message with an empty body from %s", kind, sender)
+            return
+        if kind == "groupchat":
+            event = self._room_event(message, sender, text)
+        else:
+            event = self._direct_event(sender, text)
+        if event is not None:
+            self.submit(event)
+
+    def _direct_event(self, sender: JID, text: str) -> Event | None:
+        bare = str(sender.bare)
+        if bare == self.options.bare_jid:
+            logger.debug("XMPP: ignored a message from our own account (%s)", sender)
+            return None
+        if bare in self.rooms:
+            # A private message from a room occupant: answer privately, to the occupant.
+            user = self._occupant_id(sender)
+            if user is None:
+                return None
+            return self._event(user, str(sender), text, sender.resource)
+        if not self._allowed(bare):
+            return None
+        return self._event(bare, bare, text, sender.user)
+
+    def _room_event(self, message: Message, sender: JID, text: str) -> Event | None:
+        room, nick = str(sender.bare), sender.resource
+        if room not in self.rooms:
+            logger.info("XMPP: ignored a room message from %s, a room not configured", room)
+            return None
+        if not nick or nick == self.options.nick:
+            return None  # the room itself, or our own message echoed back
+        if message.xml.find(_DELAY_TAG) is not None or (
+            message.xml.find(_LEGACY_DELAY_TAG) is not None
+        ):
+            logger.debug("XMPP: ignored room history from %s", sender)
+            return None
+        if message.xml.find(_SUBJECT_TAG) is not None:
+            return None
+        command = self._strip_address(text)
+        if command is None:
+            return None
+        user = self._occupant_id(sender)
+        if user is None:
+            return None
+        return self._event(user, room, command, nick)
+
+    def _strip_address(self, text: str) -> str | None:
+        """The command in a room message addressed to the bot, or None if not addressed."""
+        if found := self._addressed.match(text):
+            return text[found.end() :]
+        prefix = self.options.prefix
+        stripped = text.lstrip()
+        if prefix and stripped.startswith(prefix):
+            return stripped[len(prefix) :].lstrip()
+        return None
+
+    def _occupant_id(self, occupant: JID) -> str | None:
+        """Who a room occupant is: their real bare JID if the room shows it, else room/nick.
+
+        None when the allow-list refuses the real JID.
+        """
+        muc = self.client.muc
+        real = muc.get_jid_property(occupant.bare, occupant.resource, "jid") if muc else None
+        if real:
+            bare = str(JID(real).bare)
+            return bare if self._allowed(bare) else None
+        return str(occupant)
+
+    def _allowed(self, bare: str) -> bool:
+        if self.options.allows(bare):
+            return True
+        # Log each refused sender once at warning level: a hostile sender must not be
+        # able to fill the log.
+        if bare not in self._warned_senders:
+            if len(self._warned_senders) >= _WARNED_SENDERS_MAX:
+                self._warned_senders.clear()
+            self._warned_senders.add(bare)
+            logger.warning("XMPP: ignored a message from %s, who is not in allow_from", bare)
+        else:
+            logger.debug("XMPP: ignored another message from %s (not in allow_from)", bare)
+        return False
+
+    def _event(self, user: str, channel: str, text: str, display_name: str) -> Event:
+        return Event(
+            type=EventType.TEXT,
+            sender=user,
+            to=self.bot_name,
+            data=text,
+            input=self.name,
+            channel=channel,
+            display_name=display_name,
+        )

@@ -1,0 +1,451 @@
+"""The XMPP connection behind the XMPP input: slixmpp on an asyncio loop of its own.
+
+`XmppClient` owns one thread that runs one asyncio loop, and everything slixmpp does
+happens on that loop: connecting, logging in, joining rooms, reading stanzas, sending.
+Other threads talk to it only through `deliver()` and `stop()`, which hand their work
+to the loop with `call_soon_threadsafe`. That matters for more than safety: a reply
+written to slixmpp from another thread would sit in its buffer until the next stanza
+or keepalive woke the loop up (seconds to minutes on a quiet bot).
+
+Connecting is a loop of our own rather than slixmpp's built-in retry, so that the
+backoff and the log lines are ours:
+
+* the server cannot be reached: log it, wait (`reconnect_delay` doubling up to
+  `reconnect_max_delay`, with jitter), try again, for as long as Harken runs;
+* an established session drops: log it and reconnect at once, then back off again;
+  rooms are joined again on every new session;
+* the server refuses the login: log one error naming the JID and stop trying, because
+  retrying a wrong password only locks accounts and fills logs.
+
+Messages that cannot be sent because there is no session (yet) wait in a bounded
+outbox and go out, in order, once the next session has joined its rooms; when the
+outbox is full the oldest message is dropped, and the log says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+from slixmpp import ClientXMPP
+from slixmpp.exceptions import IqTimeout, PresenceError
+from slixmpp.jid import JID
+from slixmpp.stanza import Message
+
+from actors.inputs.xmpp_options import XmppOptions
+
+logger = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 30.0
+"""Seconds for TCP connect plus login; a black-holed server must not stall the loop."""
+JOIN_TIMEOUT = 15.0
+"""Seconds to wait for a room to confirm a join."""
+STOP_WAIT = 2.0
+"""Seconds to wait for the server to close the stream when Harken stops."""
+
+
+class _HideSaslPayloads(logging.Filter):
+    """Keep login exchanges out of slixmpp's debug log.
+
+    At DEBUG level slixmpp logs every stanza it sends and receives, SASL ones included,
+    and a PLAIN `<auth>` carries the password in base64: readable by anyone with the log.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if "urn:ietf:params:xml:ns:xmpp-sasl" in text and (
+            "<auth" in text or "<response" in text or "<challenge" in text
+        ):
+            record.msg, record.args = text.split(":", 1)[0] + ": <SASL exchange hidden>", ()
+        return True
+
+
+_SASL_FILTER = _HideSaslPayloads()
+for _name in ("slixmpp.xmlstream.xmlstream", "slixmpp.basexmpp"):
+    if _SASL_FILTER not in logging.getLogger(_name).filters:
+        logging.getLogger(_name).addFilter(_SASL_FILTER)
+
+
+class Outgoing(NamedTuple):
+    """One message for the server: to whom, `chat` or `groupchat`, and the text."""
+
+    to: str
+    kind: Literal["chat", "groupchat"]
+    body: str
+
+
+MessageHandler = Callable[[Message], None]
+
+
+class XmppClient:
+    """One XMPP account's connection, kept up for as long as the client runs."""
+
+    def __init__(self, options: XmppOptions, on_message: MessageHandler) -> None:
+        self.options = options
+        self._on_message = on_message
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._loop_ready = threading.Event()
+        self._xmpp: ClientXMPP | None = None
+        # Everything below belongs to the loop thread.
+        self._outbox: deque[Outgoing] = deque()
+        self._online = False
+        self._stop_requested: asyncio.Event | None = None
+        self._session_over: asyncio.Event | None = None
+        self._had_session = False
+        self._auth_condition = ""
+        self._auth_given_up = False
+        self._last_error = ""
+        self._pinger: asyncio.Future[None] | None = None
+
+    # -- any thread ------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._run, name=f"xmpp:{self.options.bare_jid}", daemon=True
+        )
+        self._thread.start()
+        self._loop_ready.wait()
+
+    def deliver(self, messages: Iterable[Outgoing]) -> None:
+        """Send these messages now, or once a session is up (thread-safe)."""
+        batch = tuple(messages)
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            logger.warning("XMPP input is stopped; %d message(s) dropped", len(batch))
+            return
+        try:
+            loop.call_soon_threadsafe(self._deliver_now, batch)
+        except RuntimeError:  # the loop closed between the check and the call
+            logger.warning("XMPP input is stopped; %d message(s) dropped", len(batch))
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Leave the server politely and end the loop thread (thread-safe)."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._request_stop)
+        thread.join(timeout)
+        if thread.is_alive():
+            logger.warning("XMPP connection thread did not stop within %.0f s", timeout)
+
+    @property
+    def muc(self) -> Any:
+        """slixmpp's multi-user chat plugin (use on the loop thread only)."""
+        return self._xmpp.plugin["xep_0045"] if self._xmpp is not None else None
+
+    # -- the loop thread -------------------------------------------------------------
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self._loop = loop
+        try:
+            self._xmpp = self._make_client(loop)
+            self._stop_requested = asyncio.Event()
+        finally:
+            self._loop_ready.set()
+        try:
+            loop.run_until_complete(self._keep_connected())
+        except Exception:
+            logger.exception("XMPP connection loop failed")
+        finally:
+            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for task in pending:
+                task.cancel()
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.close()
+
+    def _make_client(self, loop: asyncio.AbstractEventLoop) -> ClientXMPP:
+        options = self.options
+        plugin_config: dict[str, Any] = {}
+        if options.allow_plaintext:
+            plugin_config["feature_mechanisms"] = {
+                "unencrypted_plain": True,
+                "unencrypted_scram": True,
+            }
+        xmpp = ClientXMPP(
+            options.jid, options.password.reveal(), plugin_config=plugin_config, loop=loop
+        )
+        xmpp.enable_plaintext = options.allow_plaintext
+        xmpp.enable_direct_tls = options.direct_tls
+        xmpp.enable_starttls = not options.direct_tls
+        if options.ca_file:
+            xmpp.ca_certs = Path(options.ca_file)
+        xmpp.register_plugin("xep_0030")  # service discovery, which MUC relies on
+        xmpp.register_plugin("xep_0045")  # multi-user chat
+        xmpp.register_plugin("xep_0199")  # ping, to notice a dead connection
+        xmpp.add_event_handler("session_start", self._on_session_start)
+        xmpp.add_event_handler("disconnected", self._on_disconnected)
+        xmpp.add_event_handler("connection_failed", self._on_connection_failed)
+        xmpp.add_event_handler("failed_auth", self._on_failed_auth)
+        xmpp.add_event_handler("failed_all_auth", self._on_failed_all_auth)
+        xmpp.add_event_handler("stream_error", self._on_stream_error)
+        xmpp.add_event_handler("ssl_invalid_chain", self._on_untrusted_certificate)
+        xmpp.add_event_handler("message", self._on_message_event)
+        xmpp.add_event_handler("message_error", self._on_message_error)
+        return xmpp
+
+    def _request_stop(self) -> None:
+        assert self._stop_requested is not None
+        self._stop_requested.set()
+
+    async def _keep_connected(self) -> None:
+        assert self._xmpp is not None
+        assert self._stop_requested is not None
+        xmpp, stop = self._xmpp, self._stop_requested
+        options = self.options
+        delay = options.reconnect_delay
+        first = True
+        while not stop.is_set():
+            self._session_over = asyncio.Event()
+            self._had_session = False
+            self._last_error = ""
+            self._auth_condition = ""
+            log = logger.info if first else logger.debug
+            log("XMPP: connecting to %s as %s", options.server, options.jid)
+            first = False
+            if await self._open_connection(xmpp):
+                await self._wait_either(self._session_over, stop, timeout=None)
+            if stop.is_set():
+                break
+            if self._auth_given_up:
+                await stop.wait()
+                break
+            if self._had_session:
+                # It worked until now: try again at once, and back off from the start.
+                delay = options.reconnect_delay
+                logger.warning(
+                    "XMPP: connection to %s lost (%s); reconnecting",
+                    options.server,
+                    self._last_error or "closed",
+                )
+                continue
+            wait = delay * random.uniform(0.8, 1.2)
+            logger.warning(
+                "XMPP: cannot connect to %s as %s (%s); next attempt in %.1f s",
+                options.server,
+                options.jid,
+                self._last_error or "no session",
+                wait,
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait)
+            delay = min(options.reconnect_max_delay, delay * 2)
+        await self._leave()
+
+    async def _open_connection(self, xmpp: ClientXMPP) -> bool:
+        """Open TCP (and TLS); True when connected, False when no address answered."""
+        options = self.options
+        host = options.host or None
+        port = options.port if host else None
+        try:
+            retry = await asyncio.wait_for(xmpp.connect(host, port), CONNECT_TIMEOUT)
+        except TimeoutError:
+            self._last_error = f"no answer within {CONNECT_TIMEOUT:.0f} s"
+            xmpp.cancel_connection_attempt()
+            return False
+        if retry is not None:
+            # slixmpp scheduled a retry of its own; ours has the backoff and the logs.
+            xmpp.cancel_connection_attempt()
+            return False
+        return True
+
+    @staticmethod
+    async def _wait_either(a: asyncio.Event, b: asyncio.Event, timeout: float | None) -> None:
+        waits = {asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())}
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+
+    async def _leave(self) -> None:
+        xmpp = self._xmpp
+        assert xmpp is not None
+        if self._outbox:
+            logger.warning(
+                "XMPP: stopping with %d unsent message(s); they are dropped", len(self._outbox)
+            )
+            self._outbox.clear()
+        self._online = False
+        xmpp.cancel_connection_attempt()
+        if xmpp.is_connected():
+            with contextlib.suppress(Exception):
+                await xmpp.disconnect(wait=STOP_WAIT, reason="Harken is stopping")
+
+    # -- slixmpp events (loop thread) -----------------------------------------------
+
+    async def _on_session_start(self, _: Any) -> None:
+        xmpp, session = self._xmpp, self._session_over
+        assert xmpp is not None
+        assert session is not None
+        self._had_session = True
+        # Without initial presence the server drops messages sent to the bare JID.
+        xmpp.send_presence()
+        joined = await asyncio.gather(*(self._join(room) for room in self.options.rooms))
+        if session.is_set():
+            return  # the session ended while we were joining; the next one starts over
+        self._online = True
+        rooms = [room for room, ok in zip(self.options.rooms, joined, strict=True) if ok]
+        logger.info(
+            "XMPP: online as %s%s",
+            xmpp.boundjid,
+            f"; in rooms {', '.join(rooms)}" if rooms else "",
+        )
+        if self._outbox:
+            logger.info("XMPP: sending %d message(s) queued while offline", len(self._outbox))
+            queued, self._outbox = self._outbox, deque()
+            self._deliver_now(tuple(queued))
+        if self.options.ping_interval > 0:
+            self._pinger = asyncio.ensure_future(self._keep_alive(session))
+
+    async def _join(self, room: str) -> bool:
+        xmpp = self._xmpp
+        assert xmpp is not None
+        try:
+            # No history: whatever was said before we joined is not for us.
+            await xmpp.plugin["xep_0045"].join_muc_wait(
+                JID(room), self.options.nick, maxstanzas=0, timeout=JOIN_TIMEOUT
+            )
+        except PresenceError as exc:
+            logger.error(
+                "XMPP: could not join room %s as %s: %s",
+                room,
+                self.options.nick,
+                exc.presence["error"]["condition"],
+            )
+            return False
+        except TimeoutError:
+            logger.error("XMPP: room %s did not answer the join within %.0f s", room, JOIN_TIMEOUT)
+            return False
+        return True
+
+    async def _keep_alive(self, session: asyncio.Event | None) -> None:
+        xmpp = self._xmpp
+        assert xmpp is not None
+        assert session is not None
+        interval = self.options.ping_interval
+        while not session.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(session.wait(), interval)
+                return
+            try:
+                await xmpp.plugin["xep_0199"].ping(timeout=min(30.0, interval))
+            except IqTimeout:
+                if not session.is_set():
+                    self._last_error = "the server stopped answering pings"
+                    xmpp.abort()
+                return
+            except Exception as exc:  # an error reply still proves the link is alive
+                logger.debug("XMPP: ping answered with %s", exc)
+
+    def _on_disconnected(self, reason: Any) -> None:
+        self._online = False
+        if reason and not self._last_error:
+            self._last_error = str(reason)
+        if self._session_over is not None:
+            self._session_over.set()
+
+    def _on_connection_failed(self, error: Any) -> None:
+        self._last_error = str(error)
+
+    def _on_untrusted_certificate(self, error: Any) -> None:
+        self._last_error = (
+            f"the server's TLS certificate is not trusted ({error}); for a private CA, "
+            "set inputs.xmpp.ca_file"
+        )
+        assert self._xmpp is not None
+        self._xmpp.abort()
+
+    def _on_stream_error(self, error: Any) -> None:
+        condition = error["condition"] if hasattr(error, "__getitem__") else error
+        self._last_error = f"stream error from the server: {condition}"
+
+    def _on_failed_auth(self, failure: Any) -> None:
+        self._auth_condition = str(failure["condition"]) or "not-authorized"
+
+    def _on_failed_all_auth(self, _: Any) -> None:
+        options = self.options
+        condition = self._auth_condition
+        if condition == "temporary-auth-failure":
+            self._last_error = "the server could not check the password just now"
+            return
+        self._auth_given_up = True
+        if condition:
+            logger.error(
+                "XMPP: the server refused the login of %s (%s): check inputs.xmpp.jid and "
+                "HARKEN_XMPP_PASSWORD. Not retrying; the XMPP input stays offline until "
+                "Harken restarts.",
+                options.jid,
+                condition,
+            )
+        else:
+            logger.error(
+                "XMPP: %s offers no login method this connection may use for %s (it offers "
+                "no TLS, and plaintext login is off; inputs.xmpp.allow_plaintext = true is "
+                "only for a test server on loopback). Not retrying.",
+                options.server,
+                options.jid,
+            )
+
+    def _on_message_event(self, message: Message) -> None:
+        try:
+            self._on_message(message)
+        except Exception:
+            # A stanza that trips the handler must not take the connection down.
+            logger.exception("XMPP: could not handle a message from %s", message["from"])
+
+    def _on_message_error(self, message: Message) -> None:
+        error = message["error"]
+        logger.info(
+            "XMPP: error message from %s: %s %s",
+            message["from"],
+            error["condition"],
+            error["text"] or "",
+        )
+
+    # -- sending (loop thread) -------------------------------------------------------
+
+    def _deliver_now(self, batch: tuple[Outgoing, ...]) -> None:
+        xmpp = self._xmpp
+        if not self._online or xmpp is None:
+            self._queue(batch)
+            return
+        for item in batch:
+            xmpp.send_message(mto=JID(item.to), mbody=item.body, mtype=item.kind)
+
+    def _queue(self, batch: tuple[Outgoing, ...]) -> None:
+        if self._auth_given_up:
+            logger.warning(
+                "XMPP: not logged in (the server refused the password); %d message(s) to %s "
+                "dropped",
+                len(batch),
+                ", ".join(sorted({item.to for item in batch})),
+            )
+            return
+        limit = self.options.queue_limit
+        for item in batch:
+            if len(self._outbox) >= limit:
+                if not self._outbox:
+                    logger.warning(
+                        "XMPP: offline and queue_limit is 0; message to %s dropped", item.to
+                    )
+                    continue
+                dropped = self._outbox.popleft()
+                logger.warning(
+                    "XMPP: offline and %d messages are already waiting (queue_limit); "
+                    "dropped the oldest, to %s",
+                    limit,
+                    dropped.to,
+                )
+            self._outbox.append(item)

@@ -1,0 +1,219 @@
+"""End to end: reminders and deferred commands through `harken shell`, across restarts.
+
+Each test runs the real command line as a subprocess in a temporary directory (memory
+and the job store under its `./var/`), reads what it prints line by line until the
+expected line appears (with a timeout, never a sleep), and stops it as a person would:
+SIGTERM, or `kill -9` where that is the point.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from apscheduler.triggers.date import DateTrigger
+from past_jobs import spec, store_job
+
+from actors.jobs import JobKind
+
+pytestmark = pytest.mark.e2e
+
+WAIT = 30.0
+
+
+class Shell:
+    """A running `harken shell`, its output read line by line on a thread."""
+
+    def __init__(self, cwd: Path, script: str, *args: str) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HARKEN_")}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "harken", "shell", "--user", "ann", *args],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(script.encode())
+        self.proc.stdin.close()
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            self.lines.put(raw.decode("utf-8", "replace").rstrip("\n"))
+        self.lines.put(None)
+
+    def expect(self, pattern: str, timeout: float = WAIT) -> str:
+        """The next printed line matching `pattern` (a regex), waiting up to `timeout`."""
+        deadline = datetime.now() + timedelta(seconds=timeout)
+        while True:
+            remaining = (deadline - datetime.now()).total_seconds()
+            try:
+                line = self.lines.get(timeout=max(0.0, remaining))
+            except queue.Empty:
+                raise AssertionError(
+                    f"no line matching {pattern!r}; printed: {self.seen}"
+                ) from None
+            if line is None:
+                raise AssertionError(f"harken exited before printing {pattern!r}: {self.seen}")
+            self.seen.append(line)
+            if re.search(pattern, line):
+                return line
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=WAIT)
+        finally:
+            self._reader.join(timeout=WAIT)
+
+    def kill9(self) -> None:
+        self.proc.kill()  # SIGKILL: no clean-up of any kind
+        self.proc.wait(timeout=WAIT)
+        self._reader.join(timeout=WAIT)
+
+
+@pytest.fixture
+def shells() -> Iterator[list[Shell]]:
+    started: list[Shell] = []
+    try:
+        yield started
+    finally:
+        for shell in started:
+            if shell.proc.poll() is None:
+                shell.proc.kill()
+                shell.proc.wait(timeout=WAIT)
+
+
+def run(cwd: Path, script: str, *args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HARKEN_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "harken", "shell", "--user", "ann", *args],
+        input=script.encode(),
+        capture_output=True,
+        cwd=cwd,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    return done.stdout.decode()
+
+
+def test_a_reminder_set_in_the_shell_arrives_while_it_lingers(
+    tmp_path: Path, shells: list[Shell]
+) -> None:
+    shell = Shell(tmp_path, "remind me in 2 seconds to stretch\n", "--linger", "60")
+    shells.append(shell)
+    assert "OK, I'll remind you on " in shell.expect(r"^OK, I'll remind you")
+    assert shell.expect(r"^Reminder for ann") == "Reminder for ann: stretch"
+    assert shell.stop() == 0
+    assert (tmp_path / "var" / "jobs.sqlite").is_file()
+
+
+def test_listing_and_cancelling_through_the_shell(tmp_path: Path) -> None:
+    out = run(tmp_path, "remind me in 1 hour to rotate keys\nin 2 hours run ping\njobs\n")
+    ids = re.findall(r"Job id (\w+):", out)
+    assert len(ids) == 2
+    assert f"  {ids[0]}  " in out
+    assert "rotate keys" in out
+    out = run(tmp_path, f"cancel {ids[0]}\nreminders\n")
+    assert f"Cancelled job {ids[0]}: reminder `rotate keys`" in out
+    assert ids[0] not in out.split("Cancelled")[1].split("\n", 1)[1]
+    assert f"  {ids[1]}  " in out
+
+
+def test_jobs_survive_a_restart_between_scheduling_and_delivery(
+    tmp_path: Path, shells: list[Shell]
+) -> None:
+    out = run(
+        tmp_path,
+        "remind me in 3 seconds to hydrate\nin 3 seconds run echo deferred after restart\n",
+    )
+    assert out.count("OK, I'll") == 2
+    # A new process, started with nothing to say: it only listens.
+    shell = Shell(tmp_path, "", "--linger", "60")
+    shells.append(shell)
+    assert shell.expect(r"^Reminder for ann").startswith("Reminder for ann: hydrate")
+    shell.expect(r"^deferred after restart$")
+    assert shell.stop() == 0
+
+
+def test_jobs_survive_kill_9_between_scheduling_and_delivery(
+    tmp_path: Path, shells: list[Shell]
+) -> None:
+    first = Shell(
+        tmp_path,
+        "remind me in 3 seconds to survive\nin 3 seconds run echo deferred after kill\n",
+        "--linger",
+        "60",
+    )
+    shells.append(first)
+    first.expect(r"^OK, I'll remind you")
+    first.expect(r"^OK, I'll run `echo deferred after kill`")
+    first.kill9()
+    assert not any("Reminder for ann" in line for line in first.seen)
+    second = Shell(tmp_path, "", "--linger", "60")
+    shells.append(second)
+    assert second.expect(r"^Reminder for ann").startswith("Reminder for ann: survive")
+    second.expect(r"^deferred after kill$")
+    assert second.stop() == 0
+
+
+def test_a_job_due_while_harken_was_down_is_delivered_on_start_up_marked_late(
+    tmp_path: Path, shells: list[Shell]
+) -> None:
+    run(tmp_path, "ping\n")  # creates ./var/ and the job store, as a first start would
+    store = tmp_path / "var" / "jobs.sqlite"
+    twenty_minutes_ago = datetime.now(UTC) - timedelta(minutes=20)
+    job = spec(JobKind.REMIND, "check the certificates", user="ann", input="shell")
+    store_job(store, job, DateTrigger(twenty_minutes_ago), twenty_minutes_ago, "late01")
+    two_hours_ago = datetime.now(UTC) - timedelta(hours=2)
+    job = spec(JobKind.RUN, "echo flush the caches", user="ann", input="shell")
+    store_job(store, job, DateTrigger(two_hours_ago), two_hours_ago, "miss01")
+
+    shell = Shell(tmp_path, "", "--linger", "60", "--set", "scheduler.grace_seconds=3600")
+    shells.append(shell)
+    # Oldest first: the one beyond the grace time, then the late one.
+    missed = shell.expect(r"I did not run")
+    assert missed.startswith("ann, I did not run `echo flush the caches`")
+    assert "(2 h ago while I was not running, which is more than the 1 h I may be late)" in missed
+    late = shell.expect(r"check the certificates")
+    assert late.startswith("Reminder for ann: check the certificates (late by 20 min")
+    assert "while I was not running" in late
+    assert shell.stop() == 0
+    assert "flush the caches" not in "\n".join(line for line in shell.seen if line != missed)
+
+
+def test_a_job_store_that_cannot_be_opened_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("a file where the job store's directory should be")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HARKEN_")}
+    env["HARKEN_SCHEDULER_PATH"] = str(tmp_path / "taken" / "jobs.sqlite")
+    done = subprocess.run(
+        [sys.executable, "-m", "harken", "shell"],
+        input=b"ping\n",
+        capture_output=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.decode().strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("harken: cannot open the job store at ")

@@ -1,0 +1,401 @@
+"""The Slack input end to end: the real bot and slack-sdk against a fake Slack on 127.0.0.1.
+
+The fake (tests/fake_slack.py) speaks Slack's Web API over HTTP and Socket Mode over a
+websocket; nothing of Harken's is mocked. To show that something was ignored without
+waiting "a while", a test sends the ignorable envelope, then a `ping`: envelopes on one
+connection are taken in order, so once the `pong` is posted the earlier one has been
+handled, and the posts show whether it was answered.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fake_slack import APP_TOKEN, BOT_TOKEN, BOT_USER_ID, FakeSlack, Post
+
+from actors.event import Event, EventType
+from actors.system import BotSystem
+from commands.base import command
+from commands.loader import load_commands
+from config import load_settings
+
+PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")
+ALICE_DM = "D0ALICE01"
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    # slack-sdk honours HTTP(S)_PROXY and ignores NO_PROXY: a proxy would swallow 127.0.0.1.
+    for var in PROXY_VARS:
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def slack() -> Iterator[FakeSlack]:
+    with FakeSlack() as fake:
+        yield fake
+
+
+class Gate:
+    """Holds the `wait` command until the test opens it."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.open = threading.Event()
+
+
+class Harness:
+    def __init__(self, slack: FakeSlack, tmp_path: Path) -> None:
+        self.slack = slack
+        self.tmp_path = tmp_path
+        self.gate = Gate()
+        self.system: BotSystem | None = None
+
+    def start(self, **options: str) -> BotSystem:
+        overrides = {
+            "bot.inputs": "slack",
+            "memory.path": str(self.tmp_path / "memory"),
+            "inputs.slack.api_url": self.slack.api_url,
+            # Most tests are not about pacing: let replies go out as fast as they come.
+            "inputs.slack.replies_per_second": "1000",
+            "inputs.slack.reply_burst": "1000",
+        }
+        overrides.update({f"inputs.slack.{k}": v for k, v in options.items()})
+        settings = load_settings(
+            env={"HARKEN_SLACK_BOT_TOKEN": BOT_TOKEN, "HARKEN_SLACK_APP_TOKEN": APP_TOKEN},
+            overrides=overrides,
+        )
+        registry = load_commands((), use_entry_points=False).registry
+        gate = self.gate
+
+        @command(r"^wait$")
+        def wait() -> str:
+            """Block until the test lets go."""
+            gate.entered.set()
+            gate.open.wait(10)
+            return "done waiting"
+
+        registry.add(wait)
+        self.system = BotSystem(settings, registry=registry)
+        self.system.start()
+        self.slack.wait_connections(1)
+        return self.system
+
+    def stop(self) -> None:
+        if self.system is not None:
+            self.gate.open.set()
+            self.system.stop()
+            self.system = None
+
+    def barrier(self, **where: str) -> None:
+        """Say `ping` and wait for its `pong`: everything sent before has been handled."""
+        channel = where.get("channel", ALICE_DM)
+        pongs = sum(p.text == "pong" for p in self.slack.posts_to(channel))
+        self.slack.say("ping" if channel.startswith("D") else "!ping", **where)
+        self.slack.wait_post(
+            lambda p: sum(p.text == "pong" for p in self.slack.posts_to(channel)) > pongs,
+            what="pong",
+        )
+
+    def ask(self, text: str, timeout: float = 10, **where: str) -> Post:
+        """Say `text` and return the first post made after it, in the same channel."""
+        channel = where.get("channel", ALICE_DM)
+        before = len(self.slack.posts_to(channel))
+        self.slack.say(text, **where)
+        self.slack.wait_post(
+            lambda p: len(self.slack.posts_to(channel)) > before, timeout, f"answer to {text!r}"
+        )
+        return self.slack.posts_to(channel)[before]
+
+
+@pytest.fixture
+def harness(slack: FakeSlack, tmp_path: Path) -> Iterator[Harness]:
+    h = Harness(slack, tmp_path)
+    try:
+        yield h
+    finally:
+        h.stop()
+
+
+@pytest.fixture
+def bot(harness: Harness) -> Harness:
+    harness.start()
+    return harness
+
+
+# --- answering ----------------------------------------------------------------------------
+
+
+def test_a_direct_message_ping_is_answered_pong_in_the_same_dm(bot: Harness) -> None:
+    post = bot.ask("ping")
+    assert post.channel == ALICE_DM
+    assert post.text == "pong"
+    assert post.thread_ts is None
+
+
+def test_a_mention_in_a_channel_is_answered_in_that_channel(bot: Harness) -> None:
+    post = bot.ask(f"<@{BOT_USER_ID}> echo hello ops", channel="C0OPS0001", channel_type="channel")
+    assert (post.channel, post.text) == ("C0OPS0001", "hello ops")
+
+
+def test_the_prefix_addresses_the_bot_in_a_channel_and_chatter_is_left_alone(
+    bot: Harness,
+) -> None:
+    where = {"channel": "C0OPS0001", "channel_type": "channel"}
+    chatter = bot.slack.say("ping me when the deploy is done", **where)
+    post = bot.ask("!ping", **where)
+    assert post.text == "pong"
+    assert [p.text for p in bot.slack.posts_to("C0OPS0001")] == ["pong"]
+    bot.slack.wait_acked(chatter["envelope_id"])
+
+
+def test_a_configured_prefix_replaces_the_default(harness: Harness) -> None:
+    harness.start(prefix="harken,")
+    where = {"channel": "C0OPS0001", "channel_type": "channel"}
+    harness.slack.say("!ping", **where)
+    assert harness.ask("harken, echo configured", **where).text == "configured"
+    assert [p.text for p in harness.slack.posts_to("C0OPS0001")] == ["configured"]
+
+
+def test_a_reply_in_a_thread_stays_in_that_thread(bot: Harness) -> None:
+    thread = "1700000000.000100"
+    post = bot.ask(
+        f"<@{BOT_USER_ID}> whoami", channel="C0OPS0001", channel_type="channel", thread_ts=thread
+    )
+    assert post.channel == "C0OPS0001"
+    assert post.thread_ts == thread
+    assert f"Channel: C0OPS0001, thread {thread}" in post.text
+
+
+def test_each_thread_is_its_own_conversation(bot: Harness) -> None:
+    # The same person in the same channel: a command still running in one thread does
+    # not hold up their message in another thread.
+    where = {"channel": "C0OPS0001", "channel_type": "channel"}
+    bot.slack.say("!wait", thread_ts="1700000000.000100", **where)
+    assert bot.gate.entered.wait(10)
+    post = bot.ask("!ping", thread_ts="1700000000.000200", **where)
+    assert (post.text, post.thread_ts) == ("pong", "1700000000.000200")
+    bot.gate.open.set()
+    done = bot.slack.wait_post(lambda p: p.text == "done waiting")
+    assert done.thread_ts == "1700000000.000100"
+
+
+def test_own_messages_other_bots_edits_and_deletions_are_ignored(bot: Harness) -> None:
+    slack = bot.slack
+    ignored = [
+        slack.say("ping", user=BOT_USER_ID),
+        slack.say("ping", user="U0OTHERBOT", bot_id="B0OTHER01"),
+        slack.say("ping", subtype="bot_message", user="U0OTHERBOT"),
+        slack.say("ping", subtype="message_changed"),
+        slack.say("ping", subtype="message_deleted"),
+        slack.say("ping", subtype="channel_join"),
+    ]
+    assert bot.ask("echo only me").text == "only me"
+    assert [p.text for p in slack.posts_to(ALICE_DM)] == ["only me"]
+    for envelope in ignored:
+        slack.wait_acked(envelope["envelope_id"])
+
+
+def test_people_are_shown_with_their_display_name_looked_up_once(bot: Harness) -> None:
+    assert bot.ask("whoami").text.startswith("You are U0ALICE01 (Alice).")
+    assert bot.ask("whoami").text.startswith("You are U0ALICE01 (Alice).")
+    assert bot.slack.calls["users.info"] == 1
+
+
+def test_a_message_from_an_unknown_user_is_answered_with_the_id_as_name(bot: Harness) -> None:
+    post = bot.ask("whoami", user="U0NOBODY1", channel="D0NOBODY1")
+    assert post.text.startswith("You are U0NOBODY1 (U0NOBODY1).")
+
+
+def test_a_message_without_a_channel_goes_to_the_persons_direct_messages(bot: Harness) -> None:
+    assert bot.system is not None
+    assert bot.system.services is not None
+    reminder = Event(
+        type=EventType.REPLY, sender="harken", to="U0BOB0001", data="stand-up", input="slack"
+    )
+    bot.system.services.deliver(reminder)
+    post = bot.slack.wait_post(lambda p: p.text == "stand-up")
+    assert post.channel == "D0BOB0001"
+    assert bot.slack.calls["conversations.open"] == 1
+
+
+# --- protocol -----------------------------------------------------------------------------
+
+
+def test_an_envelope_is_acknowledged_before_its_command_finishes(bot: Harness) -> None:
+    envelope = bot.slack.say("wait")
+    assert bot.gate.entered.wait(10)
+    bot.slack.wait_acked(envelope["envelope_id"])
+    assert not bot.gate.open.is_set()
+    assert bot.slack.posts_to(ALICE_DM) == []
+    bot.gate.open.set()
+    assert bot.slack.wait_post(lambda p: p.text == "done waiting").channel == ALICE_DM
+
+
+def test_a_redelivered_envelope_is_handled_once(bot: Harness) -> None:
+    first = bot.slack.say("echo only once")
+    again = bot.slack.redeliver(first)
+    assert again["payload"]["event_id"] == first["payload"]["event_id"]
+    bot.barrier()
+    assert [p.text for p in bot.slack.posts_to(ALICE_DM)] == ["only once", "pong"]
+    bot.slack.wait_acked(again["envelope_id"])
+
+
+def test_a_message_seen_as_message_and_as_app_mention_is_answered_once(bot: Harness) -> None:
+    slack = bot.slack
+    event = slack.message_event(
+        f"<@{BOT_USER_ID}> echo twice?", channel="C0OPS0001", channel_type="channel"
+    )
+    mention = {k: event[k] for k in ("user", "text", "ts", "channel", "event_ts")}
+    slack.send_envelope(slack.envelope(event))
+    slack.send_envelope(slack.envelope({**mention, "type": "app_mention"}))
+    bot.barrier(channel="C0OPS0001", channel_type="channel")
+    assert [p.text for p in slack.posts_to("C0OPS0001")] == ["twice?", "pong"]
+
+
+def test_after_a_disconnect_message_the_bot_reconnects_and_answers(bot: Harness) -> None:
+    assert bot.ask("ping").text == "pong"
+    bot.slack.disconnect()
+    bot.slack.wait_connections(2)
+    assert bot.ask("echo back again").text == "back again"
+
+
+def test_after_a_dropped_socket_the_bot_reconnects_and_answers(harness: Harness) -> None:
+    # A dead connection is noticed by the ping; a short interval keeps the test short.
+    harness.start(ping_interval="0.3")
+    assert harness.ask("ping").text == "pong"
+    harness.slack.drop()
+    harness.slack.wait_connections(2, timeout=15)
+    assert harness.ask("echo still here").text == "still here"
+
+
+def test_a_429_on_post_message_is_retried_after_retry_after(bot: Harness) -> None:
+    bot.slack.rate_limit_next(1, retry_after=1)
+    started = time.monotonic()
+    post = bot.ask("ping")
+    assert post.text == "pong"
+    assert bot.slack.rate_limited == 1
+    assert post.at - started >= 1.0  # it waited as told, then retried
+    assert bot.slack.calls["chat.postMessage"] == 2
+
+
+def test_a_burst_of_replies_to_one_channel_is_paced_under_slacks_limit(
+    slack: FakeSlack, tmp_path: Path
+) -> None:
+    # The fake enforces a per-channel limit like Slack's (here 6/s, bursts of 3) and
+    # answers 429 beyond it; the bot is set a little under it.
+    slack.channel_limit = (6.0, 3.0)
+    harness = Harness(slack, tmp_path)
+    try:
+        harness.start(replies_per_second="5", reply_burst="2")
+        words = " ".join(f"w{i:05d}" for i in range(3000))  # 20,999 characters: 6 parts
+        slack.say(f"echo {words}")
+        posts = slack.wait_posts(6, timeout=15)
+        assert slack.rate_limited == 0
+        assert " ".join(p.text for p in posts) == words
+    finally:
+        harness.stop()
+
+
+def test_a_40000_character_message_is_answered_in_parts_and_nothing_is_lost(
+    bot: Harness,
+) -> None:
+    words = " ".join(f"{i:07d}" for i in range(5000)) + "!"
+    assert len(words) == 40_000
+    bot.slack.say(f"echo {words}")
+    bot.slack.wait_post(lambda p: words.endswith(p.text), timeout=15, what="the last part")
+    posts = bot.slack.posts_to(ALICE_DM)
+    assert len(posts) == 11
+    assert all(len(p.text) <= 4000 for p in posts)
+    assert " ".join(p.text for p in posts) == words
+
+
+# --- bad input ----------------------------------------------------------------------------
+
+
+def test_malformed_and_unknown_envelopes_are_logged_and_the_bot_keeps_answering(
+    bot: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    slack = bot.slack
+    caplog.set_level(logging.INFO)
+    slack.send_raw("this is not json")
+    slack.send_raw("[1, 2, 3]")
+    slack.send_raw(json.dumps({"envelope_id": "e-no-payload", "type": "events_api"}))
+    slack.send_raw(
+        json.dumps({"envelope_id": "e-bad-payload", "type": "events_api", "payload": "x"})
+    )
+    no_user = slack.envelope({"type": "message", "text": "ping", "channel": ALICE_DM, "ts": "1.1"})
+    slack.send_envelope(no_user)
+    slack.send_raw(json.dumps({"envelope_id": "e-unknown", "type": "mystery", "payload": {}}))
+    reaction = slack.envelope({"type": "reaction_added", "user": "U0ALICE01", "reaction": "+1"})
+    slack.send_envelope(reaction)
+    slack.send_raw(json.dumps({"envelope_id": "e-slash", "type": "slash_commands"}))
+
+    assert bot.ask("ping").text == "pong"
+    assert [p.text for p in slack.posts_to(ALICE_DM)] == ["pong"]
+    for envelope_id in ("e-no-payload", "e-bad-payload", "e-unknown", "e-slash"):
+        slack.wait_acked(envelope_id)
+    slack.wait_acked(no_user["envelope_id"])
+    slack.wait_acked(reaction["envelope_id"])
+    log = caplog.text
+    assert "not a JSON object" in log
+    assert "without an event" in log
+    assert "without a valid user" in log
+    assert "unknown type 'mystery'" in log
+
+
+def test_a_message_with_blocks_but_no_text_is_read_from_its_blocks(bot: Harness) -> None:
+    assert bot.ask("", blocks=_rich_text("echo from blocks")).text == "from blocks"
+
+
+def test_a_direct_message_with_nothing_readable_gets_a_pointer_to_help(bot: Harness) -> None:
+    post = bot.ask("", blocks=[{"type": "divider"}], subtype="file_share", files=[{"id": "F1"}])
+    assert "help" in post.text
+
+
+def test_tokens_never_reach_the_logs_even_at_debug(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    harness.start()
+    assert harness.ask("ping").text == "pong"
+    harness.slack.disconnect()
+    harness.slack.wait_connections(2)
+    assert harness.ask("ping").text == "pong"
+    harness.stop()
+    assert "auth.test" in caplog.text or "Slack input is harken" in caplog.text
+    for token in (BOT_TOKEN, APP_TOKEN):
+        assert token not in caplog.text
+        assert token.split("-")[-1] not in caplog.text
+
+
+def _rich_text(text: str) -> list[dict[str, object]]:
+    section = {"type": "rich_text_section", "elements": [{"type": "text", "text": text}]}
+    return [{"type": "rich_text", "block_id": "b1", "elements": [section]}]
+
+
+# --- dialogs and reminders over Slack -----------------------------------------------------
+
+
+def test_a_full_profile_dialog_over_slack(bot: Harness) -> None:
+    thread = {"channel": "C0OPS0001", "channel_type": "channel", "thread_ts": "1700000000.000300"}
+    assert bot.ask("!profile", **thread).text.startswith("What should I call you?")
+    # Inside the dialog the person just answers (with the prefix, as in any channel).
+    assert "time zone" in bot.ask("!Ally", **thread).text
+    done = bot.ask("!Europe/Paris", **thread)
+    assert done.text.startswith("Thanks, Ally. I'll give you times in Europe/Paris.")
+    assert done.thread_ts == "1700000000.000300"
+    assert "Time zone: Europe/Paris" in bot.ask("whoami").text
+
+
+def test_a_reminder_is_delivered_to_slack(bot: Harness) -> None:
+    confirmation = bot.ask("remind me in 2 seconds to stretch")
+    assert confirmation.text.startswith("OK, I'll remind you")
+    reminder = bot.slack.wait_post(lambda p: "stretch" in p.text and p is not confirmation, 20)
+    assert reminder.channel == ALICE_DM
