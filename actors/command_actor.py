@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pykka
 
+from actors.access import group_refusal
 from actors.event import Event, EventType
 from actors.messages import InvocationDone, Invoke, MemoryBarrier
 from actors.pool import Dispatcher
@@ -67,6 +69,18 @@ class CommandActor(SupervisedPooledActor):
             )
             finish_call(self.services, event, [event.reply(text, type=EventType.ERROR)], message)
             return
+        refusal = group_refusal(self.services.settings, self.command.name, event, is_admin)
+        if refusal is not None:
+            self.refusals += 1
+            self.services.metrics.refused(self.command.name)
+            logger.warning(
+                "refused %s for %s on %s: not in an allowed group",
+                self.command.name,
+                event.user,
+                event.input,
+            )
+            finish_call(self.services, event, [event.reply(refusal, type=EventType.ERROR)], message)
+            return
         self.calls += 1
         self.services.workers.submit(self._run, message, is_admin)
 
@@ -82,12 +96,16 @@ class CommandActor(SupervisedPooledActor):
             is_admin=is_admin,
             say=lambda text: services.deliver(event.reply(text)),
             scheduler=services.scheduler,
+            services=services,
         )
+        started = time.perf_counter()
+        failed = False
         try:
             replies = [event.reply(text) for text in self.command.call(ctx, message.groups)]
         except MemoryRefused as exc:
             replies = [event.reply(f"Sorry, I can't store that: {exc}.", type=EventType.ERROR)]
         except Exception:
+            failed = True
             self.failures += 1
             error_id = new_error_id()
             logger.exception(
@@ -102,6 +120,9 @@ class CommandActor(SupervisedPooledActor):
                 "The details are in Harken's log under that id."
             )
             replies = [event.reply(text, type=EventType.ERROR)]
+        services.metrics.command_done(
+            self.command.name, time.perf_counter() - started, failed=failed
+        )
         if not ctx.wrote:
             finish_call(services, event, replies, message)
             return

@@ -179,6 +179,10 @@ class ListJobs(NamedTuple):
     owner: str
 
 
+class JobCount(NamedTuple):
+    """Ask: how many jobs are pending, everyone's (for `/metrics` and `status`)."""
+
+
 class CancelJob(NamedTuple):
     """Ask: remove a job if `owner` has it, or `is_admin` on the job's `input`; answers a
     `CancelResult`."""

@@ -47,6 +47,7 @@ class Router(SupervisedPooledActor):
         return None
 
     def _route(self, event: Event) -> None:
+        self.services.metrics.message_in(event.input)
         if event.type is not EventType.TEXT:
             logger.warning("router got a %s event from %s; ignored", event.type, event.input)
             return

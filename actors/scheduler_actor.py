@@ -53,7 +53,7 @@ from sqlalchemy.pool import SingletonThreadPool
 
 from actors.errors import StartupError
 from actors.jobs import CancelResult, Due, JobInfo, JobSpec, when_due
-from actors.messages import CancelJob, Inbound, ListJobs, ScheduleJob
+from actors.messages import CancelJob, Inbound, JobCount, ListJobs, ScheduleJob
 from actors.supervision import SupervisedActor
 from commands.when import format_time
 
@@ -224,6 +224,8 @@ class SchedulerActor(SupervisedActor):
             return self._schedule(message)
         if isinstance(message, ListJobs):
             return self._list(message.owner)
+        if isinstance(message, JobCount):
+            return len(self._owner_of)
         if isinstance(message, CancelJob):
             return self._cancel(message)
         if isinstance(message, _Forget):

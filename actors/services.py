@@ -16,6 +16,7 @@ import pykka
 from actors.dialog_runner import DialogRuntime
 from actors.event import Event
 from actors.messages import Answered, Outbound
+from actors.metrics import Metrics
 from actors.pool import Dispatcher
 from actors.workers import WorkerPool
 
@@ -40,9 +41,14 @@ class Services:
     commands: dict[str, Handle] = field(default_factory=dict)
     """Command actors by command name."""
     scheduler: Handle | None = None
+    router: Handle | None = None
     """The scheduler actor (actors/scheduler_actor.py); None until it has started."""
     dialogs: DialogRuntime = field(default_factory=DialogRuntime)
     """What the conversations' dialog jobs share (actors/dialog_runner.py)."""
+    metrics: Metrics = field(default_factory=Metrics)
+    """Counters for `/metrics` and `status` (actors/metrics.py); thread-safe."""
+    started_at: float = 0.0
+    """When the system finished starting (time.time()), for `status`'s uptime."""
 
     def is_admin(self, event: Event) -> bool:
         settings = self.settings.inputs.get(event.input)
@@ -50,10 +56,12 @@ class Services:
 
     def deliver(self, event: Event) -> None:
         """Send a message to the input it belongs to, now."""
+        self.metrics.messages_out(event.input, 1)
         self._tell_input(event.input, Outbound(event))
 
     def answer(self, event: Event, replies: list[Event]) -> None:
         """Send the complete answer to a person's message back to its input."""
+        self.metrics.messages_out(event.input, len(replies))
         self._tell_input(event.input, Answered(event.id, tuple(replies)))
 
     def _tell_input(self, name: str, message: Outbound | Answered) -> None:

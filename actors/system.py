@@ -18,6 +18,7 @@ import pykka
 
 from actors.command_actor import CommandActor
 from actors.errors import StartupError
+from actors.health import HealthServer
 from actors.inputs.base import InputActor
 from actors.memory_actor import MemoryActor
 from actors.messages import ConversationIdle, RouterStats
@@ -82,6 +83,7 @@ class BotSystem:
         self.services: Services | None = None
         self.router: Handle | None = None
         self.started_at = 0.0
+        self.health_server: HealthServer | None = None
 
     def _factory_for(self, name: str) -> InputFactory:
         if name in self._input_factories:
@@ -109,6 +111,14 @@ class BotSystem:
             self._registry = loaded.registry
             self.problems = loaded.problems
         registry = self._registry
+        if settings.health.enabled:
+            try:
+                self.health_server = HealthServer(settings.health.host, settings.health.port)
+            except OSError as exc:
+                raise StartupError(
+                    f"cannot serve the health endpoint on {settings.health.host}:"
+                    f"{settings.health.port} (health.port): {exc.strerror or exc}"
+                ) from exc
 
         supervisor_ref = Supervisor.start()
         self._supervisor_ref = supervisor_ref
@@ -135,6 +145,7 @@ class BotSystem:
             )
         router = child("router", partial(Router, services.dispatcher, services))
         self.router = router
+        services.router = router
         for name, factory in factories.items():
             input_settings = settings.inputs.get(name) or InputSettings(name=name)
             services.inputs[name] = child(
@@ -144,6 +155,9 @@ class BotSystem:
         services.scheduler = child("scheduler", partial(SchedulerActor, services, router))
         self._start_ticker(router)
         self.started_at = time.time()
+        services.started_at = self.started_at
+        if self.health_server is not None:
+            self.health_server.start(services)
         logger.info(
             "Harken is up: inputs %s, %d commands, memory %s at %s",
             ", ".join(factories),
@@ -193,6 +207,9 @@ class BotSystem:
 
     def stop(self) -> None:
         self._ticker_stop.set()
+        if self.health_server is not None:
+            self.health_server.stop()
+            self.health_server = None
         if self._supervisor_ref is None:
             return
         supervisor = self._supervisor_ref.proxy()

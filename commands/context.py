@@ -29,6 +29,7 @@ from commands.when import format_time
 from memory.store import InvalidWrite, check_names, encode_value
 
 if TYPE_CHECKING:
+    from actors.services import Services
     from actors.supervision import Handle
     from commands.base import Registry
     from commands.when import When
@@ -115,9 +116,13 @@ class Context:
         is_admin: bool,
         say: Callable[[str], None],
         scheduler: Handle | None = None,
+        services: Services | None = None,
     ) -> None:
         self.event = event
         self._scheduler = scheduler
+        self.services = services
+        """The running bot's shared parts, for the built-in ops commands (`status`); None
+        where a command runs outside the bot."""
         self.settings = settings
         self.registry = registry
         self.is_admin = is_admin

@@ -32,6 +32,7 @@ BUILTIN_MODULES = (
     "commands.builtin.profile",
     "commands.builtin.incidents",
     "commands.builtin.reminders",
+    "commands.builtin.ops",
 )
 
 

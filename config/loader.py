@@ -43,15 +43,26 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final
 
+from config.ops_config import (
+    TableError,
+    read_access,
+    read_groups,
+    read_runbooks,
+    read_services,
+    render_ops_tables,
+)
 from config.settings import (
     BUILTIN_INPUTS,
     INPUT_OPTION_DEFAULTS,
     INPUT_SECRETS,
     SHIPPED_DEFAULT,
+    AccessSettings,
     BotSettings,
+    HealthSettings,
     InputSettings,
     LogSettings,
     MemorySettings,
+    OpsSettings,
     SchedulerSettings,
     Secret,
     Settings,
@@ -69,10 +80,14 @@ _SECTIONS: Final[Mapping[str, type[Any]]] = {
     "memory": MemorySettings,
     "log": LogSettings,
     "scheduler": SchedulerSettings,
+    "ops": OpsSettings,
+    "health": HealthSettings,
 }
+# Tables of named entries ([services.<name>], [runbooks.<name>]) and [access]: see ops_config.
+_TABLES: Final = ("services", "runbooks", "access")
 _INPUT_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 # Section names would make `HARKEN_BOT_<KEY>` ambiguous, and `config` is HARKEN_CONFIG.
-_RESERVED_INPUT_NAMES: Final = frozenset({*_SECTIONS, "inputs", "config"})
+_RESERVED_INPUT_NAMES: Final = frozenset({*_SECTIONS, *_TABLES, "inputs", "config"})
 _LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
 _MEMORY_BACKENDS: Final = ("tinydb",)
 _CLI: Final = "the command line"
@@ -205,6 +220,12 @@ def _path(value: str) -> str:
     return os.path.expanduser(value)
 
 
+def _port(value: int) -> int:
+    if not 0 <= value <= 65535:
+        raise _Invalid()
+    return value
+
+
 # The kind of each key comes from its dataclass default (see _rules_follow_dataclasses
 # in the tests); what is valid beyond the type is stated here, next to the message.
 _RULES: Final[Mapping[str, _Rule]] = {
@@ -228,6 +249,17 @@ _RULES: Final[Mapping[str, _Rule]] = {
     "scheduler.grace_seconds": _Rule(float, "a number > 0", _positive_finite),
     "scheduler.max_jobs_per_user": _Rule(int, "an integer >= 1", _at_least_one),
     "scheduler.min_interval_seconds": _Rule(float, "a number > 0", _positive_finite),
+    "ops.check_timeout_seconds": _Rule(float, "a number > 0", _positive_finite),
+    "ops.slow_seconds": _Rule(float, "a number > 0", _positive_finite),
+    "ops.max_parallel_checks": _Rule(int, "an integer >= 1", _at_least_one),
+    "ops.call_timeout_seconds": _Rule(float, "a number > 0", _positive_finite),
+    "ops.reply_max_chars": _Rule(int, "an integer >= 1", _at_least_one),
+    "ops.runbook_tail_lines": _Rule(int, "an integer >= 1", _at_least_one),
+    "ops.runbook_progress_seconds": _Rule(float, "a number > 0", _positive_finite),
+    "ops.audit_keep": _Rule(int, "an integer >= 1", _at_least_one),
+    "health.enabled": _Rule(bool, "true or false"),
+    "health.host": _Rule(str, "an address such as 127.0.0.1", _non_empty),
+    "health.port": _Rule(int, "a TCP port, 0 to 65535", _port),
 }
 _ADMINS_RULE: Final = _Rule(tuple, "a list of user ids")
 _TEXT_KINDS: Final[Mapping[type[Any], str]] = {
@@ -309,7 +341,7 @@ def _suggest(key: str, known: Iterable[str]) -> str:
 
 
 def _known_keys() -> list[str]:
-    return [*_RULES, *(f"inputs.{name}" for name in BUILTIN_INPUTS)]
+    return [*_RULES, *_TABLES, *(f"inputs.{name}" for name in BUILTIN_INPUTS)]
 
 
 # --- reading the file ----------------------------------------------------------------
@@ -377,6 +409,8 @@ class _Builder:
             name: dict(INPUT_OPTION_DEFAULTS[name]) for name in BUILTIN_INPUTS
         }
         self.admins: dict[str, tuple[str, ...]] = {}
+        self.groups: dict[str, dict[str, tuple[str, ...]]] = {}
+        self.tables: dict[str, Any] = {}
         self.secrets: dict[str, dict[str, Secret]] = {}
 
     def set(self, key: str, value: Any, origin: str) -> None:
@@ -392,10 +426,12 @@ class _Builder:
         for top, table in data.items():
             if top == "inputs":
                 self._read_inputs(table)
+            elif top in _TABLES:
+                self.tables[top] = _read_table(top, table)
             elif top in _SECTIONS:
                 self._read_section(top, table)
             else:
-                raise ConfigError(top, _suggest(top, [*_SECTIONS, "inputs", *_RULES]))
+                raise ConfigError(top, _suggest(top, [*_SECTIONS, *_TABLES, "inputs", *_RULES]))
 
     def _read_section(self, section: str, table: Any) -> None:
         if not isinstance(table, dict):
@@ -443,6 +479,8 @@ class _Builder:
                 _refuse_nested_secrets(key, value)
                 if leaf == "admins":
                     self.admins[name] = _apply(_ADMINS_RULE, key, value, None, text=False)
+                elif leaf == "groups":
+                    self.groups[name] = _read_table(key, value)
                 elif leaf in options:
                     # A built-in option: the default's type says what is valid.
                     options[leaf] = self._typed_option(key, options[leaf], value)
@@ -466,6 +504,8 @@ class _Builder:
     def read_input_text(self, name: str, leaf: str, text: str, origin: str) -> None:
         key = f"inputs.{name}.{leaf}"
         where = f"from {origin}"
+        if leaf == "groups":
+            raise ConfigError(key, "groups are a table: set them in the config file", where)
         if leaf == "admins":
             self.admins[name] = _apply(_ADMINS_RULE, key, text, where, text=True)
         else:
@@ -495,6 +535,7 @@ class _Builder:
             name: InputSettings(
                 name=name,
                 admins=self.admins.get(name, ()),
+                groups=self.groups.get(name, {}),
                 options=options,
                 secrets=self.secrets.get(name, {}),
             )
@@ -508,11 +549,30 @@ class _Builder:
             memory=sections["memory"],
             log=sections["log"],
             scheduler=sections["scheduler"],
+            ops=sections["ops"],
+            health=sections["health"],
+            services=self.tables.get("services", {}),
+            runbooks=self.tables.get("runbooks", {}),
+            access=self.tables.get("access", AccessSettings()),
             inputs=inputs,
             source=self.source,
             origins=self.origins,
             unknown_env=tuple(sorted(unknown_env)),
         )
+
+
+def _read_table(key: str, value: Any) -> Any:
+    """A services, runbooks or access table, or an input's groups (config/ops_config.py)."""
+    readers: dict[str, Callable[[Any], Any]] = {
+        "services": read_services,
+        "runbooks": read_runbooks,
+        "access": lambda table: read_access(table, AccessSettings()),
+    }
+    reader = readers.get(key) or (lambda table: read_groups(key, table))
+    try:
+        return reader(value)
+    except TableError as bad:
+        raise ConfigError(bad.key, bad.problem) from None
 
 
 def _refuse_nested_secrets(key: str, value: Any) -> None:
@@ -690,6 +750,8 @@ def render_settings(settings: Settings) -> str:
         "memory": settings.memory,
         "log": settings.log,
         "scheduler": settings.scheduler,
+        "ops": settings.ops,
+        "health": settings.health,
     }
     for section, values in sections.items():
         rows = [
@@ -697,9 +759,12 @@ def render_settings(settings: Settings) -> str:
             for f in dataclasses.fields(values)
         ]
         out += ["", *_table(f"[{section}]", rows)]
+    out += render_ops_tables(settings, _toml_value)
     for name, settings_for in settings.inputs.items():
         prefix = f"inputs.{name}"
         rows = [("admins", _toml_value(settings_for.admins), origins.get(f"{prefix}.admins"))]
+        if settings_for.groups:
+            rows.append(("groups", _toml_value(settings_for.groups), "file"))
         rows += [
             (_toml_key(k), _toml_value(v), origins.get(f"{prefix}.{k}"))
             for k, v in settings_for.options.items()

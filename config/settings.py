@@ -231,12 +231,99 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class OpsSettings:
+    """`[ops]`: how the operations commands (`health`, `call`, `run`, watches) behave."""
+
+    check_timeout_seconds: float = 5.0
+    """A health check (HTTP or TCP) that takes longer than this counts as down."""
+    slow_seconds: float = 2.0
+    """A healthy answer slower than this is reported as slow."""
+    max_parallel_checks: int = 8
+    """Checks one `health` runs at once, so checking 200 services holds 8 threads, not 200."""
+    call_timeout_seconds: float = 10.0
+    """`call` gives up on a service that has not answered after this long."""
+    reply_max_chars: int = 1500
+    """`call` responses and runbook output are cut to this many characters in chat."""
+    runbook_tail_lines: int = 20
+    """A runbook's reply shows the last this many lines of its output."""
+    runbook_progress_seconds: float = 2.0
+    """A runbook still running after this long gets a first reply ("running...")."""
+    audit_keep: int = 1000
+    """Audit entries kept (the oldest are overwritten)."""
+
+
+@dataclass(frozen=True)
+class HealthSettings:
+    """`[health]`: the bot's own HTTP endpoint (`/healthz`, `/metrics`)."""
+
+    enabled: bool = False
+    """Serve the endpoint; off by default so two bots on one machine never collide."""
+    host: str = "127.0.0.1"
+    """Address to listen on; loopback unless a probe elsewhere must reach it."""
+    port: int = 9464
+    """TCP port (0 picks a free one, which the log line names)."""
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """`[services.<name>]`: a service the team runs, for `health`, `call` and watches."""
+
+    name: str
+    url: str
+    """Base URL, e.g. `http://billing.internal:8080`."""
+    health: str = ""
+    """Path checked with GET (`/healthz`); 2xx and 3xx are healthy."""
+    tcp: str = ""
+    """`host:port` checked by opening a connection, for services without HTTP health."""
+    tags: tuple[str, ...] = ()
+    description: str = ""
+    call: tuple[str, ...] = ()
+    """Paths `call` may request (`/status`, `/v1/*`); empty: `call` is refused."""
+
+
+@dataclass(frozen=True)
+class RunbookSettings:
+    """`[runbooks.<name>]`: a command `run <name> [args]` may start, never through a shell."""
+
+    name: str
+    argv: tuple[str, ...]
+    """The program and its arguments; `{arg}` in an element is replaced by that argument."""
+    args: Mapping[str, str] = field(default_factory=_no_options)
+    """Argument name -> regular expression the whole value must match, in the order the
+    person gives them."""
+    timeout_seconds: float = 60.0
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "args", _read_only(self.args))
+
+
+def _default_access() -> Mapping[str, tuple[str, ...]]:
+    return MappingProxyType({"call": ("ops",), "run": ("ops",)})
+
+
+@dataclass(frozen=True)
+class AccessSettings:
+    """`[access]`: which groups (`[inputs.<name>] groups`) may use which commands."""
+
+    commands: Mapping[str, tuple[str, ...]] = field(default_factory=_default_access)
+    """Command name -> groups allowed; admins always are. Commands not listed are open."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "commands", _read_only({k: tuple(v) for k, v in self.commands.items()})
+        )
+
+
+@dataclass(frozen=True)
 class InputSettings:
     """`[inputs.<name>]`: one chat input."""
 
     name: str
     admins: tuple[str, ...] = ()
     """User ids (as the input names them) allowed to run admin-only commands."""
+    groups: Mapping[str, tuple[str, ...]] = field(default_factory=_no_options)
+    """Named groups of user ids on this input (`ops = ["alice"]`), for `[access.commands]`."""
     options: Mapping[str, Any] = field(default_factory=_no_options)
     """Every other key of the section, read-only; each input validates its own."""
     secrets: Mapping[str, Secret] = field(default_factory=_no_secrets)
@@ -246,6 +333,9 @@ class InputSettings:
         # Callers (tests, other code) may pass plain dicts; keep the object read-only.
         object.__setattr__(self, "options", _read_only(self.options))
         object.__setattr__(self, "secrets", _read_only(self.secrets))
+        object.__setattr__(
+            self, "groups", _read_only({k: tuple(v) for k, v in self.groups.items()})
+        )
 
 
 def default_inputs() -> Mapping[str, InputSettings]:
@@ -266,6 +356,11 @@ class Settings:
     memory: MemorySettings = field(default_factory=MemorySettings)
     log: LogSettings = field(default_factory=LogSettings)
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
+    ops: OpsSettings = field(default_factory=OpsSettings)
+    health: HealthSettings = field(default_factory=HealthSettings)
+    services: Mapping[str, ServiceSettings] = field(default_factory=_no_options)
+    runbooks: Mapping[str, RunbookSettings] = field(default_factory=_no_options)
+    access: AccessSettings = field(default_factory=AccessSettings)
     inputs: Mapping[str, InputSettings] = field(default_factory=default_inputs)
     """Always has `shell`, `slack` and `xmpp`, plus every input named in the file or in
     `bot.inputs`."""
@@ -285,4 +380,6 @@ class Settings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", MappingProxyType(dict(self.inputs)))
+        object.__setattr__(self, "services", MappingProxyType(dict(self.services)))
+        object.__setattr__(self, "runbooks", MappingProxyType(dict(self.runbooks)))
         object.__setattr__(self, "origins", _read_only(self.origins))

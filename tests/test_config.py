@@ -24,12 +24,15 @@ from config import (
     render_settings,
 )
 from config.loader import _RULES
+from config.settings import HealthSettings, OpsSettings
 
 SECTIONS: dict[str, type[Any]] = {
     "bot": BotSettings,
     "memory": MemorySettings,
     "log": LogSettings,
     "scheduler": SchedulerSettings,
+    "ops": OpsSettings,
+    "health": HealthSettings,
 }
 TOKEN = "xoxb-1234-DO-NOT-LEAK-5678"
 PASSWORD = "hunter2-very-secret"

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from actors.event import Event
 from actors.messages import Answered, Inbound, Outbound
+from actors.metrics import CONNECTED, DISCONNECTED, DOWN, UP
 from actors.supervision import SupervisedActor
 
 if TYPE_CHECKING:
@@ -44,6 +45,22 @@ class InputActor(SupervisedActor):
     @property
     def name(self) -> str:
         return self.settings.name
+
+    def on_start(self) -> None:
+        # An input with a connection reports `connected`/`disconnected` itself, through
+        # `report_state`; one without (the shell) is up while its actor runs.
+        self.report_state(UP)
+
+    def on_stop(self) -> None:
+        self.report_state(DOWN)
+
+    def report_state(self, state: str) -> None:
+        """Say how this input's connection is: `up`, `connected`, `disconnected` or `down`
+        (safe from any thread). `/healthz` and `status` show it."""
+        self.services.metrics.set_input_state(self.name, state)
+
+    def report_connected(self, connected: bool) -> None:
+        self.report_state(CONNECTED if connected else DISCONNECTED)
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Outbound):

@@ -18,6 +18,7 @@ from datetime import datetime
 from actors.jobs import JobKind
 from commands.base import command
 from commands.context import Context, SchedulingRefused
+from commands.ops import audit
 from commands.when import FORMS, When, WhenError, format_time, parse_when
 
 MAX_TEXT_CHARS = 1000
@@ -141,6 +142,7 @@ def cancel(ctx: Context, job_id: str | None) -> str:
         return str(exc)
     shown = job_id[:20]
     if result.outcome == "refused":
+        audit.record(ctx, "cancel", f"job {shown}", "refused: not theirs")
         return f"Job {shown} is not yours; only its owner or an admin can cancel it."
     if result.job is None:
         return f"There is no pending job {shown}. Say `reminders` to see yours."
@@ -148,4 +150,6 @@ def cancel(ctx: Context, job_id: str | None) -> str:
     shown = spec.text[:_SHOWN_CHARS]
     what = f"reminder `{shown}`" if spec.kind is JobKind.REMIND else f"`{shown}`"
     whose = "" if spec.owner == ctx.owner else f" (of {spec.event.user})"
+    if whose:  # an admin cancelling someone else's job is a privileged action
+        audit.record(ctx, "cancel", f"job {result.job.id} of {spec.owner}", "cancelled")
     return f"Cancelled job {result.job.id}{whose}: {what}, {spec.schedule}."
