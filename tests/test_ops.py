@@ -16,13 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ops_services import ServiceState, dead_port, running_services
 
 from commands.ops.checks import DOWN, SLOW, UP, check, check_all
 from commands.ops.registry import Service
 from config.loader import ConfigError, load_settings
 from config.settings import InputSettings, Settings
 from harken.testbot import INPUT_NAME, TestBot
-from tests.ops_services import ServiceState, dead_port, running_services
 
 PY = sys.executable
 GREET = "import sys; [print('line', i) for i in range(10)]; print('hello', sys.argv[1])"

@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from tests.ops_services import running_services
-from tests.test_cli_e2e import harken
+from ops_services import running_services
+from test_cli_e2e import harken
 
 pytestmark = pytest.mark.e2e
 
