@@ -9,6 +9,9 @@ and something is waiting to be made durable, the actor commits (one journal sync
 then notifies the waiting barriers. While that sync runs, new messages pile up in the
 inbox; they are all handled before the next commit, so a burst of writes costs one sync,
 not one per write. `max_batch` bounds how long a never-empty inbox can delay a commit.
+A commit never waits for owner files to be rewritten: the TinyDB store checkpoints on a
+writer thread of its own (see `memory.tinydb_store`), so this actor stays the only
+caller of the store and the store itself needs no lock.
 
 Callers are expected to validate writes before sending them (`memory.store.check_names`
 and `memory.store.encode_value`, with the store's size limit): a `MemoryPut` that fails

@@ -11,6 +11,10 @@ The design target is that the cost of a write does not grow with the number of o
 the 100,000-owner median within 2x of the 100-owner median. Owner files are written
 at checkpoints, not per write; the means spread the checkpoints' cost over the writes.
 
+It then times put + commit for writes to distinct new owners across several
+checkpoints (one every 1,000 dirty owners): the worst single write is the one a
+checkpoint can hold up.
+
     python -m bench.bench_memory [--quick] [--writes N] [--sizes 100,10000,100000]
 """
 
@@ -191,6 +195,64 @@ def render(results: list[SizeResult]) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class CheckpointCrossing:
+    writes: int
+    checkpoints: int
+    p50_ms: float
+    p99_ms: float
+    p999_ms: float
+    max_ms: float
+    elapsed_s: float
+
+
+def time_checkpoint_crossing(parent: str | None, checkpoints: int) -> CheckpointCrossing:
+    """Time put + commit, each to a new owner, over `checkpoints` owner-count checkpoints.
+
+    Every write dirties a new owner, so a checkpoint falls due every
+    `DEFAULT_CHECKPOINT_OWNERS` writes; the worst write is the one a checkpoint holds up.
+    """
+    directory = tempfile.mkdtemp(prefix="harken-bench-checkpoints-", dir=parent)
+    writes = checkpoints * DEFAULT_CHECKPOINT_OWNERS + DEFAULT_CHECKPOINT_OWNERS // 2
+    samples: list[float] = []
+    try:
+        store = TinyDBStore(directory)
+        try:
+            began = time.perf_counter()
+            for i in range(writes):
+                started = time.perf_counter()
+                store.put("user", f"crossing-{i}", "profile", _value(i))
+                store.commit()
+                samples.append(time.perf_counter() - started)
+            elapsed = time.perf_counter() - began
+        finally:
+            store.close()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    ordered = sorted(samples)
+
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+    return CheckpointCrossing(
+        writes, checkpoints, at(0.5), at(0.99), at(0.999), ordered[-1] * 1000, elapsed
+    )
+
+
+def render_crossing(result: CheckpointCrossing) -> str:
+    return "\n".join(
+        [
+            f"## put + commit across checkpoints ({result.writes:,} writes, each to a new "
+            f"owner: {result.checkpoints} checkpoints of {DEFAULT_CHECKPOINT_OWNERS:,} owners)",
+            "",
+            "| p50 ms | p99 ms | p99.9 ms | max ms | total s |",
+            "|---:|---:|---:|---:|---:|",
+            f"| {result.p50_ms:.3f} | {result.p99_ms:.3f} | {result.p999_ms:.3f} "
+            f"| {result.max_ms:.3f} | {result.elapsed_s:.1f} |",
+        ]
+    )
+
+
 def plain_tinydb_ms(owners: int, directory: str | None, writes: int = 50) -> float:
     """Median latency of one update in a single plain TinyDB file holding `owners` users.
 
@@ -236,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"... {owners:,} owners", file=sys.stderr, flush=True)
         results.append(run_size(owners, writes, args.dir, args.seed))
     print(render(results))
+    print()
+    print("... checkpoint crossing", file=sys.stderr, flush=True)
+    print(render_crossing(time_checkpoint_crossing(args.dir, 3)))
     baseline = [(n, plain_tinydb_ms(n, args.dir)) for n in sizes if n <= 10_000]
     print()
     print(

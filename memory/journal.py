@@ -9,6 +9,10 @@ Appending only fills a buffer in memory; `commit()` writes the whole buffer with
 group commit. A record is acknowledged only after that sync, so a crash can at worst
 leave a torn last line, which `read_journal` detects by its checksum or missing newline
 and drops: nobody was told those writes were durable.
+
+A `Journal` is one file; the TinyDB store keeps its journal as a sequence of them
+(segments), starting a new one at each checkpoint and deleting the old ones once the
+owner files hold their writes.
 """
 
 from __future__ import annotations
@@ -201,32 +205,6 @@ class Journal:
             raise
         self._durable += len(data)
         del self._pending[: len(data)]
-
-    def reset(self) -> None:
-        """Atomically replace the journal with an empty one (after a checkpoint).
-
-        Any buffered records are discarded: the caller has just made their effects
-        durable elsewhere.
-        """
-        directory = os.path.dirname(self.path) or "."
-        temp = self.path + ".tmp"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            if self._fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, self.path)
-        # From here on the old descriptor points at an unlinked file: drop it first, so
-        # that if reopening fails, commits fail loudly instead of writing into the void.
-        old, self._fd = self._fd, -1
-        os.close(old)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-        self._durable = 0
-        self._pending.clear()
-        self._torn = False
-        if self._fsync:
-            fsync_directory(directory)
 
     def close(self) -> None:
         """Close the file without committing (the store commits first)."""

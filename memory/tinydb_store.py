@@ -7,30 +7,61 @@ by the size of its own owner instead:
 * Layout under the root directory (files 0600: memory may hold secrets)::
 
       LOCK                      flock()ed while a store has the directory open
-      journal.log               write-ahead journal (see memory.journal)
+      journal-<n>.log           write-ahead journal segments, oldest first (see
+                                memory.journal); the newest is often an empty spare
       owners/<hh>/<sha256>.json one TinyDB file per owner
 
   The file name is the SHA-256 of the owner id, so any owner string is a safe name,
   and `<hh>` (its first two hex digits) spreads owners over 256 directories. Each
   file holds a `_meta` table with the owner id (checked on load) and one table per
   namespace, named `ns:<namespace>` so that no namespace can collide with `_meta`;
-  documents are `{"key": k, "value": v}`.
+  documents are `{"key": k, "value": v}`. (A `journal.log` left by an older version
+  is replayed as the oldest segment.)
 
-* A write appends a record to the journal buffer and updates the owner's document in
-  memory. `commit()` syncs the journal once for all writes since the previous commit
-  (group commit). Owner files are rewritten only at a checkpoint: when the journal
-  passes `checkpoint_bytes` or `checkpoint_owners` owners are dirty, and on close. A
-  checkpoint writes every dirty owner to a temporary file in the same directory, syncs
-  it, renames it over the old file, syncs the directories, and only then empties the
-  journal. Writing one owner costs about the same whatever the number of owners, and
-  bounding the dirty owners bounds how long a checkpoint holds up the memory actor.
-  A crash at any moment leaves each owner file either old or new, never partial, and
-  replaying the journal on open over either version gives the same result (puts and
-  deletes are idempotent).
+* A write appends a record to the active journal segment's buffer and updates the
+  owner's document in memory. `commit()` syncs the segment once for all writes since
+  the previous commit (group commit).
+
+* Owner files are rewritten at checkpoints, in the background. A checkpoint falls due
+  when the active segment passes `checkpoint_bytes` or `checkpoint_owners` owners are
+  dirty. The caller's thread then commits the active segment, seals it, switches to
+  a spare segment made in advance, takes a snapshot (a shallow copy) of every dirty
+  owner and hands it to a writer thread, and returns: that costs one journal sync,
+  not one per owner. The writer writes each owner to a temporary file in the same
+  directory, syncs it, renames it over the old file, syncs the directories, and only
+  then deletes the sealed segments, creates the next spare and syncs the root (so
+  that a deleted segment can never come back after a newer checkpoint, and the spare
+  is durable before anyone writes to it). While it runs, the next checkpoint does not
+  start: the active segment keeps growing, and only if it passes `journal_max_bytes`
+  does a write wait for the running checkpoint.
+
+* Correctness on a crash at any moment: each owner file is either old or new, never
+  partial (rename). A file never holds a write that is not durable in a segment, and
+  a segment is deleted only once every file holding its writes is durable. Opening
+  replays every remaining segment in order over the
+  files; puts and deletes set a key to an absolute value, so replaying a record
+  whose effect a file already holds changes nothing, and a newer segment's record
+  always wins over an older segment's. A segment's torn tail holds only
+  unacknowledged writes and is ignored. Sealed segments are complete (the caller
+  committed them before sealing), so only the newest with records can be torn by a
+  crash.
 
 * Loaded owners are kept in a bounded LRU cache, so a store with 100,000 owners does
-  not hold them all in memory; dirty owners are pinned until a checkpoint has written
-  them.
+  not hold them all in memory. Owners written since the last snapshot (dirty) and
+  owners in the snapshot a checkpoint is writing (flushing) are pinned until their
+  file is durable, so a read never goes to a file that is older than memory.
+
+* Threads. The store's user (the memory actor) calls every public method from one
+  thread at a time; the writer thread runs one checkpoint at a time. The writer
+  touches only its `_Checkpoint` (the snapshot, segment list and spare name, immutable
+  once handed over; `spare_created`, `error` and `done`, which it sets last), the
+  owner files and shard directories on disk, the sealed segment files of its
+  checkpoint, its spare segment file, and `_shards`. The user's
+  thread touches everything else (`_clean`, `_dirty`, `_flushing`, `_journal`,
+  `_sealed`, ...) and looks at the checkpoint only after `done` is set, which orders
+  the writer's work before it. `_shards` is shared in time, not at once: a
+  checkpoint that runs on the user's thread (at open, `checkpoint()`, close) first
+  waits for the writer's.
 """
 
 from __future__ import annotations
@@ -41,6 +72,8 @@ import hashlib
 import json
 import logging
 import os
+import re
+import threading
 from collections import OrderedDict
 from typing import Any, Final
 
@@ -62,6 +95,7 @@ __all__ = [
     "DEFAULT_CACHE_OWNERS",
     "DEFAULT_CHECKPOINT_BYTES",
     "DEFAULT_CHECKPOINT_OWNERS",
+    "DEFAULT_JOURNAL_MAX_BYTES",
     "TinyDBStore",
 ]
 
@@ -70,11 +104,22 @@ logger = logging.getLogger(__name__)
 DEFAULT_CHECKPOINT_BYTES: Final = 4 * 1024 * 1024
 DEFAULT_CHECKPOINT_OWNERS: Final = 1_000
 DEFAULT_CACHE_OWNERS: Final = 10_000
+DEFAULT_JOURNAL_MAX_BYTES: Final = 64 * 1024 * 1024
 
 META_TABLE: Final = "_meta"
 NAMESPACE_PREFIX: Final = "ns:"
 FORMAT_VERSION: Final = 1
+WRITER_THREAD_NAME: Final = "memory-checkpoint"
 _TEMP_SUFFIX: Final = ".tmp"
+_LEGACY_JOURNAL: Final = "journal.log"
+_SEGMENT: Final = re.compile(r"journal-(\d+)\.log")
+
+Tables = dict[str, dict[str, str]]
+"""namespace -> key -> the value's JSON text."""
+
+
+def _segment_name(number: int) -> str:
+    return f"journal-{number:010d}.log"
 
 
 class _Owner:
@@ -88,19 +133,58 @@ class _Owner:
 
     def __init__(self, owner_id: str) -> None:
         self.id = owner_id
-        self.tables: dict[str, dict[str, str]] = {}
+        self.tables: Tables = {}
 
-    def to_tinydb(self) -> dict[str, dict[str, dict[str, Any]]]:
-        """The owner as TinyDB's storage layout: table -> document id -> document."""
-        data: dict[str, dict[str, dict[str, Any]]] = {
-            META_TABLE: {"1": {"owner": self.id, "version": FORMAT_VERSION}},
-        }
-        for namespace, table in self.tables.items():
-            data[NAMESPACE_PREFIX + namespace] = {
-                str(doc_id): {"key": key, "value": json.loads(text)}
+    def snapshot(self) -> Tables:
+        """A copy the writer thread can serialise while this owner keeps changing.
+
+        Shallow is enough: the values are immutable strings.
+        """
+        return {namespace: dict(table) for namespace, table in self.tables.items()}
+
+
+def _owner_file_bytes(owner_id: str, tables: Tables) -> bytes:
+    """The owner's TinyDB file: table -> document id -> document.
+
+    The values are already JSON text, so they are spliced in rather than parsed and
+    serialised again: the writer thread holds the GIL (which the memory actor needs)
+    for less time. Every piece is ASCII: `json.dumps` escapes non-ASCII names, and
+    values come from `encode_value` or `json.dumps`, which do too.
+    """
+    meta = json.dumps({"owner": owner_id, "version": FORMAT_VERSION})
+    parts = ['{"', META_TABLE, '":{"1":', meta, "}"]
+    for namespace, table in tables.items():
+        parts += [",", json.dumps(NAMESPACE_PREFIX + namespace), ":{"]
+        parts.append(
+            ",".join(
+                f'"{doc_id}":{{"key":{json.dumps(key)},"value":{text}}}'
                 for doc_id, (key, text) in enumerate(table.items(), start=1)
-            }
-        return data
+            )
+        )
+        parts.append("}")
+    parts.append("}")
+    return "".join(parts).encode("ascii")
+
+
+class _Checkpoint:
+    """One checkpoint: what the writer thread must write, and how it ended.
+
+    Built by the user's thread and not changed by it afterwards; the writer sets
+    `error` (if it failed) and then `done`.
+    """
+
+    def __init__(
+        self, owners: list[tuple[str, Tables]], segments: list[str], spare: str | None
+    ) -> None:
+        self.owners = owners
+        """(owner id, snapshot) for every owner to write; no tables: delete its file."""
+        self.segments = segments
+        """Sealed journal segments whose every record the snapshot holds."""
+        self.spare = spare
+        """An empty segment to create, durably, for the next checkpoint to write to."""
+        self.spare_created = False
+        self.error: BaseException | None = None
+        self.done = threading.Event()
 
 
 class _ReadOnlyFile(Storage):
@@ -108,7 +192,7 @@ class _ReadOnlyFile(Storage):
 
     TinyDB reads its storage again for every table it lists; parsing once keeps loading
     an owner as cheap as one `json.loads`. Writes never go through TinyDB: checkpoints
-    write whole files atomically (see `TinyDBStore._write_owners`).
+    write whole files atomically (see `TinyDBStore._write_owner_files`).
     """
 
     def __init__(self, path: str) -> None:
@@ -137,9 +221,11 @@ class _ReadOnlyFile(Storage):
 class TinyDBStore:
     """A `memory.store.Store` kept in per-owner TinyDB files under one directory.
 
-    Not thread-safe: the memory actor is its only user. Only one store may have a
-    directory open at a time (enforced with `flock`, so a second bot process fails
-    with `StoreLocked` instead of corrupting the files).
+    Not thread-safe: one thread at a time (the memory actor's) may call it. The store
+    runs its checkpoints on a thread of its own (see the module's docstring for who
+    touches what). Only one store may have a directory open at a time (enforced with
+    `flock`, so a second bot process fails with `StoreLocked` instead of corrupting
+    the files).
     """
 
     def __init__(
@@ -148,6 +234,7 @@ class TinyDBStore:
         *,
         checkpoint_bytes: int = DEFAULT_CHECKPOINT_BYTES,
         checkpoint_owners: int = DEFAULT_CHECKPOINT_OWNERS,
+        journal_max_bytes: int = DEFAULT_JOURNAL_MAX_BYTES,
         cache_owners: int = DEFAULT_CACHE_OWNERS,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         fsync: bool = True,
@@ -155,28 +242,43 @@ class TinyDBStore:
         """Open (creating if needed) the store under `path`.
 
         Opening removes temporary files left by an interrupted checkpoint, replays the
-        intact prefix of the journal (a torn tail holds only unacknowledged writes and
-        is dropped) and then checkpoints, so the journal starts empty.
+        intact prefix of every journal segment (a torn tail holds only unacknowledged
+        writes and is dropped) and then checkpoints, on this thread, so that only an
+        empty segment is left.
 
-        `checkpoint_bytes` and `checkpoint_owners` trigger a checkpoint (journal size,
-        dirty owners); `cache_owners` bounds the clean owners kept in memory;
-        `max_value_bytes` bounds one serialised value. `fsync=False` skips every sync,
-        which makes bulk loads fast but gives up crash safety: use it only for
-        throwaway data such as benchmarks.
+        `checkpoint_bytes` and `checkpoint_owners` make a checkpoint due (active
+        segment size, dirty owners); `journal_max_bytes` (at least `checkpoint_bytes`)
+        is the active segment size at which a write waits for a checkpoint still
+        running rather than let the journal grow; `cache_owners` bounds the clean
+        owners kept in memory; `max_value_bytes` bounds one serialised value.
+        `fsync=False` skips every sync, which makes bulk loads fast but gives up crash
+        safety: use it only for throwaway data such as benchmarks.
         """
-        if min(checkpoint_bytes, checkpoint_owners, max_value_bytes) < 1 or cache_owners < 0:
+        limits = (checkpoint_bytes, checkpoint_owners, journal_max_bytes, max_value_bytes)
+        if min(limits) < 1 or cache_owners < 0:
             raise ValueError("store limits must be positive (cache_owners may be 0)")
         self.root = os.path.abspath(os.fspath(path))
         self._checkpoint_bytes = checkpoint_bytes
         self._checkpoint_owners = checkpoint_owners
+        # Below the checkpoint threshold the cap could never apply: no checkpoint would
+        # be due, so none would be waited for.
+        self._journal_max_bytes = max(journal_max_bytes, checkpoint_bytes)
         self._cache_owners = cache_owners
         self._max_value_bytes = max_value_bytes
         self._fsync = fsync
         self._clean: OrderedDict[str, _Owner] = OrderedDict()
-        self._dirty: dict[str, _Owner] = {}
+        self._dirty: dict[str, _Owner] = {}  # written since the last snapshot
+        self._flushing: dict[str, _Owner] = {}  # in the running checkpoint's snapshot
         self._shards: set[str] = set()  # shard directories known to exist
-        # After a failed checkpoint, wait until the journal reaches this size before
-        # trying again, so that a full disk does not make every write retry it.
+        self._sealed: list[str] = []  # segments before the active one, oldest first
+        # A durable, empty segment made by the last checkpoint: the next one starts
+        # writing to it without syncing the root directory on the caller's thread.
+        self._spare: str | None = None
+        self._next_segment = 1
+        self._running: _Checkpoint | None = None
+        self._writer: threading.Thread | None = None
+        # After a failed checkpoint, wait until the active segment reaches this size
+        # before trying again, so that a full disk does not make every write retry it.
         self._retry_checkpoint_at = 0
         self._closed = False
         self._lock_fd = self._lock()
@@ -219,47 +321,88 @@ class TinyDBStore:
                 with os.scandir(shard.path) as entries:
                     for entry in entries:
                         if entry.name.endswith(_TEMP_SUFFIX):
-                            # A checkpoint died before renaming it: the journal, which
-                            # was not reset, still holds every write it contained.
+                            # A checkpoint died before renaming it: the segments it
+                            # would have deleted still hold every write it contained.
                             os.unlink(entry.path)
                             removed += 1
-        journal_temp = os.path.join(self.root, "journal.log" + _TEMP_SUFFIX)
+        # Left by older versions, which replaced the journal through a temporary file.
+        journal_temp = os.path.join(self.root, _LEGACY_JOURNAL + _TEMP_SUFFIX)
         if os.path.exists(journal_temp):
             os.unlink(journal_temp)
             removed += 1
         if removed:
             logger.info("memory store %s: removed %d leftover temporary files", self.root, removed)
 
+    def _segments_on_disk(self) -> list[str]:
+        """Every journal segment in the root, oldest first (a legacy journal first)."""
+        numbered: list[tuple[int, str]] = []
+        for name in os.listdir(self.root):
+            if name == _LEGACY_JOURNAL:
+                numbered.append((0, name))
+            elif match := _SEGMENT.fullmatch(name):
+                numbered.append((int(match.group(1)), name))
+        numbered.sort()
+        if numbered:
+            self._next_segment = numbered[-1][0] + 1
+        return [os.path.join(self.root, name) for _, name in numbered]
+
     def _recover(self) -> Journal:
-        path = os.path.join(self.root, "journal.log")
-        contents = read_journal(path)
-        for record in contents.records:
-            owner = self._owner(record.owner)
-            if isinstance(record, Put):
-                owner.tables.setdefault(record.namespace, {})[record.key] = record.value
-            else:
-                self._remove(owner, record.namespace, record.key)
-            self._mark_dirty(owner)
-        journal = Journal(path, fsync=self._fsync)
-        torn = contents.total_bytes - contents.valid_bytes
+        segments = self._segments_on_disk()
+        replayed = 0
+        torn: list[str] = []
+        for path in segments:
+            contents = read_journal(path)
+            for record in contents.records:
+                owner = self._owner(record.owner)
+                if isinstance(record, Put):
+                    owner.tables.setdefault(record.namespace, {})[record.key] = record.value
+                else:
+                    self._remove(owner, record.namespace, record.key)
+                self._mark_dirty(owner)
+            replayed += len(contents.records)
+            if contents.total_bytes > contents.valid_bytes:
+                # Normally only the segment a killed process was writing, the newest
+                # with records. Reading goes on with the next segment either way: its
+                # writes came after, so they must win.
+                torn.append(
+                    f"{os.path.basename(path)}: {contents.total_bytes - contents.valid_bytes} bytes"
+                )
+        self._sealed = segments
+        journal = self._open_segment()
         if torn:
             logger.warning(
-                "memory store %s: ignored a torn or corrupt journal tail of %d bytes "
-                "(writes that were never acknowledged)",
+                "memory store %s: ignored torn or corrupt journal tails (writes that were "
+                "never acknowledged): %s",
                 self.root,
-                torn,
+                ", ".join(torn),
             )
-        if contents.records or torn:
-            logger.info(
-                "memory store %s: replayed %d journal records", self.root, len(contents.records)
-            )
-            self._journal = journal
-            try:
+        if replayed or torn:
+            logger.info("memory store %s: replayed %d journal records", self.root, replayed)
+        self._journal = journal
+        try:
+            if self._dirty or self._sealed:
+                # Empty segments included: a checkpoint with nothing to write deletes them.
                 self.checkpoint()
-            except BaseException:
-                journal.close()
-                raise
+            self._spare = self._new_segment_path()
+            Journal(self._spare, fsync=self._fsync).close()  # created durably
+        except BaseException:
+            journal.close()
+            raise
         return journal
+
+    def _new_segment_path(self) -> str:
+        # Numbered before it exists: if creating it fails half-way, a retry takes a
+        # fresh name instead of reusing a file whose directory entry was never synced.
+        number, self._next_segment = self._next_segment, self._next_segment + 1
+        return os.path.join(self.root, _segment_name(number))
+
+    def _open_segment(self) -> Journal:
+        """Open the spare segment, or create the next one (syncing the root directory)."""
+        if self._spare is not None:
+            path, self._spare = self._spare, None
+            if os.path.exists(path):  # else Journal creates it again, and syncs
+                return Journal(path, fsync=self._fsync)
+        return Journal(self._new_segment_path(), fsync=self._fsync)
 
     # --- owners and the cache ------------------------------------------------------
 
@@ -268,7 +411,10 @@ class TinyDBStore:
         return os.path.join(self.root, "owners", digest[:2], digest + ".json")
 
     def _load(self, owner_id: str) -> _Owner:
-        """Read an owner's file through TinyDB (an owner without a file is empty)."""
+        """Read an owner's file through TinyDB (an owner without a file is empty).
+
+        Never called for an owner a checkpoint is writing: those are pinned.
+        """
         path = self._path(owner_id)
         owner = _Owner(owner_id)
         try:
@@ -303,7 +449,7 @@ class TinyDBStore:
         return owner
 
     def _owner(self, owner_id: str) -> _Owner:
-        owner = self._dirty.get(owner_id)
+        owner = self._dirty.get(owner_id) or self._flushing.get(owner_id)
         if owner is not None:
             return owner
         owner = self._clean.get(owner_id)
@@ -317,12 +463,16 @@ class TinyDBStore:
 
     def _mark_dirty(self, owner: _Owner) -> None:
         if owner.id not in self._dirty:
+            # From the cache, or from the running checkpoint's snapshot: the writer has
+            # its own copy, and this change is in the active segment.
             self._clean.pop(owner.id, None)
+            self._flushing.pop(owner.id, None)
             self._dirty[owner.id] = owner
 
     def _evict(self) -> None:
-        # Dirty owners count against the bound but cannot leave until written.
-        while self._clean and len(self._clean) + len(self._dirty) > self._cache_owners:
+        # Pinned owners count against the bound but cannot leave until written.
+        pinned = len(self._dirty) + len(self._flushing)
+        while self._clean and len(self._clean) + pinned > self._cache_owners:
             self._clean.popitem(last=False)
 
     @staticmethod
@@ -379,7 +529,10 @@ class TinyDBStore:
         return True
 
     def commit(self) -> None:
-        """Make every earlier write durable with one journal sync (group commit)."""
+        """Make every earlier write durable with one journal sync (group commit).
+
+        It never waits for a checkpoint running in the background.
+        """
         self._check_open()
         self._journal.commit()
         self._maybe_checkpoint()
@@ -387,19 +540,29 @@ class TinyDBStore:
     def close(self) -> None:
         """Checkpoint (so the next open has nothing to replay) and release the directory.
 
-        Idempotent. If the checkpoint fails the error is raised, but the files are still
-        released; whatever was committed is safe in the journal.
+        Waits for a checkpoint running in the background first. Idempotent. If the
+        final checkpoint fails the error is raised, but the files are still released;
+        whatever was committed is safe in the journal.
         """
         if self._closed:
             return
         try:
             self.checkpoint()
         finally:
+            # Never release the lock while the writer may still touch the files: the
+            # next store to open the directory would race it.
+            if self._running is not None:
+                self._running.done.wait()
             self._closed = True
             self._journal.close()
+            if self._spare is not None:
+                # Unused; empty, so there is no need to sync its removal.
+                with contextlib.suppress(OSError):
+                    os.unlink(self._spare)
             os.close(self._lock_fd)
             self._clean.clear()
             self._dirty.clear()
+            self._flushing.clear()
 
     def __enter__(self) -> TinyDBStore:
         return self
@@ -407,56 +570,199 @@ class TinyDBStore:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    # --- checkpoints ---------------------------------------------------------------
+    # --- checkpoints: the user's side ----------------------------------------------
 
     @property
     def loaded_owners(self) -> int:
-        """How many owners are in memory (cached clean ones plus pinned dirty ones)."""
-        return len(self._clean) + len(self._dirty)
+        """How many owners are in memory (cached clean ones plus pinned ones)."""
+        return len(self._clean) + len(self._dirty) + len(self._flushing)
 
     @property
     def dirty_owners(self) -> int:
-        """How many owners have writes not yet in their files."""
+        """How many owners were written since the last checkpoint took its snapshot."""
         return len(self._dirty)
 
     @property
+    def flushing_owners(self) -> int:
+        """How many owners the checkpoint running in the background is writing."""
+        return len(self._flushing)
+
+    @property
+    def checkpoint_running(self) -> bool:
+        """Whether a background checkpoint has started and not yet been collected.
+
+        A finished one is collected by the next call to the store (or by
+        `wait_for_checkpoint`).
+        """
+        return self._running is not None
+
+    @property
     def journal_bytes(self) -> int:
-        """Size of the journal, committed or not."""
+        """Size of the active journal segment, committed or not: what triggers checkpoints."""
         return self._journal.size
 
+    def wait_for_checkpoint(self, timeout: float | None = None) -> bool:
+        """Wait for the background checkpoint, if one runs, and collect its outcome.
+
+        A failure is logged (the writes are safe in the journal) and its owners are
+        dirty again. Returns False if it was still running after `timeout` seconds.
+        """
+        self._check_open()
+        running = self._running
+        if running is not None and not running.done.wait(timeout):
+            return False
+        self._collect_checkpoint()
+        return True
+
+    def _collect_checkpoint(self, *, report: bool = True) -> BaseException | None:
+        """Take in the outcome of a finished checkpoint; return its error.
+
+        `report` logs a failure: for checkpoints whose caller does not raise it.
+        """
+        running = self._running
+        if running is None or not running.done.is_set():
+            return None
+        self._running = None
+        if self._writer is not None:
+            self._writer.join()
+            self._writer = None
+        if running.error is not None:
+            # (A spare it may have created is not known to be durable: left unused, it
+            # is an empty segment, deleted by the next open.)
+            # Its owners go back to the dirty set; their writes are still in the sealed
+            # segments, which stay until a checkpoint writes those owners successfully.
+            self._dirty.update(self._flushing)
+            self._flushing.clear()
+            self._retry_checkpoint_at = self._journal.size + max(self._checkpoint_bytes // 16, 1)
+            if report:
+                logger.error(
+                    "memory store %s: checkpoint failed; will retry later",
+                    self.root,
+                    exc_info=running.error,
+                )
+            return running.error
+        deleted = len(running.segments)
+        assert self._sealed[:deleted] == running.segments
+        del self._sealed[:deleted]
+        if running.spare_created:
+            self._spare = running.spare
+        self._retry_checkpoint_at = 0
+        for owner_id, owner in self._flushing.items():
+            self._clean[owner_id] = owner
+        self._flushing.clear()
+        self._evict()
+        logger.debug("memory store %s: checkpointed %d owners", self.root, len(running.owners))
+        return None
+
     def _maybe_checkpoint(self) -> None:
-        """Checkpoint if the journal or the dirty set is big enough; log a failure.
+        """Start a background checkpoint if one is due; never fail the caller.
 
         Callers are a put or a commit that has already succeeded: failing them because
         the owner files could not be rewritten would report a lost write that is not
         lost. The journal keeps everything until a later checkpoint succeeds.
         """
+        self._collect_checkpoint()
         size = self._journal.size
         if size < self._retry_checkpoint_at or (
             size < self._checkpoint_bytes and len(self._dirty) < self._checkpoint_owners
         ):
             return
+        if self._running is not None:
+            if size < self._journal_max_bytes:
+                return  # one at a time: the active segment keeps everything meanwhile
+            # The writer cannot keep up; stop the journal (and the pinned owners) from
+            # growing without bound by waiting for it.
+            logger.warning(
+                "memory store %s: the journal passed %d bytes during a checkpoint; waiting for it",
+                self.root,
+                self._journal_max_bytes,
+            )
+            self._running.done.wait()
+            if self._collect_checkpoint() is not None:
+                return  # it failed and set the retry threshold
         try:
-            self.checkpoint()
+            self._start_checkpoint(background=True)
         except (OSError, StoreError):
             self._retry_checkpoint_at = size + max(self._checkpoint_bytes // 16, 1)
             logger.exception("memory store %s: checkpoint failed; will retry later", self.root)
 
     def checkpoint(self) -> None:
-        """Commit, write every dirty owner's file atomically, then empty the journal."""
-        self._check_open()
-        self._journal.commit()
-        dirty = list(self._dirty.values())
-        if dirty:
-            self._write_owners(dirty)
-        self._journal.reset()
-        self._retry_checkpoint_at = 0
-        self._clean.update(self._dirty)
-        self._dirty.clear()
-        self._evict()
-        logger.debug("memory store %s: checkpointed %d owners", self.root, len(dirty))
+        """Write every dirty owner's file and delete the journal's sealed segments.
 
-    def _write_owners(self, owners: list[_Owner]) -> None:
+        Waits for a background checkpoint first, then checkpoints on this thread and
+        raises if that fails.
+        """
+        self._check_open()
+        if self._running is not None:
+            self._running.done.wait()
+            self._collect_checkpoint()  # a failure is logged; this one retries it
+        self._start_checkpoint(background=False)
+        error = self._collect_checkpoint(report=False)
+        if error is not None:
+            raise error
+        self._retry_checkpoint_at = 0  # also when there was nothing to write
+
+    def _start_checkpoint(self, *, background: bool) -> None:
+        """Seal the active segment, snapshot the dirty owners and write them.
+
+        With `background`, the writing is handed to a new writer thread, which also
+        makes a spare segment for the next checkpoint if there is none; otherwise it
+        is done here (the outcome is collected by `_collect_checkpoint` either way).
+        Raises, changing nothing, if the active segment cannot be committed or the new
+        one created.
+        """
+        assert self._running is None
+        assert not self._flushing
+        if self._journal.size:
+            # Sealed segments must be complete: every write in a snapshot is then
+            # durable in a segment before any owner file can hold it. (An empty active
+            # segment needs no sealing: after a failed checkpoint, the dirty owners'
+            # writes are all in the sealed segments.)
+            self._journal.commit()
+            old, self._journal = self._journal, self._open_segment()
+            self._sealed.append(old.path)
+            old.close()
+        if not self._dirty and not self._sealed:
+            return
+        owners = [(owner.id, owner.snapshot()) for owner in self._dirty.values()]
+        self._flushing, self._dirty = self._dirty, {}
+        make_spare = background and self._spare is None
+        running = _Checkpoint(
+            owners, list(self._sealed), self._new_segment_path() if make_spare else None
+        )
+        self._running = running
+        if background:
+            # A daemon: a process that exits without closing the store loses nothing
+            # that a kill -9 at the same moment would not (and that loses nothing).
+            writer = threading.Thread(
+                target=self._run_checkpoint, args=(running,), name=WRITER_THREAD_NAME, daemon=True
+            )
+            try:
+                writer.start()
+            except RuntimeError:  # no thread to be had: do the work here, late but done
+                logger.warning("memory store %s: cannot start the checkpoint writer", self.root)
+            else:
+                self._writer = writer
+                return
+        self._run_checkpoint(running)
+
+    # --- checkpoints: the writer's side --------------------------------------------
+
+    def _run_checkpoint(self, checkpoint: _Checkpoint) -> None:
+        """Make the snapshot durable in the owner files, then drop the sealed segments.
+
+        Runs on the writer thread (or on the user's, for `checkpoint()`); touches only
+        `checkpoint`, `_shards` and files.
+        """
+        try:
+            self._write_owner_files(checkpoint.owners)
+            self._delete_segments(checkpoint)
+        except BaseException as exc:  # reported by _collect_checkpoint, on the user's thread
+            checkpoint.error = exc
+        finally:
+            checkpoint.done.set()
+
+    def _write_owner_files(self, owners: list[tuple[str, Tables]]) -> None:
         """Replace each owner's file atomically, syncing each directory only once."""
         renames: list[tuple[str, str]] = []
         removals: list[str] = []
@@ -464,11 +770,11 @@ class TinyDBStore:
         new_shard = False
         renamed = 0
         try:
-            for owner in owners:
-                final = self._path(owner.id)
+            for owner_id, tables in owners:
+                final = self._path(owner_id)
                 directory = os.path.dirname(final)
                 directories.add(directory)
-                if not owner.tables:
+                if not tables:
                     removals.append(final)  # an owner with no data needs no file
                     continue
                 shard = os.path.basename(directory)
@@ -478,7 +784,7 @@ class TinyDBStore:
                     new_shard = True
                 temp = final + _TEMP_SUFFIX
                 renames.append((temp, final))
-                self._write_file(temp, json.dumps(owner.to_tinydb()).encode("ascii"))
+                self._write_file(temp, _owner_file_bytes(owner_id, tables))
             while renamed < len(renames):
                 os.replace(*renames[renamed])
                 renamed += 1
@@ -511,3 +817,25 @@ class TinyDBStore:
                 os.fsync(fd)
         finally:
             os.close(fd)
+
+    def _delete_segments(self, checkpoint: _Checkpoint) -> None:
+        """Delete sealed segments whose writes are all durable in owner files.
+
+        The root is synced before the checkpoint counts as done: a later checkpoint
+        writes newer owner files, and a segment that came back after a power cut would
+        be replayed over them. The same sync makes the spare segment durable.
+        """
+        for path in checkpoint.segments:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        if checkpoint.spare is not None:
+            try:
+                os.close(os.open(checkpoint.spare, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            except OSError:
+                # Not worth failing the checkpoint: the next one creates its segment
+                # on the caller's thread instead.
+                logger.warning("memory store %s: cannot create a spare journal segment", self.root)
+            else:
+                checkpoint.spare_created = True
+        if self._fsync and (checkpoint.segments or checkpoint.spare_created):
+            fsync_directory(self.root)

@@ -9,8 +9,10 @@ SIGKILL, is in test_memory_durability.py.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +20,8 @@ from typing import Any
 import pytest
 from tinydb import TinyDB
 
-from memory import journal as journal_module
 from memory import tinydb_store as tinydb_store_module
+from memory.journal import Journal
 from memory.store import (
     DEFAULT_MAX_VALUE_BYTES,
     InvalidName,
@@ -30,7 +32,10 @@ from memory.store import (
     StoreLocked,
     open_store,
 )
-from memory.tinydb_store import TinyDBStore
+from memory.tinydb_store import WRITER_THREAD_NAME, TinyDBStore
+
+WAIT = 30.0
+"""Longest a test waits for something that should happen at once."""
 
 
 @pytest.fixture
@@ -45,6 +50,37 @@ def store(store_dir: Path) -> Iterator[TinyDBStore]:
     opened.close()
 
 
+class WriterGate:
+    """Holds every background checkpoint at its start until `release` is set.
+
+    Only the store's writer thread is held: checkpoints that run on the caller's
+    thread (opening, `checkpoint()`, closing) go straight through.
+    """
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.held = 0
+        write_owner_files = TinyDBStore._write_owner_files
+
+        def gated(store: TinyDBStore, owners: Any) -> None:
+            if threading.current_thread().name == WRITER_THREAD_NAME:
+                self.held += 1
+                self.entered.set()
+                if not self.release.wait(WAIT):
+                    raise TimeoutError("the test never released the checkpoint writer")
+            write_owner_files(store, owners)
+
+        monkeypatch.setattr(TinyDBStore, "_write_owner_files", gated)
+
+
+@pytest.fixture
+def gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[WriterGate]:
+    held = WriterGate(monkeypatch)
+    yield held
+    held.release.set()  # never leave a writer thread waiting after a failed test
+
+
 def crash_copy(store_dir: Path, dest: Path) -> Path:
     """What a kill -9 of the process holding `store_dir` open would leave right now."""
     shutil.copytree(store_dir, dest)
@@ -55,8 +91,19 @@ def owner_files(directory: Path) -> list[Path]:
     return sorted((directory / "owners").glob("*/*.json"))
 
 
+def segments(directory: Path) -> list[Path]:
+    """The journal's segments, oldest first (zero-padded numbers sort as text)."""
+    return sorted(directory.glob("journal-*.log"))
+
+
 def journal(directory: Path) -> Path:
-    return directory / "journal.log"
+    """The segment with the latest writes: the newest with any (after it: a spare)."""
+    found = segments(directory)
+    return next((path for path in reversed(found) if path.stat().st_size), found[-1])
+
+
+def journal_bytes_on_disk(directory: Path) -> int:
+    return sum(path.stat().st_size for path in segments(directory))
 
 
 # --- the interface -------------------------------------------------------------------
@@ -296,7 +343,7 @@ def test_one_commit_syncs_once_for_many_writes(
         syncs.append(fd)
         real_fdatasync(fd)
 
-    monkeypatch.setattr(journal_module.os, "fdatasync", counting_fdatasync)
+    monkeypatch.setattr(os, "fdatasync", counting_fdatasync)
     for n in range(50):
         store.put("user", f"owner-{n}", "k", n)
     assert syncs == []
@@ -373,7 +420,7 @@ def test_a_failed_commit_is_retried_by_the_next(
             raise failures.pop()
         real_fdatasync(fd)
 
-    monkeypatch.setattr(journal_module.os, "fdatasync", failing_fdatasync)
+    monkeypatch.setattr(os, "fdatasync", failing_fdatasync)
     store.put("user", "alice", "k", "v")
     with pytest.raises(OSError, match="No space"):
         store.commit()
@@ -394,8 +441,13 @@ def test_checkpoints_write_owner_files_and_empty_the_journal(
         for n in range(200):
             store.put("user", f"owner-{n % 10}", f"k{n}", {"n": n})
             store.commit()
+            # A checkpoint starts as soon as the active segment passes the threshold,
+            # unless one is still running: waiting for it here makes that never so.
             assert store.journal_bytes < 2048 + 200
+            assert store.wait_for_checkpoint(timeout=30)
         assert len(owner_files(store_dir)) == 10
+        # Checkpoints deleted the sealed segments: only the active one holds anything.
+        assert journal_bytes_on_disk(store_dir) == store.journal_bytes
         store.put("user", "owner-0", "k0", "overwritten")
         store.delete("user", "owner-1", "k1")
         store.commit()
@@ -415,6 +467,7 @@ def test_enough_dirty_owners_trigger_a_checkpoint(store_dir: Path) -> None:
         for n in range(25):
             store.put("user", f"owner-{n}", "k", n)
             assert store.dirty_owners < 10
+            assert store.wait_for_checkpoint(timeout=30)  # else the next may not start
         assert len(owner_files(store_dir)) >= 20
 
 
@@ -435,11 +488,15 @@ def test_a_failed_checkpoint_does_not_fail_the_write(
                 raise failures.pop()
             real_replace(src, dst)
 
-        monkeypatch.setattr(tinydb_store_module.os, "replace", failing_replace)
+        monkeypatch.setattr(os, "replace", failing_replace)
         store.put("user", "bob", "k", 2)  # the checkpoint it triggers fails
+        assert store.wait_for_checkpoint(timeout=30)  # it fails in the background
         assert "checkpoint failed" in caplog.text
         assert store.dirty_owners == 2
+        assert store.flushing_owners == 0
         assert not list((store_dir / "owners").glob("*/*.tmp"))
+        # The segment it sealed stays until a checkpoint has written its owners.
+        assert len(segments(store_dir)) == 2
         assert store.get("user", "bob", "k") == 2
         # The checkpoint committed the journal first, so both writes are durable.
         with TinyDBStore(crash_copy(store_dir, tmp_path / "crashed")) as recovered:
@@ -447,6 +504,7 @@ def test_a_failed_checkpoint_does_not_fail_the_write(
             assert recovered.get("user", "bob", "k") == 2
         store.checkpoint()
         assert store.dirty_owners == 0
+        assert len(segments(store_dir)) == 1
     finally:
         store.close()
     with TinyDBStore(store_dir) as reopened:
@@ -570,3 +628,198 @@ def test_the_owner_cache_is_bounded(store_dir: Path) -> None:
         for n in range(40):
             assert store.get("user", f"owner-{n}", "k") == n
             assert store.loaded_owners <= 5
+
+
+# --- background checkpoints ----------------------------------------------------------
+
+
+def test_reads_and_commits_go_on_during_a_background_checkpoint(
+    store_dir: Path, tmp_path: Path, gate: WriterGate
+) -> None:
+    # No clean owner may stay cached: whatever is read comes from a pinned owner or a file.
+    store = TinyDBStore(store_dir, checkpoint_owners=3, cache_owners=0)
+    try:
+        for owner in ("a", "b", "c"):
+            store.put("user", owner, "k", 1)  # the third starts a checkpoint
+        assert gate.entered.wait(WAIT)
+        assert store.checkpoint_running
+        assert (store.flushing_owners, store.dirty_owners) == (3, 0)
+        assert owner_files(store_dir) == []
+        # The owners it is writing have no file yet, and are still read from memory.
+        assert store.get("user", "a", "k") == 1
+        # Writes to them (and to others) are committed without waiting for it...
+        store.put("user", "a", "k", 2)
+        assert store.delete("user", "b", "k")
+        for n in range(10):
+            store.put("user", f"other-{n}", "k", n)
+        store.commit()
+        assert store.checkpoint_running
+        # ...and another checkpoint, although due, does not start beside it.
+        assert (store.flushing_owners, store.dirty_owners) == (1, 12)
+        assert gate.held == 1
+        assert (store.get("user", "a", "k"), store.get("user", "b", "k")) == (2, None)
+        assert store.get("user", "c", "k") == 1
+        during = crash_copy(store_dir, tmp_path / "during")
+        gate.release.set()
+        assert store.wait_for_checkpoint(WAIT)
+        assert not store.checkpoint_running
+        # a's and b's files hold the snapshot (a = 1, b = 1); the new segment, the rest.
+        after = crash_copy(store_dir, tmp_path / "after")
+        assert journal_bytes_on_disk(after) == store.journal_bytes  # the sealed one is gone
+        assert len(owner_files(after)) == 3
+        assert store.get("user", "c", "k") == 1  # from its file now: nothing is cached
+        assert store.loaded_owners == 12
+    finally:
+        store.close()
+    for directory in (during, after, store_dir):
+        with TinyDBStore(directory) as reopened:
+            assert reopened.get("user", "a", "k") == 2
+            assert reopened.get("user", "b", "k") is None
+            assert reopened.get("user", "c", "k") == 1
+            for n in range(10):
+                assert reopened.get("user", f"other-{n}", "k") == n
+
+
+class _Heard(logging.Handler):
+    """Sets `event` when a record whose message contains `text` is logged."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.event = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.event.set()
+
+
+def test_past_the_hard_cap_a_write_waits_for_the_running_checkpoint(
+    store_dir: Path, gate: WriterGate
+) -> None:
+    store = TinyDBStore(
+        store_dir, checkpoint_owners=2, checkpoint_bytes=1024, journal_max_bytes=2048
+    )
+    heard = _Heard("waiting for it")
+    tinydb_store_module.logger.addHandler(heard)
+    try:
+        store.put("user", "a", "k", 1)
+        store.put("user", "b", "k", 1)
+        assert gate.entered.wait(WAIT)
+        written = threading.Event()
+
+        def write() -> None:
+            for n in range(40):  # about 4 KiB of journal
+                store.put("user", "c", f"k{n}", "x" * 64)
+            written.set()
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        # The write that passes the cap says it waits; the checkpoint it waits for is
+        # held by the gate, so it cannot have finished.
+        assert heard.event.wait(WAIT)
+        assert not written.is_set()
+        gate.release.set()
+        assert written.wait(WAIT)
+        writer.join(WAIT)
+        assert store.journal_bytes < 2048 + 200
+        assert store.get("user", "c", "k39") == "x" * 64
+    finally:
+        tinydb_store_module.logger.removeHandler(heard)
+        store.close()
+
+
+def test_close_waits_for_the_background_checkpoint_and_makes_a_last_one(
+    store_dir: Path, gate: WriterGate
+) -> None:
+    store = TinyDBStore(store_dir, checkpoint_owners=2)
+    store.put("user", "a", "k", 1)
+    store.put("user", "b", "k", 1)
+    assert gate.entered.wait(WAIT)
+    store.put("user", "c", "k", 1)  # after the snapshot: only the last checkpoint has it
+    store.commit()
+    closer = threading.Thread(target=store.close)
+    closer.start()
+    # Bounded negative check: close must not return while the writer is held.
+    closer.join(0.2)
+    assert closer.is_alive()
+    gate.release.set()
+    closer.join(WAIT)
+    assert not closer.is_alive()
+    assert len(owner_files(store_dir)) == 3
+    [segment] = segments(store_dir)
+    assert segment.stat().st_size == 0
+    with TinyDBStore(store_dir) as reopened:
+        assert [reopened.get("user", owner, "k") for owner in "abc"] == [1, 1, 1]
+
+
+def test_a_journal_left_by_an_older_version_is_replayed(store_dir: Path) -> None:
+    store_dir.mkdir()
+    legacy = Journal(str(store_dir / "journal.log"))
+    legacy.append_put("user", "alice", "k", '"from the old journal"')
+    legacy.append_put("user", "bob", "k", "1")
+    legacy.append_delete("user", "bob", "k")
+    legacy.commit()
+    legacy.close()
+    with TinyDBStore(store_dir) as store:
+        assert store.get("user", "alice", "k") == "from the old journal"
+        assert store.get("user", "bob", "k") is None
+    assert not (store_dir / "journal.log").exists()
+    with TinyDBStore(store_dir) as reopened:
+        assert reopened.get("user", "alice", "k") == "from the old journal"
+
+
+def test_owner_files_hold_any_names_as_plain_tinydb_reads_them(store: TinyDBStore) -> None:
+    # Checkpoints splice the stored JSON text into the file instead of re-serialising.
+    names = ['quo"te', "back\\slash", "ünïcødé ✓", "\ud800", "new\nline", "{}", "1"]
+    for n, name in enumerate(names):
+        store.put(f"plugin:{name}", "alice", name, {name: [n, None, "\u2028"]})
+    store.close()
+    [path] = owner_files(Path(store.root))
+    db = TinyDB(path)
+    try:
+        for n, name in enumerate(names):
+            expected = {"key": name, "value": {name: [n, None, "\u2028"]}}
+            assert db.table(f"ns:plugin:{name}").all() == [expected]
+    finally:
+        db.close()
+    with TinyDBStore(store.root) as reopened:
+        for n, name in enumerate(names):
+            assert reopened.get(f"plugin:{name}", "alice", name) == {name: [n, None, "\u2028"]}
+
+
+def test_starting_a_checkpoint_costs_the_caller_one_journal_sync(
+    store_dir: Path, gate: WriterGate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caller = threading.current_thread()
+    syncs: list[str] = []  # the syncs the caller's thread made
+
+    def counting(kind: str, real: Any) -> Any:
+        def counted(fd: int) -> None:
+            if threading.current_thread() is caller:
+                syncs.append(kind)
+            real(fd)
+
+        return counted
+
+    store = TinyDBStore(store_dir, checkpoint_owners=3)
+    try:
+        for checkpoint in range(3):
+            syncs.clear()
+            with monkeypatch.context() as patch:
+                patch.setattr(os, "fsync", counting("fsync", os.fsync))
+                patch.setattr(os, "fdatasync", counting("fdatasync", os.fdatasync))
+                for n in range(3):  # the third starts the checkpoint
+                    store.put("user", f"owner-{checkpoint}-{n}", "k", n)
+            # The commit that seals the active segment; the next segment is the spare
+            # that opening (then each checkpoint) made and synced in advance.
+            assert syncs == ["fdatasync"]
+            assert gate.entered.wait(WAIT)
+            gate.entered.clear()
+            gate.release.set()
+            assert store.wait_for_checkpoint(WAIT)
+            gate.release.clear()
+    finally:
+        gate.release.set()
+        store.close()
+    with TinyDBStore(store_dir) as reopened:
+        assert reopened.get("user", "owner-2-2", "k") == 2
