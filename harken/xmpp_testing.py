@@ -249,6 +249,7 @@ Component "{MUC_DOMAIN}" "muc"
         if process is None:
             return
         if process.poll() is None:
+            process.send_signal(signal.SIGCONT)  # in case a test froze it
             process.send_signal(signal.SIGTERM)
             try:
                 process.wait(timeout)
@@ -258,6 +259,16 @@ Component "{MUC_DOMAIN}" "muc"
         if self._reader is not None:
             self._reader.join(timeout)
             self._reader = None
+
+    def freeze(self) -> None:
+        """Stop the server process without closing anything (SIGSTOP): to the bot it
+        looks like a connection that died silently."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)
 
     def restart(self, timeout: float = 15.0) -> None:
         """Stop and start again on the same port, with the same accounts."""

@@ -10,7 +10,9 @@ third party can add one without touching Harken's code.
 
 from __future__ import annotations
 
+import queue
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from actors.event import Event
@@ -83,6 +85,42 @@ class InputActor(SupervisedActor):
 
     def processed(self, event_id: str) -> None:
         """Every reply to `event_id` is out; most inputs need not care."""
+
+
+class RepliesInbox:
+    """An input actor's inbox that hands replies over on the sender's thread.
+
+    For inputs whose connection runs on a thread of its own (an asyncio loop): a reply
+    told to the actor would wake the actor's thread only for it to wake the loop's
+    thread, one thread hop and GIL hand-off per message for nothing. pykka lets an actor
+    choose its inbox; this one gives `Answered` and `Outbound` to `direct` (which must
+    be thread-safe and must not block: typically a hand-off to the loop) and queues
+    everything else (start, stop, asks) for the actor's thread as usual. Until `direct`
+    is set, everything is queued.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.direct: Callable[[tuple[Event, ...]], None] | None = None
+
+    def put(self, envelope: Any, block: bool = True, timeout: float | None = None) -> None:
+        direct = self.direct
+        if direct is not None and envelope.reply_to is None:
+            message = envelope.message
+            if isinstance(message, Answered):
+                if message.replies:
+                    direct(message.replies)
+                return
+            if isinstance(message, Outbound):
+                direct((message.event,))
+                return
+        self._queue.put(envelope)
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        return self._queue.get(block, timeout)
+
+    def empty(self) -> bool:
+        return self._queue.empty()
 
 
 class Outstanding:

@@ -4,7 +4,8 @@ The actor turns stanzas into `Event`s for the router and the bot's replies into
 stanzas; `XmppClient` (actors/inputs/xmpp_client.py) keeps the connection up on a
 thread of its own. Incoming messages are translated on the client's loop thread and
 handed straight to the router (`submit` is a thread-safe `tell`); replies arrive on
-this actor's thread and are passed to the loop in one batch per answer.
+the threads that produce them (the actor's inbox hands them over without waking the
+actor's thread) and go to the loop in one batch per answer.
 
 How a message becomes an event:
 
@@ -25,16 +26,18 @@ not refused here: the router answers them with the limit, like on every input.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from slixmpp.jid import JID
 from slixmpp.stanza import Message
 
 from actors.event import Event, EventType
-from actors.inputs.base import InputActor
+from actors.inputs.base import InputActor, RepliesInbox
 from actors.inputs.xmpp_client import Outgoing, XmppClient
 from actors.inputs.xmpp_options import XmppOptions
 from actors.messages import Answered
@@ -64,6 +67,12 @@ class XmppInput(InputActor):
     def preflight(cls, settings: InputSettings) -> None:
         XmppOptions.from_settings(settings)
 
+    @staticmethod
+    def _create_actor_inbox() -> Any:
+        return RepliesInbox()
+
+    actor_inbox: RepliesInbox
+
     def __init__(self, settings: InputSettings, services: Services, router: Handle) -> None:
         super().__init__(settings, services, router)
         self.options = XmppOptions.from_settings(settings)
@@ -73,13 +82,21 @@ class XmppInput(InputActor):
         # "harken: ping", "harken, ping", "@harken ping" (clients complete mentions so).
         self._addressed = re.compile(rf"\s*(?:@{nick}(?![\w-])[:,]?|{nick}\s*[:,])\s*", re.I)
         self._warned_senders: set[str] = set()
-        self.client = XmppClient(self.options, self._on_message)
+        # Event ids: a random prefix per start and a counter, unique like the default
+        # ids, without a system call per message on the loop thread.
+        self._id_prefix = os.urandom(4).hex()
+        self._ids = itertools.count(1)
+        self.client = XmppClient(self.options, self._on_message, self.report_connected)
+        # Replies skip this actor's thread: building stanzas from them is thread-safe.
+        self.actor_inbox.direct = self._deliver
 
     def on_start(self) -> None:
+        self.report_connected(False)
         self.client.start()
 
     def on_stop(self) -> None:
         self.client.stop()
+        super().on_stop()
 
     def on_failure(
         self,
@@ -91,14 +108,17 @@ class XmppInput(InputActor):
         self.client.stop()
         super().on_failure(exception_type, exception_value, traceback)
 
-    # -- bot -> XMPP (this actor's thread) -------------------------------------------
+    # -- bot -> XMPP (any thread: the inbox hands replies over on the sender's) -------
 
     def send(self, event: Event) -> None:
-        self.client.deliver([self._outgoing(event)])
+        self._deliver((event,))
 
     def answered(self, message: Answered) -> None:
         if message.replies:
-            self.client.deliver([self._outgoing(reply) for reply in message.replies])
+            self._deliver(message.replies)
+
+    def _deliver(self, events: tuple[Event, ...]) -> None:
+        self.client.deliver([self._outgoing(event) for event in events])
 
     def _outgoing(self, event: Event) -> Outgoing:
         text = _NOT_XML.sub("", clean_text(event.data))
@@ -221,4 +241,5 @@ class XmppInput(InputActor):
             input=self.name,
             channel=channel,
             display_name=display_name,
+            id=f"{self._id_prefix}{next(self._ids):x}",
         )

@@ -29,6 +29,7 @@ import contextlib
 import logging
 import random
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -47,6 +48,10 @@ CONNECT_TIMEOUT = 30.0
 """Seconds for TCP connect plus login; a black-holed server must not stall the loop."""
 JOIN_TIMEOUT = 15.0
 """Seconds to wait for a room to confirm a join."""
+STABLE_SESSION = 30.0
+"""A session that lasted this long (seconds) is reconnected at once when it drops; one
+that dropped sooner counts as a failed attempt, so a server that accepts and then kicks
+the bot straight away gets backoff, not a reconnect storm."""
 STOP_WAIT = 2.0
 """Seconds to wait for the server to close the stream when Harken stops."""
 
@@ -82,17 +87,31 @@ class Outgoing(NamedTuple):
 
 
 MessageHandler = Callable[[Message], None]
+_BODY = "{jabber:client}body"
 
 
 class XmppClient:
     """One XMPP account's connection, kept up for as long as the client runs."""
 
-    def __init__(self, options: XmppOptions, on_message: MessageHandler) -> None:
+    def __init__(
+        self,
+        options: XmppOptions,
+        on_message: MessageHandler,
+        on_connected: Callable[[bool], None] = lambda connected: None,
+    ) -> None:
+        """`on_message` gets every message with a body; `on_connected(True)` is called
+        when a session is up (rooms joined), `on_connected(False)` when it ends. Both
+        are called on the loop thread."""
         self.options = options
         self._on_message = on_message
+        self._on_connected = on_connected
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._loop_ready = threading.Event()
+        self._handover: list[tuple[Outgoing, ...]] = []
+        self._handover_lock = threading.Lock()
+        self._handover_scheduled = False
+        self._closed = False
         self._xmpp: ClientXMPP | None = None
         # Everything below belongs to the loop thread.
         self._outbox: deque[Outgoing] = deque()
@@ -104,6 +123,8 @@ class XmppClient:
         self._auth_given_up = False
         self._last_error = ""
         self._pinger: asyncio.Future[None] | None = None
+        self._session_up: asyncio.Event | None = None
+        self._session_began = 0.0
 
     # -- any thread ------------------------------------------------------------------
 
@@ -115,15 +136,23 @@ class XmppClient:
         self._loop_ready.wait()
 
     def deliver(self, messages: Iterable[Outgoing]) -> None:
-        """Send these messages now, or once a session is up (thread-safe)."""
+        """Send these messages now, or once a session is up (thread-safe, never blocks)."""
         batch = tuple(messages)
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            logger.warning("XMPP input is stopped; %d message(s) dropped", len(batch))
-            return
+        # One wake-up of the loop carries every batch handed over until it runs: under
+        # load, answers arrive faster than the loop thread gets the CPU. Batches handed
+        # over before the loop exists wait here and are taken when it starts.
+        with self._handover_lock:
+            if self._closed:
+                logger.warning("XMPP input is stopped; %d message(s) dropped", len(batch))
+                return
+            self._handover.append(batch)
+            loop = self._loop
+            if self._handover_scheduled or loop is None:
+                return
+            self._handover_scheduled = True
         try:
-            loop.call_soon_threadsafe(self._deliver_now, batch)
-        except RuntimeError:  # the loop closed between the check and the call
+            loop.call_soon_threadsafe(self._take_handover)
+        except RuntimeError:  # the loop closed just now: Harken is stopping
             logger.warning("XMPP input is stopped; %d message(s) dropped", len(batch))
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -147,7 +176,11 @@ class XmppClient:
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
-        self._loop = loop
+        with self._handover_lock:
+            self._loop = loop
+            if self._handover:
+                self._handover_scheduled = True
+                loop.call_soon(self._take_handover)
         try:
             self._xmpp = self._make_client(loop)
             self._stop_requested = asyncio.Event()
@@ -158,6 +191,11 @@ class XmppClient:
         except Exception:
             logger.exception("XMPP connection loop failed")
         finally:
+            with self._handover_lock:
+                self._closed = True
+                left = len(self._outbox) + sum(len(batch) for batch in self._handover)
+            if left:
+                logger.warning("XMPP: stopping with %d unsent message(s); they are dropped", left)
             pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
             for task in pending:
                 task.cancel()
@@ -193,6 +231,7 @@ class XmppClient:
         xmpp.add_event_handler("ssl_invalid_chain", self._on_untrusted_certificate)
         xmpp.add_event_handler("message", self._on_message_event)
         xmpp.add_event_handler("message_error", self._on_message_error)
+        xmpp.add_filter("in", self._direct_chat_first)
         return xmpp
 
     def _request_stop(self) -> None:
@@ -215,33 +254,51 @@ class XmppClient:
             log("XMPP: connecting to %s as %s", options.server, options.jid)
             first = False
             if await self._open_connection(xmpp):
-                await self._wait_either(self._session_over, stop, timeout=None)
+                await self._wait_for_session(xmpp, stop)
             if stop.is_set():
                 break
             if self._auth_given_up:
                 await stop.wait()
                 break
-            if self._had_session:
-                # It worked until now: try again at once, and back off from the start.
-                delay = options.reconnect_delay
-                logger.warning(
-                    "XMPP: connection to %s lost (%s); reconnecting",
-                    options.server,
-                    self._last_error or "closed",
-                )
-                continue
             wait = delay * random.uniform(0.8, 1.2)
-            logger.warning(
-                "XMPP: cannot connect to %s as %s (%s); next attempt in %.1f s",
-                options.server,
-                options.jid,
-                self._last_error or "no session",
-                wait,
-            )
+            if self._had_session:
+                lasted = time.monotonic() - self._session_began
+                if lasted >= STABLE_SESSION:
+                    # It worked for a while: try again at once, backing off from the start.
+                    delay = options.reconnect_delay
+                    wait = 0.0
+                logger.warning(
+                    "XMPP: connection to %s lost after %.0f s (%s); %s",
+                    options.server,
+                    lasted,
+                    self._last_error or "closed",
+                    f"next attempt in {wait:.1f} s" if wait else "reconnecting",
+                )
+            else:
+                logger.warning(
+                    "XMPP: cannot connect to %s as %s (%s); next attempt in %.1f s",
+                    options.server,
+                    options.jid,
+                    self._last_error or "no session",
+                    wait,
+                )
+            if not wait:
+                continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), wait)
             delay = min(options.reconnect_max_delay, delay * 2)
         await self._leave()
+
+    async def _wait_for_session(self, xmpp: ClientXMPP, stop: asyncio.Event) -> None:
+        """Wait until the connection ends (or Harken stops); abort a login that stalls."""
+        session_over = self._session_over
+        assert session_over is not None
+        self._session_up = asyncio.Event()
+        await self._wait_either(self._session_up, session_over, stop, timeout=CONNECT_TIMEOUT)
+        if not (self._session_up.is_set() or session_over.is_set() or stop.is_set()):
+            self._last_error = f"no login within {CONNECT_TIMEOUT:.0f} s"
+            xmpp.abort()
+        await self._wait_either(session_over, stop, timeout=None)
 
     async def _open_connection(self, xmpp: ClientXMPP) -> bool:
         """Open TCP (and TLS); True when connected, False when no address answered."""
@@ -261,8 +318,8 @@ class XmppClient:
         return True
 
     @staticmethod
-    async def _wait_either(a: asyncio.Event, b: asyncio.Event, timeout: float | None) -> None:
-        waits = {asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())}
+    async def _wait_either(*events: asyncio.Event, timeout: float | None) -> None:
+        waits = {asyncio.ensure_future(event.wait()) for event in events}
         try:
             await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -272,11 +329,6 @@ class XmppClient:
     async def _leave(self) -> None:
         xmpp = self._xmpp
         assert xmpp is not None
-        if self._outbox:
-            logger.warning(
-                "XMPP: stopping with %d unsent message(s); they are dropped", len(self._outbox)
-            )
-            self._outbox.clear()
         self._online = False
         xmpp.cancel_connection_attempt()
         if xmpp.is_connected():
@@ -290,12 +342,16 @@ class XmppClient:
         assert xmpp is not None
         assert session is not None
         self._had_session = True
+        self._session_began = time.monotonic()
+        if self._session_up is not None:
+            self._session_up.set()
         # Without initial presence the server drops messages sent to the bare JID.
         xmpp.send_presence()
         joined = await asyncio.gather(*(self._join(room) for room in self.options.rooms))
         if session.is_set():
             return  # the session ended while we were joining; the next one starts over
         self._online = True
+        self._on_connected(True)
         rooms = [room for room, ok in zip(self.options.rooms, joined, strict=True) if ok]
         logger.info(
             "XMPP: online as %s%s",
@@ -350,6 +406,8 @@ class XmppClient:
                 logger.debug("XMPP: ping answered with %s", exc)
 
     def _on_disconnected(self, reason: Any) -> None:
+        if self._online:
+            self._on_connected(False)
         self._online = False
         if reason and not self._last_error:
             self._last_error = str(reason)
@@ -398,6 +456,24 @@ class XmppClient:
                 options.jid,
             )
 
+    def _direct_chat_first(self, stanza: Any) -> Any:
+        """Take one-to-one chat messages before slixmpp matches them against its handlers.
+
+        slixmpp tries every incoming stanza against every registered handler (about 30
+        with service discovery, multi-user chat and ping), which cost more CPU than
+        everything else the bot does with a message. A `chat` message with a body is
+        only ever for us, so it goes straight to our handler; every other stanza
+        (rooms, presence, iq, errors) takes the usual way.
+        """
+        if (
+            isinstance(stanza, Message)
+            and stanza.xml.get("type") == "chat"
+            and stanza.xml.find(_BODY) is not None
+        ):
+            self._on_message_event(stanza)
+            return None
+        return stanza
+
     def _on_message_event(self, message: Message) -> None:
         try:
             self._on_message(message)
@@ -416,13 +492,24 @@ class XmppClient:
 
     # -- sending (loop thread) -------------------------------------------------------
 
+    def _take_handover(self) -> None:
+        with self._handover_lock:
+            batches, self._handover = self._handover, []
+            self._handover_scheduled = False
+        for batch in batches:
+            self._deliver_now(batch)
+
     def _deliver_now(self, batch: tuple[Outgoing, ...]) -> None:
         xmpp = self._xmpp
         if not self._online or xmpp is None:
             self._queue(batch)
             return
         for item in batch:
-            xmpp.send_message(mto=JID(item.to), mbody=item.body, mtype=item.kind)
+            message = xmpp.make_message(mto=JID(item.to), mbody=item.body, mtype=item.kind)
+            # Outgoing filters only touch presence (entity caps, the roster's last
+            # status), and the caps one is a coroutine: through the filters, every
+            # message would cost a task and an asyncio.wait on the loop.
+            xmpp.send(message, use_filters=False)
 
     def _queue(self, batch: tuple[Outgoing, ...]) -> None:
         if self._auth_given_up:
