@@ -13,12 +13,19 @@ to that `chat.postMessage` arriving. Every envelope must be acknowledged.
 Per-channel pacing is set out of the way (`replies_per_second` very high): it exists
 for real Slack's one-message-a-second-per-channel limit, and this measures the bot.
 
-    python -m bench.bench_slack [--runs 3] [--messages 5000] [--warmup 500]
+Taking turns with Harken (one run each, each with a fresh fake Slack and warm-up), the
+same workload runs against a bare slack-sdk echo bot (`BareEcho`: the SDK's aiohttp
+clients and nothing else) in this same process. Absolute figures move with the machine
+and whatever else runs on it; the ratio Harken / bare much less, so that is the figure
+to compare across machines.
+
+    python -m bench.bench_slack [--runs 3] [--messages 5000] [--warmup 500] [--bots bare harken]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import logging
@@ -29,8 +36,11 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+import aiohttp
 
 USERS = 100
 
@@ -116,15 +126,117 @@ def serve(messages: int, runs: int, warmup: int) -> int:  # noqa: PLR0915
     return 0
 
 
-# --- parent: the bot ----------------------------------------------------------------------
+# --- parent: the bots ---------------------------------------------------------------------
 
 
-def bench(messages: int, runs: int, warmup: int) -> list[dict[str, Any]]:
-    from actors.system import BotSystem
-    from config import load_settings
+class _Bot(Protocol):
+    def stop(self) -> None: ...
+
+
+class BareEcho:
+    """The baseline: a bare slack-sdk echo bot, the least a Python Slack bot can do.
+
+    slack-sdk's aiohttp `SocketModeClient` and an `AsyncWebClient` with one shared
+    `aiohttp.ClientSession` (kept-alive connections), on an asyncio loop on a thread of
+    its own, as Harken's input has it. Per envelope: ack, then post the text after
+    `echo ` to the same channel. No actors, no dedupe, no pacing, no names: what is left
+    is slack-sdk and aiohttp, so Harken's figure divided by this one is comparable from
+    one machine (or one load) to another.
+    """
+
+    def __init__(self, api_url: str, bot_token: str, app_token: str) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="bare-echo", daemon=True
+        )
+        self._thread.start()
+        self._closing: list[Any] = []
+        asyncio.run_coroutine_threadsafe(
+            self._start(api_url, bot_token, app_token), self._loop
+        ).result(30)
+
+    async def _start(self, api_url: str, bot_token: str, app_token: str) -> None:
+        from slack_sdk.socket_mode.aiohttp import SocketModeClient
+        from slack_sdk.web.async_client import AsyncWebClient
+
+        session = aiohttp.ClientSession()
+        # A logger with a level of its own: with the default (NOTSET) slack-sdk formats
+        # a debug line for every call whatever the root level, which no bot should pay
+        # (Harken's input does the same).
+        quiet = logging.getLogger("bench.bare_echo")
+        quiet.setLevel(logging.WARNING)
+        web = AsyncWebClient(token=bot_token, base_url=api_url, session=session, logger=quiet)
+        socket = SocketModeClient(app_token, web_client=web, logger=quiet)
+
+        async def on_frame(client: Any, message: dict[str, Any], raw: str | None) -> None:
+            if message.get("type") != "events_api":
+                return
+            await client.send_socket_mode_response({"envelope_id": message["envelope_id"]})
+            event = message["payload"]["event"]
+            text = event.get("text", "")
+            if event.get("type") == "message" and text.startswith("echo "):
+                await web.chat_postMessage(channel=event["channel"], text=text[5:])
+
+        socket.message_listeners.append(on_frame)
+        await socket.connect()  # type: ignore[no-untyped-call]
+        self._closing = [socket, session]
+
+    def stop(self) -> None:
+        async def close() -> None:
+            socket, session = self._closing
+            await socket.close()
+            await session.close()
+
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+class Harken:
+    """The real bot: BotSystem with its Slack input (memory on disk, in a temp dir)."""
+
+    def __init__(self, api_url: str, bot_token: str, app_token: str) -> None:
+        from actors.system import BotSystem
+        from config import load_settings
+
+        self._tmp = tempfile.TemporaryDirectory(prefix="harken-bench-slack-")
+        settings = load_settings(
+            env={"HARKEN_SLACK_BOT_TOKEN": bot_token, "HARKEN_SLACK_APP_TOKEN": app_token},
+            overrides={
+                "bot.inputs": "slack",
+                "log.level": "WARNING",
+                "memory.path": str(Path(self._tmp.name) / "memory"),
+                "inputs.slack.api_url": api_url,
+                "inputs.slack.replies_per_second": "1000000",
+                "inputs.slack.reply_burst": "1000000",
+            },
+        )
+        self._system = BotSystem(settings)
+        try:
+            self._system.start()
+        except BaseException:
+            self._tmp.cleanup()
+            raise
+
+    def stop(self) -> None:
+        try:
+            self._system.stop()
+        finally:
+            self._tmp.cleanup()
+
+
+BOTS: dict[str, tuple[str, Callable[[str, str, str], _Bot]]] = {
+    "bare": ("bare slack-sdk", BareEcho),
+    "harken": ("Harken", Harken),
+}
+
+
+def bench(bot: str, messages: int, runs: int, warmup: int) -> list[dict[str, Any]]:
+    """Start a fake Slack (child process) and `bot` against it; return each run's figures."""
     from tests.fake_slack import APP_TOKEN, BOT_TOKEN
 
-    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        os.environ.pop(var, None)
     child = subprocess.Popen(
         [
             *(sys.executable, "-m", "bench.bench_slack", "--serve"),
@@ -132,41 +244,33 @@ def bench(messages: int, runs: int, warmup: int) -> list[dict[str, Any]]:
         ],
         stdout=subprocess.PIPE,
         text=True,
-        env=env,
     )
     assert child.stdout is not None
     results: list[dict[str, Any]] = []
-    system: BotSystem | None = None
+    running: _Bot | None = None
     try:
         first = child.stdout.readline().split()
         if first[:1] != ["PORT"]:
             raise RuntimeError(f"fake Slack did not start: {first!r}")
-        for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
-            os.environ.pop(var, None)
-        with tempfile.TemporaryDirectory(prefix="harken-bench-slack-") as tmp:
-            settings = load_settings(
-                env={"HARKEN_SLACK_BOT_TOKEN": BOT_TOKEN, "HARKEN_SLACK_APP_TOKEN": APP_TOKEN},
-                overrides={
-                    "bot.inputs": "slack",
-                    "log.level": "WARNING",
-                    "memory.path": str(Path(tmp) / "memory"),
-                    "inputs.slack.api_url": f"http://127.0.0.1:{first[1]}/api/",
-                    "inputs.slack.replies_per_second": "1000000",
-                    "inputs.slack.reply_burst": "1000000",
-                },
-            )
-            system = BotSystem(settings)
-            system.start()
-            for line in child.stdout:
-                results.append(json.loads(line))
-            system.stop()
-            system = None
+        running = BOTS[bot][1](f"http://127.0.0.1:{first[1]}/api/", BOT_TOKEN, APP_TOKEN)
+        for line in child.stdout:
+            results.append(json.loads(line))
     finally:
-        if system is not None:
-            system.stop()
+        if running is not None:
+            running.stop()
         if child.wait(30) != 0:
             raise RuntimeError(f"fake Slack exited with {child.returncode}")
     return results
+
+
+def _row(bot: str, results: list[dict[str, Any]]) -> str:
+    rates = ", ".join(f"{r['rate']:,.0f}" for r in results)
+    return (
+        f"| {BOTS[bot][0]} | {statistics.median(r['rate'] for r in results):,.0f} "
+        f"| {statistics.median(r['p50_ms'] for r in results):.2f} "
+        f"| {statistics.median(r['p99_ms'] for r in results):.2f} | {rates} "
+        f"| {sum(r['unacked'] for r in results)} | {sum(r['wrong'] for r in results)} |"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,30 +278,46 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--warmup", type=int, default=500)
+    parser.add_argument(
+        "--bots",
+        nargs="+",
+        choices=list(BOTS),
+        default=list(BOTS),
+        help="which bots to measure (default: the bare baseline, then Harken)",
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
         return serve(args.messages, args.runs, args.warmup)
     logging.basicConfig(level=logging.WARNING)
-    results = bench(args.messages, args.runs, args.warmup)
+    # The bots take turns, one run each (a fresh fake and warm-up every time): the load
+    # on a shared machine drifts over a minute, and turns expose both to the same drift.
+    figures: dict[str, list[dict[str, Any]]] = {bot: [] for bot in args.bots}
+    for _ in range(args.runs):
+        for bot in args.bots:
+            figures[bot].extend(bench(bot, args.messages, 1, args.warmup))
     print(
         f"## Slack: closed loop over Socket Mode, {USERS} users, "
         f"{args.messages:,} messages a run, {args.runs} runs"
     )
     print()
     print(
-        "| messages/s (median) | p50 ms (median) | p99 ms (median) | runs (msg/s) "
+        "| bot | messages/s (median) | p50 ms (median) | p99 ms (median) | runs (msg/s) "
         "| unacked | wrong |"
     )
-    print("|---|---|---|---|---|---|")
-    rates = ", ".join(f"{r['rate']:,.0f}" for r in results)
-    print(
-        f"| {statistics.median(r['rate'] for r in results):,.0f} "
-        f"| {statistics.median(r['p50_ms'] for r in results):.2f} "
-        f"| {statistics.median(r['p99_ms'] for r in results):.2f} | {rates} "
-        f"| {sum(r['unacked'] for r in results)} | {sum(r['wrong'] for r in results)} |"
-    )
-    failed = any(r["unacked"] or r["wrong"] for r in results)
+    print("|---|---|---|---|---|---|---|")
+    for bot, results in figures.items():
+        print(_row(bot, results))
+    if len(figures) == len(BOTS):
+        ours = statistics.median(r["rate"] for r in figures["harken"])
+        bare = statistics.median(r["rate"] for r in figures["bare"])
+        print()
+        turns = ", ".join(
+            f"{h['rate'] / b['rate']:.2f}"
+            for h, b in zip(figures["harken"], figures["bare"], strict=True)
+        )
+        print(f"Harken / bare slack-sdk: {ours / bare:.2f} (messages/s, medians; turns {turns})")
+    failed = any(r["unacked"] or r["wrong"] for results in figures.values() for r in results)
     return 1 if failed else 0
 
 

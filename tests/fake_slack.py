@@ -99,6 +99,10 @@ class FakeSlack:
         self.frames_in: list[Any] = []
         self._limit_next = 0
         self._retry_after = 1
+        self._refuse_next: list[tuple[int, str]] = []
+        self.record_requests = False
+        """When set, every Web API request is kept in `requests` (method, headers, body)."""
+        self.requests: list[tuple[str, dict[str, str], bytes]] = []
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -159,6 +163,10 @@ class FakeSlack:
                     args.update(body)
             else:
                 args.update(await request.post())
+        if self.record_requests:
+            raw = await request.read() if request.body_exists else b""  # read once, kept
+            with self._changed:
+                self.requests.append((method, dict(request.headers), raw))
         auth = request.headers.get("Authorization", "")
         token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else ""
         with self._changed:
@@ -211,6 +219,11 @@ class FakeSlack:
         if len(text) > MAX_TEXT:
             return _error("msg_too_long")
         limited = False
+        with self._changed:
+            refusal = self._refuse_next.pop(0) if self._refuse_next else None
+        if refusal is not None:
+            status, code = refusal
+            return web.json_response({"ok": False, "error": code}, status=status)
         with self._changed:
             if self._limit_next > 0:
                 self._limit_next -= 1
@@ -448,6 +461,13 @@ class FakeSlack:
         with self._changed:
             self._limit_next = count
             self._retry_after = retry_after
+
+    def refuse_next(self, error: str = "channel_not_found", status: int = 200) -> None:
+        """Answer the next `chat.postMessage` (after any queued before) with an error:
+        `{"ok": false, "error": error}` and HTTP `status` (200 as Slack refuses, 5xx as
+        a server failing)."""
+        with self._changed:
+            self._refuse_next.append((status, error))
 
     # --- waiting ----------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ handled, and the posts show whether it was answered.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -16,8 +17,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from fake_slack import APP_TOKEN, BOT_TOKEN, BOT_USER_ID, FakeSlack, Post
+from slack_sdk.web.async_client import AsyncWebClient
 
 from actors.event import Event, EventType
 from actors.system import BotSystem
@@ -283,6 +286,58 @@ def test_a_429_on_post_message_is_retried_after_retry_after(bot: Harness) -> Non
     assert bot.slack.rate_limited == 1
     assert post.at - started >= 1.0  # it waited as told, then retried
     assert bot.slack.calls["chat.postMessage"] == 2
+
+
+def test_a_reply_slack_refuses_is_logged_and_dropped_and_the_next_goes_out(
+    bot: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    # `{"ok": false}` with HTTP 200 is Slack saying no: retrying would not help.
+    bot.slack.refuse_next("channel_not_found")
+    bot.slack.say("echo refused")
+    assert bot.ask("echo accepted").text == "accepted"
+    assert [p.text for p in bot.slack.posts_to(ALICE_DM)] == ["accepted"]
+    assert bot.slack.calls["chat.postMessage"] == 2
+    assert "Slack refused a reply" in caplog.text
+    assert "channel_not_found" in caplog.text
+
+
+def test_a_server_error_on_post_message_is_retried(bot: Harness) -> None:
+    bot.slack.refuse_next("internal_error", status=503)
+    started = time.monotonic()
+    post = bot.ask("ping")
+    assert post.text == "pong"
+    assert post.at - started >= 1.0  # the first retry waits a second
+    assert bot.slack.calls["chat.postMessage"] == 2
+
+
+def test_replies_are_posted_exactly_as_slack_sdk_posts_them(bot: Harness) -> None:
+    # The input posts replies through aiohttp itself, not AsyncWebClient (see
+    # `SlackInput._post_message`): Slack must not be able to tell the difference.
+    slack = bot.slack
+    slack.record_requests = True
+    thread = "1700000000.000500"
+    answer = bot.ask(
+        "!echo caf\u00e9 & <b>", channel="C0OPS0001", channel_type="channel", thread_ts=thread
+    )
+    assert answer.text == "caf\u00e9 &amp; &lt;b&gt;"
+    assert bot.ask("ping").text == "pong"
+
+    async def post_with_sdk() -> None:
+        async with aiohttp.ClientSession() as session:
+            web = AsyncWebClient(token=BOT_TOKEN, base_url=slack.api_url, session=session)
+            await web.chat_postMessage(
+                channel="C0OPS0001", text="caf\u00e9 &amp; &lt;b&gt;", thread_ts=thread
+            )
+            await web.chat_postMessage(channel=ALICE_DM, text="pong")
+
+    asyncio.run(post_with_sdk())
+    posts = [
+        (headers, body) for method, headers, body in slack.requests if method == "chat.postMessage"
+    ]
+    assert len(posts) == 4
+    ours, sdks = posts[:2], posts[2:]
+    assert ours == sdks
+    assert json.loads(ours[0][1])["thread_ts"] == thread
 
 
 def test_a_burst_of_replies_to_one_channel_is_paced_under_slacks_limit(

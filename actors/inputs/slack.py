@@ -11,7 +11,9 @@ on that loop: the websocket, acks, `users.info`, `chat.postMessage`. Replies rea
 actor from command workers; the actor hands them to the loop with
 `call_soon_threadsafe`, which also wakes the loop at once (a reply must never wait for
 the next incoming frame to be noticed). The Web API client keeps one `aiohttp`
-session, so one pool of kept-alive connections, for the input's whole life.
+session, so one pool of kept-alive connections, for the input's whole life; replies
+(`chat.postMessage`) are posted through that session directly, the same request
+without the SDK's per-call work, because every reply passes through this one thread.
 
 Incoming, per envelope: parse it, drop it if its event was seen already (Slack
 re-delivers an envelope it thinks was lost, with the same event id), filter out what is
@@ -33,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import json
 import logging
 import os
 import queue
@@ -40,16 +43,19 @@ import threading
 import time
 import urllib.error
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin
 
 import aiohttp
+import yarl
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.socket_mode.aiohttp import SocketModeClient
 from slack_sdk.socket_mode.async_client import AsyncBaseSocketModeClient
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.internal_utils import get_user_agent
 
 from actors.errors import StartupError
 from actors.event import Event, EventType
@@ -86,6 +92,8 @@ ERROR_RETRIES = 4
 """Network or server errors in a row on one reply before it is given up."""
 PACE_PRUNE_AT = 1000
 """Channels with a reply bucket kept before idle ones are forgotten."""
+WEB_TIMEOUT = 30.0
+"""Seconds a Web API call may take in all before it counts as a network failure."""
 STOP_GRACE = 5.0
 """On stop, how long replies still queued get to go out."""
 
@@ -255,6 +263,47 @@ class _RepliesToLoop:
         return self._queue.empty()
 
 
+class _SocketClient(SocketModeClient):
+    """slack-sdk's aiohttp Socket Mode client, with events handled as they are read.
+
+    The SDK puts every frame it reads on a queue; a second task takes it off, parses
+    it, and starts a third task per frame to run the listeners: two extra loop turns,
+    a task, and its bookkeeping for each envelope, on the thread every message goes
+    through. `events_api` envelopes (nearly all the traffic) are parsed here and given
+    to the listener at once, from the reading task, in the order they came; everything
+    else (hello, disconnect, malformed frames) takes the SDK's own way, so reconnecting
+    stays the SDK's business. Should a later SDK stop reading through
+    `enqueue_message`, every frame simply takes the SDK's way.
+    """
+
+    def __init__(
+        self,
+        on_envelope: Callable[
+            [AsyncBaseSocketModeClient, dict[str, Any], str | None], Awaitable[None]
+        ],
+        *args: Any,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_envelope = on_envelope
+
+    async def enqueue_message(self, message: str) -> None:
+        parsed: object = None
+        if message.startswith("{"):
+            try:
+                parsed = json.loads(message)
+            except ValueError:
+                parsed = None
+        if isinstance(parsed, dict) and parsed.get("type") == "events_api":
+            try:
+                await self._on_envelope(self, parsed, message)
+            except Exception:
+                # Never into the SDK's reading loop: it would pause reading for a second.
+                logger.exception("could not handle a Socket Mode envelope")
+            return
+        await super().enqueue_message(message)
+
+
 class SlackInput(InputActor):
     """Harken on Slack: answers DMs, mentions, and the prefix in channels."""
 
@@ -292,7 +341,9 @@ class SlackInput(InputActor):
         # Loop-thread state below: touched only by coroutines and callbacks on the loop.
         self._session: aiohttp.ClientSession | None = None
         self._web: AsyncWebClient | None = None
-        self._socket: SocketModeClient | None = None
+        self._post_url = yarl.URL(self.options.api_url)
+        self._post_headers: dict[str, str] = {}
+        self._socket: _SocketClient | None = None
         self._connecting: asyncio.Task[None] | None = None
         self._ready: asyncio.Event | None = None
         self.bot_user_id = ""
@@ -370,7 +421,9 @@ class SlackInput(InputActor):
         self._ready = asyncio.Event()
         # One session, kept for the input's life: replies reuse kept-alive connections
         # instead of paying a new connection (and, on real Slack, a TLS handshake) each.
-        self._session = aiohttp.ClientSession()
+        # The timeout is the session's: slack-sdk applies its own only to sessions it
+        # makes, and aiohttp's default is five minutes.
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WEB_TIMEOUT))
         if _web_logger.level == logging.NOTSET:
             # slack-sdk formats a debug line for every call unless the logger it is given
             # has a level of its own; the effective level is what was meant.
@@ -380,12 +433,21 @@ class SlackInput(InputActor):
             base_url=self.options.api_url,
             session=self._session,
             logger=_web_logger,
-            timeout=30,
+            timeout=int(WEB_TIMEOUT),
         )
+        self._post_url = yarl.URL(urljoin(self.options.api_url, "chat.postMessage"))
+        # What slack-sdk sends with a JSON body, in its order (see `_post_message`).
+        self._post_headers = {
+            "Content-Type": "application/json;charset=utf-8",
+            "User-Agent": get_user_agent(),
+            "Authorization": f"Bearer {self._bot_token}",
+            **self._web.headers,
+        }
         task = asyncio.current_task()
         self._connecting = task
         await self._identify()
-        self._socket = SocketModeClient(
+        self._socket = _SocketClient(
+            self._on_frame,
             self._app_token,
             web_client=self._web,
             logger=_socket_logger,
@@ -513,6 +575,7 @@ class SlackInput(InputActor):
         if text is None:
             return
         thread = event.get("thread_ts")
+        name = self._cached_name(user)
         incoming = Event(
             type=EventType.TEXT,
             sender=user,
@@ -523,8 +586,12 @@ class SlackInput(InputActor):
             thread=thread if isinstance(thread, str) else "",
             meta={"ts": ts},
             id=f"{self._id_prefix}{next(self._ids):08x}",
+            display_name=name or "",
         )
-        self._submit_named(incoming)
+        if name is None:
+            self._submit_named(incoming)
+        else:
+            self.submit(incoming)
 
     def _addressed_text(self, event: dict[str, Any], channel: str) -> str | None:
         """The command text if the message is for the bot, else None."""
@@ -546,8 +613,17 @@ class SlackInput(InputActor):
             return text[len(prefix) :].strip()
         return None
 
+    def _cached_name(self, user: str) -> str | None:
+        """The person's display name if it can be used now: known, fresh, and none of
+        their earlier messages still waiting for a lookup (they go first)."""
+        cached = self._names.get(user)
+        if cached is None or cached[1] <= time.monotonic() or user in self._waiting_for_name:
+            return None
+        self._names.move_to_end(user)
+        return cached[0]
+
     def _submit_named(self, event: Event) -> None:
-        """Hand the event to the router with the person's display name, in order."""
+        """Hand the event to the router once the person's display name is known, in order."""
         user = event.sender
         waiting = self._waiting_for_name.get(user)
         if waiting is not None:
@@ -651,37 +727,10 @@ class SlackInput(InputActor):
 
     async def _post(self, channel: str, thread: str, text: str, event_id: str) -> None:
         """Post one message, waiting out 429s and retrying transient failures."""
-        assert self._web is not None
         limited = failed = 0
         while True:
             try:
-                await self._web.chat_postMessage(
-                    channel=channel, text=text, thread_ts=thread or None
-                )
-                return
-            except SlackApiError as exc:
-                status = getattr(exc.response, "status_code", 0)
-                if status == 429 and limited < RATE_LIMIT_RETRIES:
-                    limited += 1
-                    delay = _retry_after(exc)
-                    logger.warning(
-                        "Slack rate-limited chat.postMessage in %s; retrying in %.1f s",
-                        channel,
-                        delay,
-                    )
-                    await asyncio.sleep(delay)
-                    continue
-                if status >= 500 and failed < ERROR_RETRIES:
-                    failed += 1
-                    await asyncio.sleep(2.0 ** (failed - 1))
-                    continue
-                logger.error(
-                    "Slack refused a reply to %s in %s (%s); reply dropped",
-                    event_id,
-                    channel,
-                    _why(exc),
-                )
-                return
+                status, answer, retry_after = await self._post_message(channel, thread, text)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 if failed < ERROR_RETRIES:
                     failed += 1
@@ -692,6 +741,60 @@ class SlackInput(InputActor):
                     "could not post a reply to %s in %s (%s); dropped", event_id, channel, _why(exc)
                 )
                 return
+            if status == 200 and answer.get("ok") is True:
+                return
+            if status == 429 and limited < RATE_LIMIT_RETRIES:
+                limited += 1
+                delay = _seconds(retry_after)
+                logger.warning(
+                    "Slack rate-limited chat.postMessage in %s; retrying in %.1f s", channel, delay
+                )
+                await asyncio.sleep(delay)
+                continue
+            if status >= 500 and failed < ERROR_RETRIES:
+                failed += 1
+                await asyncio.sleep(2.0 ** (failed - 1))
+                continue
+            logger.error(
+                "Slack refused a reply to %s in %s (%s); reply dropped",
+                event_id,
+                channel,
+                str(answer.get("error") or f"HTTP {status}"),
+            )
+            return
+
+    async def _post_message(
+        self, channel: str, thread: str, text: str
+    ) -> tuple[int, Mapping[str, Any], str | None]:
+        """One `chat.postMessage`: (HTTP status, Slack's answer, `Retry-After`).
+
+        Not through `AsyncWebClient.chat_postMessage`: the request is the same (URL,
+        headers, JSON body; tests/test_slack_input.py compares them byte for byte), but
+        the SDK's per-call work around it (argument filtering, a deprecation check that
+        reads `os.environ`, `urljoin`, its retry-handler and response objects) cost
+        about as much CPU as aiohttp's request itself, on the one thread every reply
+        goes through. Other Web API calls are rare and stay with the SDK.
+        """
+        assert self._session is not None
+        assert self._web is not None
+        body: dict[str, str] = {"channel": channel, "text": text}
+        if thread:
+            body["thread_ts"] = thread
+        async with self._session.post(
+            self._post_url,
+            data=json.dumps(body).encode(),
+            headers=self._post_headers,
+            proxy=self._web.proxy,
+            ssl=self._web.ssl if self._web.ssl is not None else True,
+        ) as response:
+            raw = await response.read()
+            status = response.status
+            retry_after = response.headers.get("Retry-After")
+        try:
+            answer = json.loads(raw)
+        except ValueError:
+            answer = None
+        return status, answer if isinstance(answer, dict) else {}, retry_after
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -710,10 +813,11 @@ def _why(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _retry_after(exc: SlackApiError) -> float:
+def _seconds(retry_after: str | None) -> float:
+    """How long a 429's `Retry-After` says to wait (1 s if it says nothing usable)."""
     try:
-        return max(0.0, float(exc.response.headers.get("Retry-After", "1")))
-    except (TypeError, ValueError, AttributeError):
+        return max(0.0, float(retry_after if retry_after is not None else "1"))
+    except ValueError:
         return 1.0
 
 

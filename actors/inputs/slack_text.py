@@ -28,12 +28,19 @@ _MENTION_AT_START = re.compile(r"^\s*<@([A-Z0-9]+)(?:\|[^>]*)?>[\s,:]*")
 
 def from_slack(text: str) -> str:
     """What the person typed: links unwrapped, `&amp;`, `&lt;`, `&gt;` undone."""
-    text = _LINK.sub(r"\1", text)
+    # Most messages have neither markup nor escapes: skip the regex and the copies
+    # (this runs for every message, on the thread all Slack traffic goes through).
+    if "<" in text:
+        text = _LINK.sub(r"\1", text)
+    if "&" not in text:
+        return text
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
 def to_slack(text: str) -> str:
     """A reply as Slack wants it: `&`, `<`, `>` escaped, entities kept as markup."""
+    if "<" not in text and ">" not in text and "&" not in text:
+        return text  # nothing to escape and no entity: the common case, for free
     out: list[str] = []
     last = 0
     for match in _ENTITY.finditer(text):
