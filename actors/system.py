@@ -47,6 +47,8 @@ __all__ = [
 
 InputFactory = Callable[[InputSettings, Services, Handle], InputActor]
 INPUT_ENTRY_POINT_GROUP = "harken.inputs"
+MEMORY_STOP_TIMEOUT = 300.0
+"""Seconds `stop()` waits for the memory actor's final commit and checkpoint."""
 DISPATCHER_THREADS = 4
 """Threads that run the pooled actors: router, conversations and command actors.
 
@@ -247,7 +249,9 @@ class BotSystem:
         if services is not None:
             services.workers.shutdown()
             services.dispatcher.shutdown()
-        supervisor.stop_children(None).get()
+        # Memory last, and with time to finish: its final checkpoint writes every owner
+        # still dirty, and whoever called stop() may delete the directory afterwards.
+        supervisor.stop_children(None, MEMORY_STOP_TIMEOUT).get()
         self._supervisor_ref.stop()
         self._supervisor_ref = None
         logger.info("Harken stopped")
