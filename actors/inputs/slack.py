@@ -38,7 +38,6 @@ import itertools
 import json
 import logging
 import os
-import queue
 import threading
 import time
 import urllib.error
@@ -59,9 +58,9 @@ from slack_sdk.web.internal_utils import get_user_agent
 
 from actors.errors import StartupError
 from actors.event import Event, EventType
-from actors.inputs.base import InputActor
+from actors.inputs.base import InputActor, RepliesInbox
 from actors.inputs.slack_text import from_slack, split_reply, strip_mention, to_slack
-from actors.messages import Answered, Outbound
+from actors.messages import Answered
 from actors.text import clean_text
 from config.settings import input_env_var
 
@@ -229,40 +228,6 @@ class _RecentIds:
             self._seen.discard(self._order.popleft())
 
 
-class _RepliesToLoop:
-    """The actor's inbox: replies go straight to the asyncio loop, the rest to the actor.
-
-    Every reply would otherwise wake the actor's thread only for it to wake the loop's
-    thread: one thread hop (and GIL hand-off) per message for nothing. pykka lets an
-    actor choose its inbox; this one hands `Answered` and `Outbound` to `direct` on the
-    sender's thread (a non-blocking hand-off to the loop) and queues everything else
-    (start, stop, asks) for the actor's thread as usual.
-    """
-
-    def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.direct: Callable[[tuple[Event, ...]], None] | None = None
-
-    def put(self, envelope: Any, block: bool = True, timeout: float | None = None) -> None:
-        direct = self.direct
-        if direct is not None and envelope.reply_to is None:
-            message = envelope.message
-            if isinstance(message, Answered):
-                if message.replies:
-                    direct(message.replies)
-                return
-            if isinstance(message, Outbound):
-                direct((message.event,))
-                return
-        self._queue.put(envelope)
-
-    def get(self, block: bool = True, timeout: float | None = None) -> Any:
-        return self._queue.get(block, timeout)
-
-    def empty(self) -> bool:
-        return self._queue.empty()
-
-
 class _SocketClient(SocketModeClient):
     """slack-sdk's aiohttp Socket Mode client, with events handled as they are read.
 
@@ -309,7 +274,7 @@ class SlackInput(InputActor):
 
     @staticmethod
     def _create_actor_inbox() -> Any:
-        return _RepliesToLoop()
+        return RepliesInbox()
 
     @classmethod
     def preflight(cls, settings: InputSettings) -> None:
@@ -376,7 +341,7 @@ class SlackInput(InputActor):
         self._close()
         super().on_failure(*args)
 
-    actor_inbox: _RepliesToLoop
+    actor_inbox: RepliesInbox
 
     def send(self, event: Event) -> None:
         self._to_loop((event,))
