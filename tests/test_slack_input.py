@@ -14,7 +14,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -454,3 +454,20 @@ def test_a_reminder_is_delivered_to_slack(bot: Harness) -> None:
     assert confirmation.text.startswith("OK, I'll remind you")
     reminder = bot.slack.wait_post(lambda p: "stretch" in p.text and p is not confirmation, 20)
     assert reminder.channel == ALICE_DM
+
+
+def test_the_connection_state_is_reported_for_health_checks(bot: Harness) -> None:
+    assert bot.system is not None
+    assert bot.system.services is not None
+    metrics = bot.system.services.metrics
+    wait_until(lambda: metrics.input_state("slack") == "connected")
+    bot.slack.stop()  # Slack goes away: the socket closes and reconnecting fails
+    wait_until(lambda: metrics.input_state("slack") == "disconnected")
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached within timeout")
+        time.sleep(0.02)

@@ -228,6 +228,10 @@ class _RecentIds:
             self._seen.discard(self._order.popleft())
 
 
+CONNECTION_CHECK_SECONDS = 1.0
+"""How often the input checks whether its Socket Mode connection is up."""
+
+
 class _SocketClient(SocketModeClient):
     """slack-sdk's aiohttp Socket Mode client, with events handled as they are read.
 
@@ -331,6 +335,7 @@ class SlackInput(InputActor):
     # --- actor thread -------------------------------------------------------------------
 
     def on_start(self) -> None:
+        self.report_connected(False)
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start(), self._loop)
 
@@ -421,6 +426,27 @@ class SlackInput(InputActor):
         self._socket.message_listeners.append(self._on_frame)
         await self._socket.connect()  # type: ignore[no-untyped-call]
         self._connecting = None
+        self._spawn(self._watch_connection(self._socket))
+
+    async def _watch_connection(self, socket: _SocketClient) -> None:
+        """Report the socket's state (for /healthz and `status`) whenever it changes.
+
+        slack-sdk reconnects by itself and tells no one; asking it now and then is the
+        one reliable way to know, and it costs a few attribute reads.
+        """
+        reported: bool | None = None
+        while True:
+            connected = bool(await socket.is_connected())
+            if connected != reported:
+                self.report_connected(connected)
+                if reported is not None:
+                    logger.log(
+                        logging.INFO if connected else logging.WARNING,
+                        "Slack Socket Mode %s",
+                        "connected again" if connected else "disconnected; reconnecting",
+                    )
+                reported = connected
+            await asyncio.sleep(CONNECTION_CHECK_SECONDS)
 
     async def _identify(self) -> None:
         """Learn the bot's own user id (to ignore its own messages, to see mentions)."""
