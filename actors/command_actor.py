@@ -43,9 +43,6 @@ class CommandActor(SupervisedPooledActor):
         super().__init__(dispatcher)
         self.command = command
         self.services = services
-        self.calls = 0
-        self.failures = 0
-        self.refusals = 0
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Invoke):
@@ -56,7 +53,7 @@ class CommandActor(SupervisedPooledActor):
         event = message.event
         is_admin = self.services.is_admin(event)
         if self.command.admin_only and not is_admin:
-            self.refusals += 1
+            self.services.metrics.refused(self.command.name)
             logger.warning(
                 "refused %s for %s on %s: admins only",
                 self.command.name,
@@ -71,7 +68,6 @@ class CommandActor(SupervisedPooledActor):
             return
         refusal = group_refusal(self.services.settings, self.command.name, event, is_admin)
         if refusal is not None:
-            self.refusals += 1
             self.services.metrics.refused(self.command.name)
             logger.warning(
                 "refused %s for %s on %s: not in an allowed group",
@@ -81,7 +77,6 @@ class CommandActor(SupervisedPooledActor):
             )
             finish_call(self.services, event, [event.reply(refusal, type=EventType.ERROR)], message)
             return
-        self.calls += 1
         self.services.workers.submit(self._run, message, is_admin)
 
     def _run(self, message: Invoke, is_admin: bool) -> None:
@@ -106,7 +101,6 @@ class CommandActor(SupervisedPooledActor):
             replies = [event.reply(f"Sorry, I can't store that: {exc}.", type=EventType.ERROR)]
         except Exception:
             failed = True
-            self.failures += 1
             error_id = new_error_id()
             logger.exception(
                 "command %s failed for %s on %s (error id %s)",
