@@ -82,7 +82,8 @@ class ConversationActor(PooledActor):
         self.dialog: DialogState | None = None
         """The open dialog, as memory has it once the running job's writes are durable."""
         self.dialog_event: Event | None = None
-        """The message the running dialog job handles."""
+        """The message the running dialog job handles; None between jobs, so that a
+        waiting dialog holds no old message for the garbage collector to walk."""
 
     def on_start(self) -> None:
         self.generation = self.services.dialogs.claim(self.talk)
@@ -101,6 +102,7 @@ class ConversationActor(PooledActor):
             if message.again:
                 # The dialog had expired: this message is not an answer but a new one.
                 self.pending.appendleft(self._event_for_again(message.event_id))
+            self.dialog_event = None
             self._dispatch()
         elif isinstance(message, DialogLoaded) and self.running == _LOADING:
             self.running = None
