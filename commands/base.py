@@ -102,18 +102,41 @@ def command(
     """
 
     def wrap(func: CommandFunc) -> Command:
-        cmd_name = name or func.__name__.replace("_", "-")
-        doc = (inspect.getdoc(func) or "").strip().splitlines()
-        return Command(
-            name=cmd_name,
-            pattern=pattern,
-            func=func,
-            usage=usage or cmd_name,
-            description=description or (doc[0] if doc else ""),
+        return declared(
+            func,
+            func,
+            pattern,
+            name=name,
+            usage=usage,
+            description=description,
             admin_only=admin_only,
         )
 
     return wrap
+
+
+def declared(
+    declared_by: Callable[..., object],
+    func: CommandFunc,
+    pattern: str,
+    *,
+    name: str | None,
+    usage: str | None,
+    description: str | None,
+    admin_only: bool,
+) -> Command:
+    """The `Command` a decorator declares: what it leaves out comes from `declared_by`,
+    the decorated function (name from its name, description from its docstring)."""
+    cmd_name = name or declared_by.__name__.replace("_", "-")
+    doc = (inspect.getdoc(declared_by) or "").strip().splitlines()
+    return Command(
+        name=cmd_name,
+        pattern=pattern,
+        func=func,
+        usage=usage or cmd_name,
+        description=description or (doc[0] if doc else ""),
+        admin_only=admin_only,
+    )
 
 
 class Registry(Mapping[str, Command]):

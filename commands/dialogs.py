@@ -42,7 +42,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from commands.base import Command, CommandError, CommandResult
+from commands.base import Command, CommandError, CommandResult, declared
 
 if TYPE_CHECKING:
     from commands.context import Context
@@ -284,14 +284,14 @@ def dialog(
 
     def wrap(finish: Callable[..., CommandResult]) -> Command:
         cmd_name = name or finish.__name__.replace("_", "-")
-        doc = (inspect.getdoc(finish) or "").strip().splitlines()
         flow = Dialog(cmd_name, tuple(steps), finish, timeout_seconds)
-        return Command(
+        return declared(
+            finish,
+            flow,
+            pattern,
             name=cmd_name,
-            pattern=pattern,
-            func=flow,
-            usage=usage or cmd_name,
-            description=description or (doc[0] if doc else ""),
+            usage=usage,
+            description=description,
             admin_only=admin_only,
         )
 
