@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -31,6 +32,21 @@ from commands.loader import load_commands
 from config.settings import InputSettings, Settings
 
 INPUT_NAME = "testing"
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
+    """Wait for a state the test expects (polling), failing after `timeout` seconds.
+
+    For states no reply announces (an actor restarted, a conversation retired, an input
+    reconnected). Polling checks the state itself, so it never passes on a guess the
+    way sleeping "long enough" does.
+    """
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the condition did not come true within {timeout} s")
+        pause.wait(0.01)
 
 
 class Exchange:

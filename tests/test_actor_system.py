@@ -6,8 +6,7 @@ import dataclasses
 import logging
 import re
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +18,7 @@ from actors.supervision import SupervisedActor, Supervisor
 from commands.base import command
 from config.settings import Settings
 from harken import TestBot
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached within timeout")
-        time.sleep(0.01)
-
+from harken.testbot import wait_until
 
 release = threading.Event()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from actors.dialog_runner import CANCEL_HINT, CONVERSATION_NS, conversation_id, 
 from actors.messages import MemoryGet
 from config.settings import BotSettings, Settings
 from harken import Answers, Ask, Choice, Confirm, Context, Invalid, TestBot, dialog
-from harken.testbot import INPUT_NAME
+from harken.testbot import INPUT_NAME, wait_until
 
 FIRST = f"Which environment? (prod / staging)\n{CANCEL_HINT}"
 
@@ -51,15 +51,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("the condition did not come true in time")
-        pause.wait(0.01)
 
 
 def stored_state(bot: TestBot, user: str = "alice", channel: str = "", thread: str = "") -> Any:

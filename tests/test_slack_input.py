@@ -14,7 +14,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -27,6 +27,7 @@ from actors.system import BotSystem
 from commands.base import command
 from commands.loader import load_commands
 from config import load_settings
+from harken.testbot import wait_until
 
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")
 ALICE_DM = "D0ALICE01"
@@ -463,11 +464,3 @@ def test_the_connection_state_is_reported_for_health_checks(bot: Harness) -> Non
     wait_until(lambda: metrics.input_state("slack") == "connected")
     bot.slack.stop()  # Slack goes away: the socket closes and reconnecting fails
     wait_until(lambda: metrics.input_state("slack") == "disconnected")
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached within timeout")
-        time.sleep(0.02)
