@@ -5,13 +5,16 @@ import sys
 from bench import (
     bench_bot,
     bench_dialogs,
+    bench_handoff,
     bench_memory,
     bench_scheduler,
     bench_slack,
     bench_xmpp,
 )
 
-status = bench_bot.main(sys.argv[1:])
+status = bench_handoff.main([])
+print()
+status |= bench_bot.main(sys.argv[1:])
 print()
 status |= bench_memory.main([])
 print()
