@@ -12,6 +12,11 @@ batch of its messages. An actor is never run by two threads at once, so its stat
 no locks, exactly as with a thread of its own. Handlers must not block for long: they
 hold a dispatcher thread while they run (conversations only tell other actors).
 
+When a handler tells another pooled actor and the actor running it has no more mail,
+the thread that ran the handler runs the told actor next itself rather than waking
+another thread for it: a person's message passes router, conversation and command actor
+on one thread instead of three, which is most of what a reply costs on a quiet bot.
+
 pykka leaves room for this: `_create_actor_inbox`, `_create_future` and
 `_start_actor_loop` are its documented points for new kinds of actor.
 """
@@ -44,6 +49,7 @@ class Dispatcher:
     def __init__(self, threads: int = 4, *, name: str = "dispatcher", batch: int = 32) -> None:
         self._runnable: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._batch = batch
+        self._here = threading.local()
         self._threads = [
             threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
             for i in range(threads)
@@ -52,14 +58,28 @@ class Dispatcher:
             thread.start()
 
     def schedule(self, actor: PooledActor) -> None:
+        # Told from a handler whose actor has no more mail: this thread is about to be
+        # free, so it takes the told actor next (one per handler; the rest queue up).
+        here = self._here
+        running = getattr(here, "running", None)
+        if running is not None and here.next is None and running.actor_inbox.empty():
+            here.next = actor
+            return
         self._runnable.put(actor)
 
     def _work(self) -> None:
+        here = self._here
+        here.next = None
         while True:
             actor = self._runnable.get()
-            if actor is _STOP:
-                return
-            actor._run_batch(self._batch)
+            while actor is not None:
+                if actor is _STOP:
+                    return
+                here.running = actor
+                actor._run_batch(self._batch)
+                here.running = None
+                actor = here.next
+                here.next = None
 
     def shutdown(self, timeout: float | None = 10.0) -> None:
         """Stop the threads once the actors already scheduled have had their turn."""

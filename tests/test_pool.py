@@ -101,3 +101,76 @@ def test_an_exception_from_a_tell_stops_the_actor_and_calls_on_failure(
     assert log == ["start", "failure"]
     with pytest.raises(pykka.ActorDeadError):
         ref.ask("get", timeout=5)
+
+
+def test_an_actor_told_last_runs_next_on_the_same_thread() -> None:
+    # One thread, and an actor already waiting in the shared queue: the actor told by a
+    # handler whose actor has no more mail runs before it, on the thread that ran the
+    # handler, instead of going to the back of the queue and waking another thread.
+    pool = Dispatcher(1, name="one")
+    try:
+        order: list[str] = []
+        paused = threading.Event()
+        queued = threading.Event()
+        done = threading.Event()
+
+        class Note(PooledActor):
+            def on_receive(self, message: Any) -> Any:
+                order.append(message)
+                if message == "queued first":
+                    done.set()
+
+        class Teller(PooledActor):
+            def on_receive(self, message: Any) -> Any:
+                if message == "pause":
+                    paused.set()
+                    queued.wait(5)
+                else:
+                    told.tell("told last")
+
+        told = Note.spawn(pool)
+        waiting = Note.spawn(pool)
+        teller = Teller.spawn(pool)
+        teller.tell("pause")
+        assert paused.wait(5)  # the other two have started: their start came first
+        teller.tell("go")
+        waiting.tell("queued first")
+        queued.set()
+        assert done.wait(5)
+        assert order == ["told last", "queued first"]
+    finally:
+        pool.shutdown()
+
+
+def test_an_actor_told_from_a_busy_actor_does_not_wait_for_its_mail(
+    dispatcher: Dispatcher,
+) -> None:
+    # A handler of an actor with more mail waiting hands the told actor to the pool:
+    # it runs on another thread while the busy actor is still at work.
+    queued = threading.Event()
+    gate = threading.Event()
+    reached = threading.Event()
+
+    class Busy(PooledActor):
+        def on_receive(self, message: Any) -> Any:
+            if message == "pause":
+                queued.wait(5)
+            elif message == "tell":
+                waiter.tell("go")
+            elif message == "hold":
+                gate.wait(10)
+
+    class Waiter(PooledActor):
+        def on_receive(self, message: Any) -> Any:
+            reached.set()
+
+    waiter = Waiter.spawn(dispatcher)
+    busy = Busy.spawn(dispatcher)
+    busy.tell("pause")
+    busy.tell("tell")
+    busy.tell("hold")  # waiting in Busy's inbox when it tells the waiter
+    queued.set()
+    try:
+        assert reached.wait(5)
+    finally:
+        gate.set()
