@@ -1,9 +1,11 @@
 """One actor per command: it decides whether a call may run, runs it, and reports.
 
-The actor itself never runs the command's function: it hands each call to the shared
-worker pool, so a command that takes ten seconds (an HTTP check, a runbook) holds one
-worker thread and delays nobody else, not even another person calling the same command.
-The actor owns the command's policy (who may call it) and its counters.
+The actor hands each call to the shared worker pool, so a command that takes ten seconds
+(an HTTP check, a runbook) holds one worker thread and delays nobody else, not even
+another person calling the same command. Only commands declared `quick` (they compute
+their reply from their arguments, and cannot reach memory) run on the actor itself,
+which saves waking a worker on every call. The actor owns the command's policy (who
+may call it).
 
 A call ends, whatever happens, with its replies delivered, the input told the event is
 processed, and the conversation told `InvocationDone`, in that order.
@@ -77,7 +79,41 @@ class CommandActor(SupervisedPooledActor):
             )
             finish_call(self.services, event, [event.reply(refusal, type=EventType.ERROR)], message)
             return
-        self.services.workers.submit(self._run, message, is_admin)
+        if self.command.quick:
+            self._run_quick(message)
+        else:
+            self.services.workers.submit(self._run, message, is_admin)
+
+    def _run_quick(self, message: Invoke) -> None:
+        """Runs on the actor's own (dispatcher) thread: the command cannot wait."""
+        event = message.event
+        started = time.perf_counter()
+        failed = False
+        try:
+            replies = [event.reply(text) for text in self.command.call_quick(event, message.groups)]
+        except Exception:
+            failed = True
+            replies = [self._failure_reply(event)]
+        self.services.metrics.command_done(
+            self.command.name, time.perf_counter() - started, failed=failed
+        )
+        finish_call(self.services, event, replies, message)
+
+    def _failure_reply(self, event: Event) -> Event:
+        """Log the exception being handled under a new error id; the reply that cites it."""
+        error_id = new_error_id()
+        logger.exception(
+            "command %s failed for %s on %s (error id %s)",
+            self.command.name,
+            event.user,
+            event.input,
+            error_id,
+        )
+        text = (
+            f"Sorry, `{self.command.name}` failed (error id {error_id}). "
+            "The details are in Harken's log under that id."
+        )
+        return event.reply(text, type=EventType.ERROR)
 
     def _run(self, message: Invoke, is_admin: bool) -> None:
         """Runs on a worker thread."""
@@ -101,19 +137,7 @@ class CommandActor(SupervisedPooledActor):
             replies = [event.reply(f"Sorry, I can't store that: {exc}.", type=EventType.ERROR)]
         except Exception:
             failed = True
-            error_id = new_error_id()
-            logger.exception(
-                "command %s failed for %s on %s (error id %s)",
-                self.command.name,
-                event.user,
-                event.input,
-                error_id,
-            )
-            text = (
-                f"Sorry, `{self.command.name}` failed (error id {error_id}). "
-                "The details are in Harken's log under that id."
-            )
-            replies = [event.reply(text, type=EventType.ERROR)]
+            replies = [self._failure_reply(event)]
         services.metrics.command_done(
             self.command.name, time.perf_counter() - started, failed=failed
         )

@@ -11,6 +11,11 @@ Arguments are injected by name: every named group of the pattern, plus `event` (
 person's own key/value memory). The return value is the reply: a string, a list of
 strings (several replies), or None (no reply).
 
+A command that computes its reply from its arguments alone (no memory, no network, no
+waiting) can be declared `quick=True`: it runs on its command actor's thread instead of
+a worker thread, which saves a thread hand-off on every call. Such a function may take
+named groups and `event` only; `ctx` and `memory` reach the memory actor, which can wait.
+
 The registry is keyed by pattern, as the Micro Bot's `Commands["^ping$"]` was.
 """
 
@@ -23,12 +28,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from actors.event import Event
     from commands.context import Context
 
 CommandResult = str | list[str] | tuple[str, ...] | None
 CommandFunc = Callable[..., CommandResult]
 
 _INJECTABLE = frozenset({"event", "ctx", "memory"})
+_NOT_QUICK = frozenset({"ctx", "memory"})
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 
 
@@ -46,6 +53,8 @@ class Command:
     usage: str
     description: str
     admin_only: bool = False
+    quick: bool = False
+    """Runs on the command actor's thread, not a worker: see the module's docstring."""
     source: str = "builtin"
     """Where the command came from: `builtin`, `entry point NAME`, or a file path."""
     regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
@@ -69,6 +78,13 @@ class Command:
                 f"command {self.name!r}: parameter(s) {', '.join(unknown)} are neither "
                 f"named groups of {self.pattern!r} nor one of {', '.join(sorted(_INJECTABLE))}"
             )
+        waits = sorted(_NOT_QUICK.intersection(params))
+        if self.quick and waits:
+            raise CommandError(
+                f"command {self.name!r} is declared quick, so it cannot take "
+                f"{' or '.join(waits)}: they reach memory, which can wait. "
+                "Take only named groups and `event`, or drop quick=True."
+            )
         object.__setattr__(self, "regex", regex)
         object.__setattr__(self, "params", params)
 
@@ -77,7 +93,13 @@ class Command:
 
     def call(self, ctx: Context, groups: Mapping[str, str | None]) -> list[str]:
         """Run the function with its arguments injected; return the replies."""
-        available: dict[str, Any] = {"event": ctx.event, "ctx": ctx, "memory": ctx.memory}
+        return self._call(groups, {"event": ctx.event, "ctx": ctx, "memory": ctx.memory})
+
+    def call_quick(self, event: Event, groups: Mapping[str, str | None]) -> list[str]:
+        """Run a quick command, which needs no `Context`; return the replies."""
+        return self._call(groups, {"event": event})
+
+    def _call(self, groups: Mapping[str, str | None], available: dict[str, Any]) -> list[str]:
         kwargs = {p: groups[p] if p in groups else available[p] for p in self.params}
         result = self.func(**kwargs)
         if result is None:
@@ -94,11 +116,13 @@ def command(
     usage: str | None = None,
     description: str | None = None,
     admin_only: bool = False,
+    quick: bool = False,
 ) -> Callable[[CommandFunc], Command]:
     """Declare a plain function as a command.
 
     `name` defaults to the function's name, `usage` to the name, and `description` to
-    the first line of the function's docstring.
+    the first line of the function's docstring. `quick=True` for a function that only
+    computes its reply from its arguments (see the module's docstring).
     """
 
     def wrap(func: CommandFunc) -> Command:
@@ -110,6 +134,7 @@ def command(
             usage=usage,
             description=description,
             admin_only=admin_only,
+            quick=quick,
         )
 
     return wrap
@@ -124,6 +149,7 @@ def declared(
     usage: str | None,
     description: str | None,
     admin_only: bool,
+    quick: bool = False,
 ) -> Command:
     """The `Command` a decorator declares: what it leaves out comes from `declared_by`,
     the decorated function (name from its name, description from its docstring)."""
@@ -136,6 +162,7 @@ def declared(
         usage=usage or cmd_name,
         description=description or (doc[0] if doc else ""),
         admin_only=admin_only,
+        quick=quick,
     )
 
 

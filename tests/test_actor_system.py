@@ -39,10 +39,29 @@ def shutdown() -> str:
     return "shutting down (not really)"
 
 
+@command(r"^where$", usage="where", description="Which thread runs it.", quick=True)
+def where() -> str:
+    return threading.current_thread().name
+
+
+@command(r"^quick-boom$", usage="quick-boom", description="Always fails.", quick=True)
+def quick_boom() -> str:
+    raise RuntimeError("the quick command exploded")
+
+
+@command(r"^slow-where$", usage="slow-where", description="Which thread runs it, not quick.")
+def slow_where() -> str:
+    return threading.current_thread().name
+
+
 @pytest.fixture
 def bot(tmp_path: Path) -> Iterator[TestBot]:
     release.clear()
-    testbot = TestBot(tmp_path / "memory", commands=[slow, boom, shutdown], admins=["root"])
+    testbot = TestBot(
+        tmp_path / "memory",
+        commands=[slow, boom, shutdown, where, quick_boom, slow_where],
+        admins=["root"],
+    )
     try:
         yield testbot
     finally:
@@ -87,6 +106,26 @@ def test_a_failing_command_names_itself_and_an_error_id_that_is_in_the_log(
     assert logged[0].exc_info is not None
     assert "the boom command exploded" in str(logged[0].exc_info[1])
     assert bot.ask("ping") == "pong"
+
+
+def test_a_quick_command_runs_on_its_actor_and_others_on_a_worker(bot: TestBot) -> None:
+    assert bot.ask("where").startswith("dispatcher-")
+    assert bot.ask("slow-where").startswith("command-worker-")
+
+
+def test_a_failing_quick_command_names_an_error_id_and_its_actor_lives(
+    bot: TestBot, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR):
+        reply = bot.ask("quick-boom")
+    match = re.search(r"`quick-boom` failed \(error id ([0-9a-f]{8})\)", reply)
+    assert match, reply
+    logged = [r for r in caplog.records if match.group(1) in r.getMessage()]
+    assert logged
+    assert logged[0].exc_info is not None
+    assert "the quick command exploded" in str(logged[0].exc_info[1])
+    assert bot.ask("quick-boom").startswith("Sorry, `quick-boom` failed")
+    assert bot.ask("where").startswith("dispatcher-")
 
 
 def test_admin_only_command_is_refused_clearly_and_logged(

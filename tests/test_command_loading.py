@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from actors.event import Event
 from commands.base import Command, CommandError, Registry, command
 from commands.loader import load_commands
 from harken import TestBot
@@ -54,6 +55,20 @@ def test_a_parameter_that_cannot_be_injected_is_refused() -> None:
         @command(r"^x$")
         def x(nothing: str) -> str:
             return nothing
+
+
+def test_a_quick_command_may_not_take_what_reaches_memory(testbot: TestBot) -> None:
+    for param in ("ctx", "memory"):
+        with pytest.raises(CommandError, match=f"declared quick, so it cannot take {param}"):
+            Command("q", "^q$", eval(f"lambda {param}: 'q'"), "q", "quick", quick=True)
+
+    @command(r"^shout (?P<text>.+)$", usage="shout <text>", quick=True)
+    def shout(text: str, event: Event) -> str:
+        """Say it louder."""
+        return f"{text.upper()}, {event.user}!"
+
+    testbot.add(shout)
+    assert testbot.ask("shout hi", user="ann") == "HI, ann!"
 
 
 def test_commands_load_from_a_directory_and_a_broken_file_is_reported(tmp_path: Path) -> None:

@@ -10,12 +10,16 @@ from commands.base import command
 from commands.context import Context
 
 
-@command(r"^ping$", usage="ping", description="Check that Harken is alive: it answers pong.")
+@command(
+    r"^ping$", usage="ping", description="Check that Harken is alive: it answers pong.", quick=True
+)
 def ping() -> str:
     return "pong"
 
 
-@command(r"^echo(?:\s+(?P<text>.*))?$", usage="echo <text>", description="Say <text> back.")
+@command(
+    r"^echo(?:\s+(?P<text>.*))?$", usage="echo <text>", description="Say <text> back.", quick=True
+)
 def echo(text: str | None) -> str:
     return text if text else "echo what?"
 

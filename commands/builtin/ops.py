@@ -90,6 +90,7 @@ def hello(ctx: Context) -> str:
     name="three-laws",
     usage="the three laws",
     description="The three laws of robotics, as the Micro Bot knew them.",
+    quick=True,
 )
 def three_laws() -> str:
     return (
