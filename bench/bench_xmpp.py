@@ -7,7 +7,8 @@ comes from this process, through the same server, alternately to each bot:
 
 * closed loop: 20 client connections, each keeping exactly one `echo` in flight and
   sending the next when its reply arrives, 5,000 messages a run;
-* sequential: 1,000 strictly sequential round trips from one client.
+* sequential: 1,000 strictly sequential round trips from one client (the two bots
+  take turns every 100 round trips, so both see the machine alike).
 
 Every reply is checked (exact text, from the right bot); a reply that never comes within
 10 s counts as lost, one that takes over 1 s as late. Reported: messages/s, p50 and p99
@@ -41,6 +42,7 @@ CLIENTS = 20
 LOST_AFTER = 10.0
 LATE_AFTER = 1.0
 WARM_UP = 300
+SEQUENTIAL_BLOCK = 100
 PASSWORD = "bench-pw"
 REPO = Path(__file__).resolve().parents[1]
 
@@ -167,7 +169,6 @@ def _start_bots(server: PrivateProsody, work: Path) -> dict[str, BotProcess]:
         "HARKEN_XMPP_HOST": "127.0.0.1",
         "HARKEN_XMPP_PORT": str(server.port),
         "HARKEN_XMPP_ALLOW_PLAINTEXT": "true",
-        "PYTHONPATH": "/tmp/exp",
     }
     harken = BotProcess(
         "Harken",
@@ -272,20 +273,40 @@ class Load:
                 latencies.append(took)
         return latencies, lost
 
-    def run(self, mode: str, bot: str, total: int, offset: int) -> Result:
+    def run(self, mode: str, bot: str, total: int, offset: int) -> Sample:
         job = self._closed_loop if mode == "closed" else self._sequential
         start = time.perf_counter()
         latencies, lost = self.loop.run_until_complete(job(bot, total, offset))
-        elapsed = time.perf_counter() - start
-        latencies.sort()
+        return Sample(latencies, lost, time.perf_counter() - start)
+
+
+@dataclass
+class Sample:
+    """What one stretch of load measured for one bot: sums up into a `Result`."""
+
+    latencies: list[float]
+    lost: int = 0
+    elapsed: float = 0.0
+    cpu: float = 0.0
+
+    def add(self, other: Sample) -> None:
+        self.latencies += other.latencies
+        self.lost += other.lost
+        self.elapsed += other.elapsed
+        self.cpu += other.cpu
+
+    def result(self) -> Result:
+        latencies = sorted(self.latencies)
+        total = len(latencies) + self.lost
         if not latencies:
-            return Result(0.0, 0.0, 0.0, lost, 0)
+            return Result(0.0, 0.0, 0.0, self.lost, 0)
         return Result(
-            rate=len(latencies) / elapsed,
+            rate=len(latencies) / self.elapsed,
             p50_ms=latencies[len(latencies) // 2] * 1000,
             p99_ms=latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
-            lost=lost,
+            lost=self.lost,
             late=sum(1 for t in latencies if t > LATE_AFTER),
+            cpu_us=self.cpu / total * 1e6,
         )
 
 
@@ -346,15 +367,23 @@ def _measure(
     for jid in jids.values():
         load.run("closed", jid, WARM_UP, offset)
         offset += WARM_UP
-    # Alternate the bots run by run, so drift on a shared machine hits both alike.
+    # Alternate the bots run by run, so drift on a shared machine hits both alike. The
+    # sequential runs are short and one slow second would decide them, so there the bots
+    # take turns every SEQUENTIAL_BLOCK round trips and each run sums its bot's turns.
     for _ in range(args.runs):
         for mode, total in (("closed", args.messages), ("sequential", args.sequential)):
-            for name, jid in jids.items():
-                before = cpu_seconds(pids[name])
-                result = load.run(mode, jid, total, offset)
-                result.cpu_us = (cpu_seconds(pids[name]) - before) / total * 1e6
-                results.setdefault((name, mode), []).append(result)
-                offset += total
+            block = total if mode == "closed" else SEQUENTIAL_BLOCK
+            samples = {name: Sample([]) for name in jids}
+            for start in range(0, total, block):
+                size = min(block, total - start)
+                for name, jid in jids.items():
+                    before = cpu_seconds(pids[name])
+                    sample = load.run(mode, jid, size, offset)
+                    sample.cpu = cpu_seconds(pids[name]) - before
+                    samples[name].add(sample)
+                    offset += size
+            for name, sample in samples.items():
+                results.setdefault((name, mode), []).append(sample.result())
     return results
 
 
