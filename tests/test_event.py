@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import os
 
 import pytest
 
@@ -55,3 +56,23 @@ def test_reply_goes_back_to_the_sender_in_the_same_place() -> None:
 def test_malformed_event_json_is_a_value_error(bad: str) -> None:
     with pytest.raises(ValueError, match="not an event"):
         Event.from_json(bad)
+
+
+def test_event_ids_are_unique_in_a_process_and_in_a_forked_child() -> None:
+    ids = {Event(EventType.TEXT, "ann", "harken", "hi", "shell").id for _ in range(10_000)}
+    assert len(ids) == 10_000
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report one id of its own and leave at once
+        os.write(write, Event(EventType.TEXT, "ann", "harken", "hi", "shell").id.encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child_id = pipe.read()
+    os.waitpid(pid, 0)
+    parent_next = Event(EventType.TEXT, "ann", "harken", "hi", "shell").id
+    assert child_id
+    assert child_id not in ids
+    assert child_id != parent_next
+    # The child drew a prefix of its own rather than counting on from the parent's.
+    assert child_id[:16] != parent_next[:16]

@@ -26,9 +26,7 @@ not refused here: the router answers them with the limit, like on every input.
 
 from __future__ import annotations
 
-import itertools
 import logging
-import os
 import re
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -82,10 +80,6 @@ class XmppInput(InputActor):
         # "harken: ping", "harken, ping", "@harken ping" (clients complete mentions so).
         self._addressed = re.compile(rf"\s*(?:@{nick}(?![\w-])[:,]?|{nick}\s*[:,])\s*", re.I)
         self._warned_senders: set[str] = set()
-        # Event ids: a random prefix per start and a counter, unique like the default
-        # ids, without a system call per message on the loop thread.
-        self._id_prefix = os.urandom(4).hex()
-        self._ids = itertools.count(1)
         self.client = XmppClient(self.options, self._on_message, self.report_connected)
         # Replies skip this actor's thread: building stanzas from them is thread-safe.
         self.actor_inbox.direct = self._deliver
@@ -241,5 +235,4 @@ class XmppInput(InputActor):
             input=self.name,
             channel=channel,
             display_name=display_name,
-            id=f"{self._id_prefix}{next(self._ids):x}",
         )
