@@ -121,6 +121,10 @@ def serve(messages: int, runs: int, warmup: int) -> int:  # noqa: PLR0915
         run(warmup)
         for _ in range(runs):
             print(json.dumps(run(messages)), flush=True)
+        # Stay up until the bot has stopped (the parent closes our stdin then): a fake
+        # that went away first would have the bot log a disconnect and reconnect.
+        print("DONE", flush=True)
+        sys.stdin.read()
     finally:
         fake.stop()
     return 0
@@ -243,10 +247,12 @@ def bench(bot: str, messages: int, runs: int, warmup: int) -> list[dict[str, Any
             *(sys.executable, "-m", "bench.bench_slack", "--serve"),
             *(f"--messages={messages}", f"--runs={runs}", f"--warmup={warmup}"),
         ],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
     assert child.stdout is not None
+    assert child.stdin is not None
     results: list[dict[str, Any]] = []
     running: _Bot | None = None
     try:
@@ -255,10 +261,13 @@ def bench(bot: str, messages: int, runs: int, warmup: int) -> list[dict[str, Any
             raise RuntimeError(f"fake Slack did not start: {first!r}")
         running = BOTS[bot][1](f"http://127.0.0.1:{first[1]}/api/", BOT_TOKEN, APP_TOKEN)
         for line in child.stdout:
+            if line.strip() == "DONE":
+                break
             results.append(json.loads(line))
     finally:
         if running is not None:
             running.stop()
+        child.stdin.close()
         if child.wait(30) != 0:
             raise RuntimeError(f"fake Slack exited with {child.returncode}")
     return results
