@@ -18,15 +18,19 @@ another thread for it: a person's message passes router, conversation and comman
 on one thread instead of three, which is most of what a reply costs on a quiet bot.
 
 pykka leaves room for this: `_create_actor_inbox`, `_create_future` and
-`_start_actor_loop` are its documented points for new kinds of actor.
+`_start_actor_loop` are its documented points for new kinds of actor. A pooled actor
+also sets itself up without pykka's `Actor.__init__` and has a ref of its own kind, both
+to cost the garbage collector fewer objects (see `PooledActor`).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import sys
 import threading
+import uuid
 from collections import deque
 from typing import Any
 
@@ -46,9 +50,14 @@ class _Start:
 class Dispatcher:
     """A few threads that run the messages of many pooled actors."""
 
-    def __init__(self, threads: int = 4, *, name: str = "dispatcher", batch: int = 32) -> None:
+    def __init__(
+        self, threads: int = 4, *, name: str = "dispatcher", batch: int = 32, locks: int = 32
+    ) -> None:
         self._runnable: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._batch = batch
+        # The inboxes' locks, each shared by many actors (see `_Inbox`).
+        self._locks = tuple(threading.Lock() for _ in range(locks))
+        self._next_lock = itertools.count()
         self._here = threading.local()
         self._threads = [
             threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
@@ -56,6 +65,10 @@ class Dispatcher:
         ]
         for thread in self._threads:
             thread.start()
+
+    def lock_for_inbox(self) -> threading.Lock:
+        """One of the shared inbox locks, each in turn."""
+        return self._locks[next(self._next_lock) % len(self._locks)]
 
     def schedule(self, actor: PooledActor) -> None:
         # Told from a handler whose actor has no more mail: this thread is about to be
@@ -89,20 +102,32 @@ class Dispatcher:
             thread.join(timeout)
 
 
-class _Inbox:
-    """A pooled actor's mailbox: putting mail in schedules the actor if it is not yet."""
+class _Inbox(deque[Envelope[Any]]):
+    """A pooled actor's mailbox, and whether the actor has stopped.
 
-    __slots__ = ("_actor", "_items", "_lock", "_scheduled")
+    Putting mail in schedules the actor if it is not yet. The inbox is the queue
+    itself and holds the actor's stopped flag, so that an actor costs the garbage
+    collector as few objects as it can (see `PooledActor`). Its lock is one of the
+    dispatcher's few, each shared by many actors: it guards a few bytecodes that run no
+    Python code and allocate nothing the collector tracks, so sharing one costs next to
+    no waiting, and no code that holds one takes another.
+    """
 
-    def __init__(self, actor: PooledActor) -> None:
+    __slots__ = ("_actor", "_lock", "_scheduled", "_stopped_event", "stopped")
+
+    def __init__(self, actor: PooledActor, lock: threading.Lock) -> None:
+        super().__init__()
         self._actor = actor
-        self._items: deque[Envelope[Any]] = deque()
-        self._lock = threading.Lock()
+        self._lock = lock
         self._scheduled = False
+        self.stopped = False
+        """Set once, when the actor stops; read by `ActorRef.is_alive`."""
+        self._stopped_event: threading.Event | None = None
+        """Made for the first caller who waits for the stop (see `_Stopped.wait`)."""
 
     def put(self, envelope: Envelope[Any], /) -> None:
         with self._lock:
-            self._items.append(envelope)
+            self.append(envelope)
             if self._scheduled:
                 return
             self._scheduled = True
@@ -111,16 +136,88 @@ class _Inbox:
     def take(self) -> Envelope[Any] | None:
         """The next envelope, or None after marking the actor as not scheduled."""
         with self._lock:
-            if self._items:
-                return self._items.popleft()
+            if self:
+                return self.popleft()
             self._scheduled = False
             return None
 
     def get(self) -> Envelope[Any]:
-        return self._items.popleft()
+        return self.popleft()
 
     def empty(self) -> bool:
-        return not self._items
+        return not self
+
+
+_WAIT_GUARD = threading.Lock()
+"""Makes the one event of an actor that someone waits for (any actor: it is rare)."""
+
+
+class _Stopped:
+    """A pooled actor's `actor_stopped`: what pykka uses of its `threading.Event`
+    (`is_set`, `set`, `wait`), kept in the actor's inbox.
+
+    Made afresh on each access and gone after it, so it costs the collector nothing.
+    Only `wait` needs a real event; it is made for the first waiter, and `set` sets it
+    if it exists. Whichever of the two comes second sees the other's write (the flag
+    is written before the event is looked for, the event stored before the flag is
+    read again), so a waiter is never left waiting for a stop that has happened.
+    """
+
+    __slots__ = ("_inbox",)
+
+    def __init__(self, inbox: _Inbox) -> None:
+        self._inbox = inbox
+
+    def is_set(self) -> bool:
+        return self._inbox.stopped
+
+    def set(self) -> None:
+        inbox = self._inbox
+        inbox.stopped = True
+        event = inbox._stopped_event
+        if event is not None:
+            event.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        inbox = self._inbox
+        if inbox.stopped:
+            return True
+        with _WAIT_GUARD:
+            event = inbox._stopped_event
+            if event is None:
+                event = inbox._stopped_event = threading.Event()
+        if inbox.stopped:
+            return True
+        return event.wait(timeout)
+
+
+class _PooledRef(pykka.ActorRef[Any]):
+    """pykka's `ActorRef`, minus the two objects a pooled actor's ref does not need.
+
+    pykka's ref keeps a weakref to the actor, so that a ref alone does not keep a
+    stopped actor in memory, and shares the actor's `threading.Event`. A pooled
+    actor's inbox holds the actor, so the ref (which holds the inbox) keeps it in
+    memory anyway: the weakref is replaced by a method that returns the actor, and
+    `actor_stopped` reads the flag in the inbox.
+    """
+
+    actor_inbox: _Inbox
+
+    def __init__(self, actor: PooledActor) -> None:  # pykka's would make the weakref
+        self.actor_class = type(actor)
+        self.actor_urn = actor.actor_urn
+        self.actor_inbox = actor.actor_inbox
+
+    @property
+    def actor_stopped(self) -> _Stopped:  # type: ignore[override]
+        return _Stopped(self.actor_inbox)
+
+    def is_alive(self) -> bool:
+        return not self.actor_inbox.stopped
+
+    def _actor_weakref(self) -> PooledActor:  # type: ignore[override]
+        """The actor; pykka's proxy calls this to read the actor's attributes."""
+        return self.actor_inbox._actor
 
 
 class PooledActor(pykka.Actor):
@@ -128,11 +225,30 @@ class PooledActor(pykka.Actor):
 
     Start one with `spawn(dispatcher, ...)`. Pooled actors are not entered in pykka's
     `ActorRegistry`: there can be very many, and whoever spawns them keeps their refs.
+
+    Each costs the garbage collector three objects (the actor, its ref, its inbox)
+    besides what it keeps itself. Full collections walk every one of them while every
+    message in flight waits, and there is an actor per conversation: pykka's own parts
+    (a `threading.Event`, which is six objects, and a weakref) and an inbox with a
+    lock and a queue of its own made it twelve. So `__init__` does pykka's work (an
+    URN, an inbox, a ref) without the event and the weakref; `actor_stopped` is a view
+    of the inbox's flag with the methods pykka and Harken call (`is_set`, `set`,
+    `wait`).
     """
 
+    actor_inbox: _Inbox
+
     def __init__(self, dispatcher: Dispatcher) -> None:
+        # Not pykka.Actor.__init__, which would make the event and the weakref; a test
+        # checks that a pooled actor has every attribute that one sets.
         self._dispatcher = dispatcher
-        super().__init__()
+        self.actor_urn = uuid.uuid4().urn
+        self.actor_inbox = self._create_actor_inbox()
+        self._actor_ref = _PooledRef(self)
+
+    @property
+    def actor_stopped(self) -> _Stopped:  # type: ignore[override]
+        return _Stopped(self.actor_inbox)
 
     @classmethod
     def spawn(cls, dispatcher: Dispatcher, *args: Any, **kwargs: Any) -> pykka.ActorRef[Any]:
@@ -140,8 +256,8 @@ class PooledActor(pykka.Actor):
         actor._start_actor_loop()
         return actor.actor_ref
 
-    def _create_actor_inbox(self) -> Any:  # type: ignore[override]
-        return _Inbox(self)
+    def _create_actor_inbox(self) -> _Inbox:  # type: ignore[override]
+        return _Inbox(self, self._dispatcher.lock_for_inbox())
 
     @staticmethod
     def _create_future() -> pykka.Future[Any]:
@@ -151,12 +267,12 @@ class PooledActor(pykka.Actor):
         self.actor_inbox.put(Envelope(_Start()))
 
     def _run_batch(self, limit: int) -> None:
-        inbox: _Inbox = self.actor_inbox  # type: ignore[assignment]
+        inbox = self.actor_inbox
         for _ in range(limit):
             envelope = inbox.take()
             if envelope is None:
                 return
-            if self.actor_stopped.is_set():
+            if inbox.stopped:
                 self._refuse(envelope)
             else:
                 self._handle(envelope)

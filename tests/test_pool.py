@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -174,3 +175,129 @@ def test_an_actor_told_from_a_busy_actor_does_not_wait_for_its_mail(
         assert reached.wait(5)
     finally:
         gate.set()
+
+
+class Idle(PooledActor):
+    def on_receive(self, message: Any) -> Any:
+        return None
+
+
+def test_a_pooled_actor_has_every_attribute_pykka_gives_an_actor(
+    dispatcher: Dispatcher,
+) -> None:
+    # PooledActor.__init__ does pykka.Actor.__init__'s work itself; a pykka that sets
+    # something more must not go unnoticed.
+    class Plain(pykka.ThreadingActor):
+        pass
+
+    ref = Idle.spawn(dispatcher)
+    actor = ref._actor_weakref()
+    assert actor is not None
+    missing = [name for name in vars(Plain()) if not hasattr(actor, name)]
+    assert missing == []
+    assert ref.actor_urn == actor.actor_urn
+    assert ref.actor_class is Idle
+    assert str(ref) == f"Idle ({actor.actor_urn})"
+
+
+def test_actor_stopped_behaves_as_the_event_pykka_gives_an_actor(dispatcher: Dispatcher) -> None:
+    ref = Idle.spawn(dispatcher)
+    assert ref.is_alive()
+    assert not ref.actor_stopped.is_set()
+    assert ref.actor_stopped.wait(0.01) is False
+    ref.actor_stopped.set()
+    assert ref.actor_stopped.is_set()
+    assert not ref.is_alive()
+    assert ref.actor_stopped.wait(0) is True
+    with pytest.raises(pykka.ActorDeadError):
+        ref.tell("anything")
+    with pytest.raises(pykka.ActorDeadError):
+        ref.ask("anything", timeout=5)
+
+
+def test_everyone_waiting_for_a_stop_is_woken_by_it(dispatcher: Dispatcher) -> None:
+    refs = [Idle.spawn(dispatcher) for _ in range(20)]
+    results: list[bool] = []
+    lock = threading.Lock()
+
+    def wait_for(ref: pykka.ActorRef[Any]) -> None:
+        stopped = ref.actor_stopped.wait(5)
+        with lock:
+            results.append(stopped)
+
+    waiters = [threading.Thread(target=wait_for, args=(ref,)) for ref in refs for _ in range(3)]
+    for waiter in waiters:
+        waiter.start()
+    for ref in refs:
+        ref.stop(block=False)
+    for waiter in waiters:
+        waiter.join(10)
+    assert results == [True] * len(waiters)
+    # And a stop that came first: the waiter does not wait.
+    assert refs[0].actor_stopped.wait(0) is True
+
+
+class Ordered(PooledActor):
+    """Checks that each sender's messages arrive complete, in order, one at a time."""
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        super().__init__(dispatcher)
+        self.last: dict[int, int] = {}
+        self.received = 0
+        self.disorder = 0
+        self.inside = 0
+        self.overlaps = 0
+
+    def on_receive(self, message: Any) -> Any:
+        self.inside += 1
+        if self.inside > 1:
+            self.overlaps += 1
+        try:
+            if message == "get":
+                return (self.received, self.disorder, self.overlaps)
+            sender, number = message
+            if self.last.get(sender, -1) != number - 1:
+                self.disorder += 1
+            self.last[sender] = number
+            self.received += 1
+            return None
+        finally:
+            self.inside -= 1
+
+
+def test_actors_sharing_one_inbox_lock_lose_and_reorder_nothing() -> None:
+    # Every inbox on the same lock: the most sharing there can be.
+    pool = Dispatcher(3, name="one-lock", batch=4, locks=1)
+    try:
+        refs = [Ordered.spawn(pool) for _ in range(20)]
+
+        def send(ref: pykka.ActorRef[Any], sender: int) -> None:
+            for number in range(500):
+                ref.tell((sender, number))
+
+        threads = [
+            threading.Thread(target=send, args=(ref, sender)) for ref in refs for sender in range(3)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert [ref.ask("get", timeout=5) for ref in refs] == [(1500, 0, 0)] * 20
+    finally:
+        pool.shutdown()
+
+
+def test_a_pooled_actor_costs_the_garbage_collector_three_objects(
+    dispatcher: Dispatcher,
+) -> None:
+    # The actor, its ref and its inbox. Full collections walk every one of them while
+    # every message in flight waits; with tens of thousands of conversations, each
+    # object more per actor is tens of thousands more for every full collection.
+    gc.collect()
+    before = len(gc.get_objects())
+    refs = [Idle.spawn(dispatcher) for _ in range(200)]
+    for ref in refs:
+        ref.ask("started?", timeout=5)
+    gc.collect()
+    grown = len(gc.get_objects()) - before - 1  # the list
+    assert grown <= 3 * len(refs) + 20
