@@ -20,7 +20,7 @@ from __future__ import annotations
 import difflib
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import pykka
 
@@ -40,15 +40,13 @@ _LOADING = "<loading the open dialog>"
 """`running` while the dialog state is read from memory: messages wait until it is in."""
 
 
-class ConversationKey(NamedTuple):
-    input: str
-    channel: str
-    user: str
-    thread: str
+ConversationKey = tuple[str, str, str, str]
+"""(input, channel, user, thread). A plain tuple of strings, not a NamedTuple: the
+garbage collector stops tracking those, and the router keeps one per conversation."""
 
-    @classmethod
-    def of(cls, event: Event) -> ConversationKey:
-        return cls(event.input, event.channel, event.user, event.thread)
+
+def conversation_key(event: Event) -> ConversationKey:
+    return (event.input, event.channel, event.user, event.thread)
 
 
 def unknown_command_reply(text: str, registry: Registry) -> str:
@@ -74,7 +72,10 @@ class ConversationActor(PooledActor):
         self.key = key
         self.services = services
         self.router = router
-        self.pending: deque[Event] = deque()
+        self.pending: deque[Event] | None = None
+        """Messages waiting for the running one; None when there are none, which is
+        most of the time, so that an idle conversation keeps no queue for the garbage
+        collector to walk."""
         self.running: str | None = _LOADING
         """Id of the event whose command or dialog step is running, if any."""
         self.talk = conversation_id(key)
@@ -91,8 +92,10 @@ class ConversationActor(PooledActor):
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Inbound):
-            self.pending.append(message.event)
-            self._dispatch()
+            if self.running is None and self.pending is None:
+                self._take(message.event)
+            else:
+                self._hold(message.event)
         elif isinstance(message, InvocationDone) and message.event_id == self.running:
             self.running = None
             self._dispatch()
@@ -101,7 +104,7 @@ class ConversationActor(PooledActor):
             self.dialog = message.state
             if message.again:
                 # The dialog had expired: this message is not an answer but a new one.
-                self.pending.appendleft(self._event_for_again(message.event_id))
+                self._hold(self._event_for_again(message.event_id), first=True)
             self.dialog_event = None
             self._dispatch()
         elif isinstance(message, DialogLoaded) and self.running == _LOADING:
@@ -128,47 +131,60 @@ class ConversationActor(PooledActor):
             router=self.router,
         )
 
+    def _hold(self, event: Event, *, first: bool = False) -> None:
+        """Keep `event` until the running message is done (first in line if `first`)."""
+        pending = self.pending
+        if pending is None:
+            pending = self.pending = deque()
+        if first:
+            pending.appendleft(event)
+        else:
+            pending.append(event)
+
     def _dispatch(self) -> None:
+        """Take the waiting messages, in order, until one has to be waited for."""
+        pending = self.pending
+        if pending is None:
+            return
+        while self.running is None and pending:
+            self._take(pending.popleft())
+        if not pending:
+            self.pending = None
+
+    def _take(self, event: Event) -> None:
+        """Answer `event` or hand it on; `running` is its id if the answer comes later."""
         services = self.services
-        while self.running is None and self.pending:
-            event = self.pending.popleft()
-            if self.dialog is not None:
-                services.workers.submit(self._dialog_job(event).answer, self.dialog)
-                continue
-            text = event.data.strip()
-            found = services.registry.find(text)
-            if found is not None and dialog_of(found[0]) is not None:
-                services.workers.submit(self._dialog_job(event).start, found[0])
-                continue
-            if found is None and is_stop_word(text):
-                services.answer(
-                    event, [event.reply("There is nothing to cancel: no dialog is open.")]
-                )
-                continue
-            if found is None:
-                services.answer(
-                    event, [event.reply(unknown_command_reply(text, services.registry))]
-                )
-                continue
-            command, match = found
-            try:
-                services.commands[command.name].tell(
-                    Invoke(event, match.groupdict(), self.actor_ref)
-                )
-            except pykka.ActorDeadError:
-                logger.error("command %s is down; told %s so", command.name, event.user)
-                text = f"Sorry, `{command.name}` is not available right now. Please try again soon."
-                services.answer(event, [event.reply(text, type=EventType.ERROR)])
-                continue
-            self.running = event.id
+        if self.dialog is not None:
+            services.workers.submit(self._dialog_job(event).answer, self.dialog)
+            return
+        text = event.data.strip()
+        found = services.registry.find(text)
+        if found is not None and dialog_of(found[0]) is not None:
+            services.workers.submit(self._dialog_job(event).start, found[0])
+            return
+        if found is None and is_stop_word(text):
+            services.answer(event, [event.reply("There is nothing to cancel: no dialog is open.")])
+            return
+        if found is None:
+            services.answer(event, [event.reply(unknown_command_reply(text, services.registry))])
+            return
+        command, match = found
+        try:
+            services.commands[command.name].tell(Invoke(event, match.groupdict(), self.actor_ref))
+        except pykka.ActorDeadError:
+            logger.error("command %s is down; told %s so", command.name, event.user)
+            text = f"Sorry, `{command.name}` is not available right now. Please try again soon."
+            services.answer(event, [event.reply(text, type=EventType.ERROR)])
+            return
+        self.running = event.id
 
     def on_stop(self) -> None:
         self.services.dialogs.release(self.talk, self.generation)
         # Retired while messages still waited (a command ran longer than the idle time):
         # hand them back to the router, which gives them to this conversation's successor.
-        for event in self.pending:
+        for event in self.pending or ():
             try:
                 self.router.tell(Inbound(event))
             except pykka.ActorDeadError:
-                logger.warning("dropped a message from %s: the bot is stopping", self.key.user)
-        self.pending.clear()
+                logger.warning("dropped a message from %s: the bot is stopping", event.user)
+        self.pending = None

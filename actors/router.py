@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pykka
 
-from actors.conversation import ConversationActor, ConversationKey
+from actors.conversation import ConversationActor, ConversationKey, conversation_key
 from actors.event import Event, EventType
 from actors.messages import ConversationIdle, Inbound, RouterStats
 from actors.pool import Dispatcher
@@ -67,7 +67,7 @@ class Router(SupervisedPooledActor):
         cleaned = clean_text(event.data)
         if cleaned != event.data:
             event = event.with_data(cleaned)
-        key = ConversationKey.of(event)
+        key = conversation_key(event)
         self.last_seen[key] = time.monotonic()
         ref = self.conversations.get(key)
         if ref is not None:

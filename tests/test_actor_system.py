@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
+import queue
 import re
 import threading
 from collections.abc import Iterator
@@ -13,6 +15,7 @@ from typing import Any
 import pykka
 import pytest
 
+from actors.inputs.testing import Done, Reply
 from actors.messages import Inbound, MemoryGet
 from actors.supervision import SupervisedActor, Supervisor
 from commands.base import command
@@ -162,6 +165,38 @@ def test_idle_conversations_stop_and_come_back_on_demand(tmp_path: Path) -> None
         wait_until(lambda: system.router_stats()["active_conversations"] == 0)
         assert system.router_stats()["retired"] == 1
         assert bot.ask("recall x", user="ann") == "x is 1"
+
+
+def test_an_idle_conversation_costs_the_garbage_collector_three_objects(
+    tmp_path: Path,
+) -> None:
+    # Its actor, ref and inbox: no key, queue or event of its own. Full collections
+    # walk every conversation's objects while every message in flight waits. (The
+    # bot's other threads make a few hundred objects meanwhile, hence many people and
+    # half an object each to spare: one object more per conversation is caught.)
+    answered: queue.SimpleQueue[str] = queue.SimpleQueue()
+
+    def sink(item: Reply | Done) -> None:
+        if isinstance(item, Done):
+            answered.put(item.event_id)
+
+    def talk(users: list[str]) -> None:
+        for user in users:
+            bot.send("hello there", user=user)
+        for _ in users:
+            answered.get(timeout=10)
+
+    with TestBot(tmp_path / "memory", sink=sink) as bot:
+        talk([f"early {n}" for n in range(50)])  # the worker threads start meanwhile
+        people = [f"person {n}" for n in range(1000)]
+        gc.collect()
+        before = len(gc.get_objects())
+        talk(people)
+        gc.collect()
+        grown = len(gc.get_objects()) - before
+        assert bot.system is not None
+        assert bot.system.router_stats()["active_conversations"] == 1050
+    assert grown < 3.5 * len(people)
 
 
 class Fragile(SupervisedActor):

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from actors.conversation import ConversationKey
 from actors.dialog_runner import CANCEL_HINT, CONVERSATION_NS, conversation_id, state_address
 from actors.messages import MemoryGet
 from config.settings import BotSettings, Settings
@@ -56,7 +55,7 @@ class Clock:
 def stored_state(bot: TestBot, user: str = "alice", channel: str = "", thread: str = "") -> Any:
     assert bot.system is not None
     assert bot.system.services is not None
-    talk = conversation_id(ConversationKey(INPUT_NAME, channel, user, thread))
+    talk = conversation_id((INPUT_NAME, channel, user, thread))
     address = state_address(talk)
     return bot.system.services.memory.ask(MemoryGet(CONVERSATION_NS, *address), timeout=5)
 
