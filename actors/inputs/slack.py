@@ -11,9 +11,11 @@ on that loop: the websocket, acks, `users.info`, `chat.postMessage`. Replies rea
 actor from command workers; the actor hands them to the loop with
 `call_soon_threadsafe`, which also wakes the loop at once (a reply must never wait for
 the next incoming frame to be noticed). The Web API client keeps one `aiohttp`
-session, so one pool of kept-alive connections, for the input's whole life; replies
-(`chat.postMessage`) are posted through that session directly, the same request
-without the SDK's per-call work, because every reply passes through this one thread.
+session, so one pool of kept-alive connections, for the input's whole life. Replies
+(`chat.postMessage`) are the same request as the SDK's, but posted without its
+per-call work and over the input's own keep-alive HTTP client (`slack_http.py`), which
+costs half the CPU of aiohttp's, because every reply passes through this one thread
+(with a proxy configured, they take the aiohttp session).
 
 Incoming, per envelope: parse it, drop it if its event was seen already (Slack
 re-delivers an envelope it thinks was lost, with the same event id), filter out what is
@@ -59,6 +61,7 @@ from slack_sdk.web.internal_utils import get_user_agent
 from actors.errors import StartupError
 from actors.event import Event, EventType
 from actors.inputs.base import InputActor, RepliesInbox
+from actors.inputs.slack_http import HttpClient, HttpError, Target
 from actors.inputs.slack_text import from_slack, split_reply, strip_mention, to_slack
 from actors.messages import Answered
 from actors.text import clean_text
@@ -312,6 +315,8 @@ class SlackInput(InputActor):
         self._web: AsyncWebClient | None = None
         self._post_url = yarl.URL(self.options.api_url)
         self._post_headers: dict[str, str] = {}
+        self._http: HttpClient | None = None
+        self._post_target: Target | None = None
         self._socket: _SocketClient | None = None
         self._connecting: asyncio.Task[None] | None = None
         self._ready: asyncio.Event | None = None
@@ -413,6 +418,11 @@ class SlackInput(InputActor):
             "Authorization": f"Bearer {self._bot_token}",
             **self._web.headers,
         }
+        if not (self._web.proxy and self._web.proxy.strip()):
+            # Replies go over Harken's own keep-alive client (see `_post_message`), with
+            # the session's timeout and the SSL context slack-sdk would use.
+            self._http = HttpClient(timeout=WEB_TIMEOUT, ssl=self._web.ssl)
+            self._post_target = self._http.target(str(self._post_url), self._post_headers)
         task = asyncio.current_task()
         self._connecting = task
         await self._identify()
@@ -483,6 +493,8 @@ class SlackInput(InputActor):
             await self._socket.close()  # type: ignore[no-untyped-call]
         if self._session is not None:
             await self._session.close()
+        if self._http is not None:
+            await self._http.close()
 
     # --- loop thread: incoming ------------------------------------------------------------
 
@@ -722,7 +734,7 @@ class SlackInput(InputActor):
         while True:
             try:
                 status, answer, retry_after = await self._post_message(channel, thread, text)
-            except (aiohttp.ClientError, TimeoutError) as exc:
+            except (aiohttp.ClientError, HttpError, TimeoutError) as exc:
                 if failed < ERROR_RETRIES:
                     failed += 1
                     logger.warning("posting to %s failed (%s); retrying", channel, _why(exc))
@@ -760,27 +772,42 @@ class SlackInput(InputActor):
         """One `chat.postMessage`: (HTTP status, Slack's answer, `Retry-After`).
 
         Not through `AsyncWebClient.chat_postMessage`: the request is the same (URL,
-        headers, JSON body; tests/test_slack_input.py compares them byte for byte), but
-        the SDK's per-call work around it (argument filtering, a deprecation check that
-        reads `os.environ`, `urljoin`, its retry-handler and response objects) cost
-        about as much CPU as aiohttp's request itself, on the one thread every reply
-        goes through. Other Web API calls are rare and stay with the SDK.
+        headers, JSON body; tests/test_slack_input.py compares them with the SDK's),
+        but the SDK's per-call work around it (argument filtering, a deprecation check
+        that reads `os.environ`, `urljoin`, its retry-handler and response objects) cost
+        about as much CPU as the HTTP request itself, on the one thread every reply goes
+        through. Other Web API calls are rare and stay with the SDK.
+
+        Nor through aiohttp, unless a proxy is configured: its `ClientSession.post`
+        (request and response objects, multidict headers, timers, the cookie jar) costs
+        105-145 µs of CPU for this small request with 50 in flight, the input's own
+        keep-alive client (`actors/inputs/slack_http.py`) 55-70. That client speaks to
+        no proxy, so with one (`HTTPS_PROXY`, or the Web API client's `proxy`) replies
+        take the aiohttp session, as the SDK's own calls do. Either way a failure to get
+        an answer is an exception `_post` retries: `HttpError`, or aiohttp's
+        `ClientError`/timeout.
         """
-        assert self._session is not None
         assert self._web is not None
         body: dict[str, str] = {"channel": channel, "text": text}
         if thread:
             body["thread_ts"] = thread
-        async with self._session.post(
-            self._post_url,
-            data=json.dumps(body).encode(),
-            headers=self._post_headers,
-            proxy=self._web.proxy,
-            ssl=self._web.ssl if self._web.ssl is not None else True,
-        ) as response:
-            raw = await response.read()
-            status = response.status
-            retry_after = response.headers.get("Retry-After")
+        data = json.dumps(body).encode()
+        if self._post_target is not None:
+            assert self._http is not None
+            status, headers, raw = await self._http.post(self._post_target, data)
+            retry_after = headers.get("retry-after")
+        else:
+            assert self._session is not None
+            async with self._session.post(
+                self._post_url,
+                data=data,
+                headers=self._post_headers,
+                proxy=self._web.proxy,
+                ssl=self._web.ssl if self._web.ssl is not None else True,
+            ) as response:
+                raw = await response.read()
+                status = response.status
+                retry_after = response.headers.get("Retry-After")
         try:
             answer = json.loads(raw)
         except ValueError:
