@@ -406,6 +406,22 @@ def test_an_idle_connection_the_server_closed_is_dropped_from_the_pool() -> None
     run(scenario)
 
 
+def test_a_connection_idle_longer_than_idle_timeout_is_closed_not_used() -> None:
+    # Closing first beats finding the server closed it just as a request went out.
+    async def scenario() -> None:
+        async with Server() as server:
+            client = HttpClient(timeout=WAIT, idle_timeout=0)  # every idle one is too old
+            target = client.target(server.url, HEADERS)
+            for i in range(3):
+                assert (await client.post(target, body(i))).status == 200
+            assert [s.conn for s in server.seen] == [0, 1, 2]
+            await server.wait_for(lambda: {0, 1} <= server.ended, "old connections closed")
+            assert client.open_connections == 1
+            await client.close()
+
+    run(scenario)
+
+
 # --- timeouts, refusals, garbage ----------------------------------------------------------
 
 
