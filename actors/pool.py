@@ -111,13 +111,21 @@ class _Inbox(deque[Envelope[Any]]):
     dispatcher's few, each shared by many actors: it guards a few bytecodes that run no
     Python code and allocate nothing the collector tracks, so sharing one costs next to
     no waiting, and no code that holds one takes another.
+
+    Once the stopped actor has refused the last of its mail, the inbox lets go of it:
+    actor and inbox no longer hold each other, so a retired conversation is freed as
+    soon as its last message is done with, not at the next full collection (its ref,
+    which callers may keep, holds only the inbox). Mail that comes later is refused on
+    the sender's thread, as the actor would have.
     """
 
-    __slots__ = ("_actor", "_lock", "_scheduled", "_stopped_event", "stopped")
+    __slots__ = ("_actor", "_gone", "_lock", "_scheduled", "_stopped_event", "stopped")
 
     def __init__(self, actor: PooledActor, lock: threading.Lock) -> None:
         super().__init__()
-        self._actor = actor
+        self._actor: PooledActor | None = actor
+        self._gone = ""
+        """The actor's name once the inbox has let go of it, for refusals."""
         self._lock = lock
         self._scheduled = False
         self.stopped = False
@@ -127,18 +135,28 @@ class _Inbox(deque[Envelope[Any]]):
 
     def put(self, envelope: Envelope[Any], /) -> None:
         with self._lock:
-            self.append(envelope)
-            if self._scheduled:
-                return
-            self._scheduled = True
-        self._actor._dispatcher.schedule(self._actor)
+            actor = self._actor
+            if actor is not None:
+                self.append(envelope)
+                if self._scheduled:
+                    return
+                self._scheduled = True
+        if actor is None:
+            _refuse(envelope, self._gone)
+        else:
+            actor._dispatcher.schedule(actor)
 
     def take(self) -> Envelope[Any] | None:
-        """The next envelope, or None after marking the actor as not scheduled."""
+        """The next envelope, or None after marking the actor as not scheduled (and
+        letting go of it if it has stopped)."""
         with self._lock:
             if self:
                 return self.popleft()
             self._scheduled = False
+            actor = self._actor
+            if self.stopped and actor is not None:
+                self._gone = f"{type(actor).__name__} ({actor.actor_urn})"
+                self._actor = None
             return None
 
     def get(self) -> Envelope[Any]:
@@ -215,8 +233,8 @@ class _PooledRef(pykka.ActorRef[Any]):
     def is_alive(self) -> bool:
         return not self.actor_inbox.stopped
 
-    def _actor_weakref(self) -> PooledActor:  # type: ignore[override]
-        """The actor; pykka's proxy calls this to read the actor's attributes."""
+    def _actor_weakref(self) -> PooledActor | None:  # type: ignore[override]
+        """The actor (None once stopped and done with); pykka's proxy calls this."""
         return self.actor_inbox._actor
 
 
@@ -273,7 +291,7 @@ class PooledActor(pykka.Actor):
             if envelope is None:
                 return
             if inbox.stopped:
-                self._refuse(envelope)
+                _refuse(envelope, str(self.actor_ref))
             else:
                 self._handle(envelope)
         # Still mail after a full batch: go to the back of the line, let others run.
@@ -300,12 +318,13 @@ class PooledActor(pykka.Actor):
                 except Exception:
                     self._handle_failure(*sys.exc_info())
 
-    def _refuse(self, envelope: Envelope[Any]) -> None:
-        """What pykka does with mail left in a stopped actor's inbox."""
-        if envelope.reply_to is None:
-            return
-        if isinstance(envelope.message, pykka_messages._ActorStop):
-            envelope.reply_to.set(None)
-        else:
-            error = pykka.ActorDeadError(f"{self.actor_ref} stopped before handling the message")
-            envelope.reply_to.set_exception(exc_info=(type(error), error, None))
+
+def _refuse(envelope: Envelope[Any], actor: str) -> None:
+    """What pykka does with mail left in a stopped actor's inbox."""
+    if envelope.reply_to is None:
+        return
+    if isinstance(envelope.message, pykka_messages._ActorStop):
+        envelope.reply_to.set(None)
+    else:
+        error = pykka.ActorDeadError(f"{actor} stopped before handling the message")
+        envelope.reply_to.set_exception(exc_info=(type(error), error, None))

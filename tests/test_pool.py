@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import gc
 import threading
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
 import pykka
 import pytest
+from pykka._envelope import Envelope
 
 from actors.pool import Dispatcher, PooledActor
 
@@ -301,3 +303,30 @@ def test_a_pooled_actor_costs_the_garbage_collector_three_objects(
     gc.collect()
     grown = len(gc.get_objects()) - before - 1  # the list
     assert grown <= 3 * len(refs) + 20
+
+
+def test_a_stopped_actor_is_freed_without_waiting_for_a_full_collection(
+    dispatcher: Dispatcher,
+) -> None:
+    # A retired conversation must not wait, with all it holds, for the next full
+    # collection (which walks it once more while every message in flight waits).
+    ref = Idle.spawn(dispatcher)
+    actor = ref._actor_weakref()
+    assert actor is not None
+    gone = threading.Event()
+    finalizer = weakref.finalize(actor, gone.set)
+    del actor
+    gc.disable()  # so that only reference counting can free it
+    try:
+        assert ref.stop(timeout=5) is True
+        assert gone.wait(5)
+    finally:
+        gc.enable()
+        finalizer.detach()
+    assert ref._actor_weakref() is None
+    # Mail put in after it is gone (a tell that passed `is_alive` just before the
+    # stop) is refused as the actor would have refused it.
+    future: pykka.Future[Any] = pykka.ThreadingFuture()
+    ref.actor_inbox.put(Envelope("late", reply_to=future))
+    with pytest.raises(pykka.ActorDeadError, match=r"Idle \(urn:uuid:.*\) stopped before"):
+        future.get(timeout=5)
