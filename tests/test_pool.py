@@ -297,12 +297,12 @@ def test_a_pooled_actor_costs_the_garbage_collector_three_objects(
     # object more per actor is tens of thousands more for every full collection.
     gc.collect()
     before = len(gc.get_objects())
-    refs = [Idle.spawn(dispatcher) for _ in range(200)]
+    refs = [Idle.spawn(dispatcher) for _ in range(1000)]
     for ref in refs:
         ref.ask("started?", timeout=5)
     gc.collect()
-    grown = len(gc.get_objects()) - before - 1  # the list
-    assert grown <= 3 * len(refs) + 20
+    grown = len(gc.get_objects()) - before
+    assert grown < 3.5 * len(refs)  # room for what other threads make meanwhile
 
 
 def test_a_stopped_actor_is_freed_without_waiting_for_a_full_collection(
