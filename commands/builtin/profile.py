@@ -6,7 +6,6 @@ Both go to the person's `profile` memory (`display_name`, `timezone`), which `wh
 
 from __future__ import annotations
 
-import functools
 import threading
 import zoneinfo
 
@@ -23,19 +22,24 @@ def one_line(text: str) -> str:
 
 
 _ZONE_NAMES_LOCK = threading.Lock()
-
-
-@functools.cache
-def _read_zone_names() -> dict[str, str]:
-    return {name.lower(): name for name in zoneinfo.available_timezones()}
+_zone_table: dict[str, str] | None = None
 
 
 def _zone_names() -> dict[str, str]:
-    # Read the time zone database once (about 25 ms): people type `europe/paris` as
-    # often as not. The lock makes many workers answering at once wait for one read
-    # instead of each doing it, which `functools.cache` alone does not prevent.
-    with _ZONE_NAMES_LOCK:
-        return _read_zone_names()
+    """Lower-case name -> canonical name of every IANA time zone.
+
+    Read once (about 25 ms), under a lock so that many workers answering at once wait
+    for one read rather than each doing it; after that, no lock: every `profile`
+    answer passes here, and a lock every worker takes is a lock they queue on.
+    """
+    global _zone_table  # noqa: PLW0603
+    table = _zone_table
+    if table is None:
+        with _ZONE_NAMES_LOCK:
+            if _zone_table is None:
+                _zone_table = {name.lower(): name for name in zoneinfo.available_timezones()}
+            table = _zone_table
+    return table
 
 
 def time_zone(text: str) -> str:
