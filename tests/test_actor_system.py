@@ -18,6 +18,7 @@ import pytest
 from actors.inputs.testing import Done, Reply
 from actors.messages import Inbound, MemoryGet
 from actors.supervision import SupervisedActor, Supervisor
+from actors.system import FULL_COLLECTION_AFTER, freeze_startup_objects
 from commands.base import command
 from config.settings import Settings
 from harken import TestBot
@@ -263,3 +264,16 @@ def test_a_crashed_memory_actor_is_restarted_on_the_same_store_and_loses_nothing
     wait_until(lambda: memory.ref is not old and memory.is_alive())
     assert bot.ask("recall pager") == "pager is 555-0100"
     assert bot.ask("remember shift is nights") == "OK, I'll remember that shift is nights."
+
+
+def test_freezing_start_up_objects_also_makes_full_collections_rarer() -> None:
+    thresholds = gc.get_threshold()
+    try:
+        freeze_startup_objects()
+        assert gc.get_freeze_count() > 0
+        young, middle, full = gc.get_threshold()
+        assert (young, middle) == thresholds[:2]
+        assert full == FULL_COLLECTION_AFTER > thresholds[2]
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
