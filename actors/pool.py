@@ -28,6 +28,7 @@ from __future__ import annotations
 import itertools
 import logging
 import queue
+import random
 import sys
 import threading
 import uuid
@@ -260,7 +261,9 @@ class PooledActor(pykka.Actor):
         # Not pykka.Actor.__init__, which would make the event and the weakref; a test
         # checks that a pooled actor has every attribute that one sets.
         self._dispatcher = dispatcher
-        self.actor_urn = uuid.uuid4().urn
+        # pykka's URN, from the process's pseudo-random generator: uuid4 reads the
+        # system's random source, a system call for every conversation started.
+        self.actor_urn = uuid.UUID(int=random.getrandbits(128), version=4).urn
         self.actor_inbox = self._create_actor_inbox()
         self._actor_ref = _PooledRef(self)
 
