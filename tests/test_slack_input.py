@@ -312,8 +312,8 @@ def test_a_server_error_on_post_message_is_retried(bot: Harness) -> None:
 
 
 def test_replies_are_posted_exactly_as_slack_sdk_posts_them(bot: Harness) -> None:
-    # The input posts replies through aiohttp itself, not AsyncWebClient (see
-    # `SlackInput._post_message`): Slack must not be able to tell the difference.
+    # The input posts replies over its own keep-alive HTTP client, not AsyncWebClient
+    # (see `SlackInput._post_message`): Slack must not be able to tell the difference.
     slack = bot.slack
     slack.record_requests = True
     thread = "1700000000.000500"
