@@ -27,6 +27,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from actors.dialog_runner import CANCEL_HINT
 from actors.inputs.testing import Done, Reply
@@ -98,6 +99,47 @@ def drive(
             send_next()
 
 
+class SlowSyncs:
+    """Counts the disk syncs slower than `limit` seconds while it is installed.
+
+    Every step's reply waits for the journal's sync, so one sync the disk stalls (this
+    machine's virtual disk does that now and then, 50-500 ms) delays every reply in
+    flight; the report names them so that a p99 outlier can be told apart from the bot.
+    """
+
+    def __init__(self, limit: float = 0.02) -> None:
+        self.limit = limit
+        self.slow: list[float] = []
+        self._saved = (os.fsync, os.fdatasync)
+
+    def _timed(self, sync: Any) -> Any:
+        def timed(fd: int) -> None:
+            began = time.perf_counter()
+            try:
+                sync(fd)
+            finally:
+                took = time.perf_counter() - began
+                if took > self.limit:
+                    self.slow.append(took)
+
+        return timed
+
+    def __enter__(self) -> SlowSyncs:
+        os.fsync, os.fdatasync = (self._timed(sync) for sync in self._saved)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.fsync, os.fdatasync = self._saved
+
+    def report(self) -> str:
+        if not self.slow:
+            return f"no disk sync took over {self.limit * 1000:.0f} ms"
+        return (
+            f"{len(self.slow)} disk sync(s) took over {self.limit * 1000:.0f} ms "
+            f"(the longest {max(self.slow) * 1000:.0f} ms)"
+        )
+
+
 def quantile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1000
@@ -115,15 +157,18 @@ def concurrent_dialogs(users: int, window: int) -> None:
             all_latencies: list[float] = []
             open_now = 0
             start = time.perf_counter()
-            for phase, label in enumerate(["start (`profile`)", "answer: name", "answer: zone"]):
-                latencies: list[float] = []
-                began = time.perf_counter()
-                drive(bot, stream, [plan[phase] for plan in plans], window, latencies)
-                took = time.perf_counter() - began
-                if phase == 0 and bot.system is not None:
-                    open_now = bot.system.router_stats()["active_conversations"]
-                rows.append((label, len(latencies) / took, latencies))
-                all_latencies += latencies
+            with SlowSyncs() as syncs:
+                for phase, label in enumerate(
+                    ["start (`profile`)", "answer: name", "answer: zone"]
+                ):
+                    latencies: list[float] = []
+                    began = time.perf_counter()
+                    drive(bot, stream, [plan[phase] for plan in plans], window, latencies)
+                    took = time.perf_counter() - began
+                    if phase == 0 and bot.system is not None:
+                        open_now = bot.system.router_stats()["active_conversations"]
+                    rows.append((label, len(latencies) / took, latencies))
+                    all_latencies += latencies
             elapsed = time.perf_counter() - start
             rss_after = rss_mb()
     print(f"### {users:,} concurrent dialogs ({window} messages in flight)")
@@ -143,7 +188,8 @@ def concurrent_dialogs(users: int, window: int) -> None:
     print(
         f"Dialogs open at once after the first step: {open_now:,} conversations. "
         f"RSS {rss_before:.0f} MB at start, {rss_after:.0f} MB at the end; "
-        f"peak RSS so far {peak_rss_mb():.0f} MB."
+        f"peak RSS so far {peak_rss_mb():.0f} MB. While replies were in flight, "
+        f"{syncs.report()}."
     )
     print()
 
