@@ -1,4 +1,5 @@
-"""Real HTTP services on 127.0.0.1 for the ops tests: healthy, slow, failing, gated, flapping.
+"""Real HTTP services on 127.0.0.1 for the ops tests: healthy, slow, failing, gated, flapping,
+sluggish.
 
 One `ThreadingHTTPServer` serves every behaviour by path, so a test can register one
 service per behaviour against the same port. Nothing is mocked: Harken's checks and
@@ -27,6 +28,8 @@ class ServiceState:
         self.gated_waiting = threading.Event()
         self.release = threading.Event()
         """Set when the test ends, so handlers held by `/slow` return."""
+        self.sluggish_delay = 0.0
+        """How long `/sluggish` takes to answer, in seconds (the test sets it)."""
 
     def set_flappy(self, up: bool) -> None:
         with self.changed:
@@ -58,6 +61,13 @@ class _Handler(BaseHTTPRequestHandler):
             # Answers long after any check's timeout (until the test ends).
             state.release.wait(30)
             self._send(200, {"status": "late"})
+        elif self.path == "/sluggish":
+            # A service that answers, but as slowly as the test says.
+            with state.changed:
+                delay = state.sluggish_delay
+            if delay > 0:
+                state.release.wait(delay)
+            self._send(200, {"status": "ok"})
         elif self.path == "/fail":
             self._send(500, {"error": "boom"})
         elif self.path == "/gated":

@@ -21,7 +21,7 @@ from ops_services import ServiceState, dead_port, running_services
 from commands.ops.checks import DOWN, SLOW, UP, check, check_all
 from commands.ops.registry import Service
 from config.loader import ConfigError, load_settings
-from config.settings import InputSettings, Settings
+from config.settings import InputSettings, ServiceSettings, Settings
 from harken.testbot import INPUT_NAME, TestBot
 
 PY = sys.executable
@@ -402,6 +402,38 @@ def test_a_watch_reports_down_once_then_recovery_with_the_outage_duration(
     assert bot.ask("unwatch flappy") == "Stopped watching flappy."
     assert bot.ask("watches").startswith("You watch no services.")
     assert bot.ask("unwatch flappy") == "You do not watch flappy. `watches` lists yours."
+
+
+def test_a_watch_says_when_a_service_turns_slow_and_when_it_is_fast_again(
+    tmp_path: Path, settings: Settings, services: tuple[str, ServiceState]
+) -> None:
+    base, state = services
+    sluggish = ServiceSettings(name="sluggish", url=base, health="/sluggish")
+    # Wide margins: slow above 0.2 s, the service takes 0.6 s, checks give up at 5 s.
+    settings = dataclasses.replace(
+        settings,
+        ops=dataclasses.replace(settings.ops, slow_seconds=0.2, check_timeout_seconds=5.0),
+        services={**settings.services, "sluggish": sluggish},
+    )
+    bot = TestBot(tmp_path / "memory", settings=settings)
+    try:
+        started = bot.ask("watch sluggish every 1 second", channel="C-ops")
+        assert "now sluggish: up" in started
+        with state.changed:
+            state.sluggish_delay = 0.6
+        slow = bot.wait_for("SLOW: sluggish")
+        assert re.fullmatch(r"SLOW: sluggish .+ \(more than 0\.2 s\)\.", slow.data), slow.data
+        assert slow.channel == "C-ops"
+        with state.changed:
+            state.sluggish_delay = 0.0
+        fast = bot.wait_for("sluggish is fast again")
+        assert re.fullmatch(
+            r"sluggish is fast again \(\d+ ms\) after [\d.]+ s slow\.", fast.data
+        ), fast.data
+        with pytest.raises(TimeoutError):
+            bot.wait_for("SLOW", timeout=0)  # one message per change, not per check
+    finally:
+        bot.stop()
 
 
 def test_a_watch_needs_a_known_checkable_service_and_one_per_service(bot: TestBot) -> None:
