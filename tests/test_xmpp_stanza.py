@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -9,7 +10,9 @@ from slixmpp import ClientXMPP
 from slixmpp.jid import JID
 from slixmpp.xmlstream import tostring
 
-from actors.inputs.xmpp_client import Outgoing
+from actors.inputs.xmpp_client import Outgoing, XmppClient
+from actors.inputs.xmpp_options import XmppOptions
+from config.settings import InputSettings, Secret
 
 BODIES = [
     "pong",
@@ -54,3 +57,26 @@ def test_markup_in_a_reply_stays_text() -> None:
     assert len(message) == 1
     assert message[0].text == "<b>bold</b> & co"
     assert b"<b>" not in stanza
+
+
+def test_replies_for_a_connection_already_gone_wait_for_the_next_session() -> None:
+    # slixmpp drops its transport before it reports the disconnection: a reply handed
+    # over in between must wait in the outbox, not vanish with an error on the loop.
+    settings = InputSettings(
+        name="xmpp",
+        options={"jid": "harken@localhost", "host": "127.0.0.1", "allow_plaintext": True},
+        secrets={"password": Secret("unused")},
+    )
+    client = XmppClient(XmppOptions.from_settings(settings), on_message=lambda _: None)
+    loop = asyncio.new_event_loop()
+    try:
+        client._xmpp = client._make_client(loop)  # made, never connected: no transport
+        client._online = True  # what the client believes until slixmpp says otherwise
+        batch = (
+            Outgoing("alice@localhost", "chat", "one"),
+            Outgoing("bob@localhost", "chat", "two"),
+        )
+        client._deliver_now(batch)
+        assert list(client._outbox) == list(batch)
+    finally:
+        loop.close()

@@ -42,6 +42,7 @@ from slixmpp import ClientXMPP
 from slixmpp.exceptions import IqTimeout, PresenceError
 from slixmpp.jid import JID
 from slixmpp.stanza import Message
+from slixmpp.xmlstream.xmlstream import NotConnectedError
 
 from actors.inputs.xmpp_options import XmppOptions
 
@@ -529,8 +530,14 @@ class XmppClient:
         # sending task (a task wake-up per message) and run outgoing filters that only
         # touch presence (entity caps, the roster's last status). The session is up, so
         # nothing it queued for "after login" can be overtaken.
-        for item in batch:
-            xmpp.send_raw(item.stanza(f"{self._id_prefix}{next(self._stanza_ids):x}"))
+        for sent, item in enumerate(batch):
+            try:
+                xmpp.send_raw(item.stanza(f"{self._id_prefix}{next(self._stanza_ids):x}"))
+            except NotConnectedError:
+                # The connection is gone and slixmpp has not told us yet: keep the rest
+                # for the next session, as if we had been offline all along.
+                self._queue(batch[sent:])
+                return
 
     def _queue(self, batch: tuple[Outgoing, ...]) -> None:
         if self._auth_given_up:
