@@ -176,6 +176,7 @@ class CommandActor(SupervisedPooledActor):
 
 def finish_call(services: Services, event: Event, replies: list[Event], message: Invoke) -> None:
     services.answer(event, replies)
-    # The conversation may have retired while the command ran; its successor needs nothing.
+    # The conversation may have stopped while the command ran (its router restarted);
+    # its successor needs nothing.
     with contextlib.suppress(pykka.ActorDeadError):
         message.conversation.tell(InvocationDone(event.id))

@@ -17,6 +17,7 @@ one at any time and start a fresh one for the next message.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
 from collections import deque
@@ -26,7 +27,15 @@ import pykka
 
 from actors.dialog_runner import DialogTurn, conversation_id, load_state
 from actors.event import Event, EventType
-from actors.messages import DialogLoaded, DialogTurnDone, Inbound, InvocationDone, Invoke
+from actors.messages import (
+    DialogLoaded,
+    DialogTurnDone,
+    IdleNow,
+    Inbound,
+    InvocationDone,
+    Invoke,
+    RetireIfIdle,
+)
 from actors.pool import Dispatcher, PooledActor
 from commands.dialogs import DialogState, dialog_of, is_stop_word
 
@@ -107,6 +116,11 @@ class ConversationActor(PooledActor):
                 self._hold(self._event_for_again(message.event_id), first=True)
             self.dialog_event = None
             self._dispatch()
+        elif isinstance(message, RetireIfIdle):
+            if self.running is None and self.pending is None:
+                # A router that restarted meanwhile stops this actor itself.
+                with contextlib.suppress(pykka.ActorDeadError):
+                    self.router.tell(IdleNow(self.key, message.seen))
         elif isinstance(message, DialogLoaded) and self.running == _LOADING:
             self.running = None
             self.dialog = message.state
@@ -180,8 +194,9 @@ class ConversationActor(PooledActor):
 
     def on_stop(self) -> None:
         self.services.dialogs.release(self.talk, self.generation)
-        # Retired while messages still waited (a command ran longer than the idle time):
-        # hand them back to the router, which gives them to this conversation's successor.
+        # Stopped while messages still waited (the router restarted, or the bot is
+        # stopping; idle retirement waits for an idle conversation): hand them back to
+        # the router, which gives them to this conversation's successor.
         for event in self.pending or ():
             try:
                 self.router.tell(Inbound(event))

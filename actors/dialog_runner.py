@@ -14,9 +14,10 @@ that id (`state_address`); nothing is stored while no dialog is open. Shards rat
 one owner per conversation because the store rewrites one file per owner written since
 its last checkpoint: 5,000 open dialogs then cost 16 small files, not 5,000.
 
-Succession. The router may retire a conversation while a job of its is still running
-(a finish function slower than `bot.conversation_idle_seconds`) and start a successor
-for the next message. Two rules keep them from working on the same state at once:
+Succession. Idle retirement waits until a conversation says it is idle, but a
+conversation can still be stopped while a job of its runs (its router crashed and was
+restarted, which stops every conversation), and a successor starts for the next
+message. Two rules keep them from working on the same state at once:
 
 * every job for a conversation holds that conversation's lock (`DialogRuntime.exclusive`)
   from before it reads or runs anything until it has told memory its writes, and the

@@ -61,6 +61,22 @@ class ConversationIdle(NamedTuple):
     now: float
 
 
+class RetireIfIdle(NamedTuple):
+    """Router -> conversation: answer `IdleNow` if nothing is running or waiting.
+
+    `seen` is when the router last gave this conversation a message; it comes back in
+    `IdleNow`, so the router can tell whether it gave it another one meanwhile."""
+
+    seen: float
+
+
+class IdleNow(NamedTuple):
+    """Conversation -> router: nothing runs or waits here (an answer to `RetireIfIdle`)."""
+
+    key: tuple[str, str, str, str]
+    seen: float
+
+
 class RouterStats(NamedTuple):
     """Ask the router for its figures: active and retired conversations."""
 

@@ -2,13 +2,17 @@
 
 It owns the map from conversation key to conversation actor, so it alone starts and
 retires conversations and no message can slip between a retiring actor and its
-successor. It also makes text safe before anything matches on it: control characters
-and bidirectional overrides are removed, and over-long messages are refused with a
-reply that says the limit.
+successor. A conversation quiet for `bot.conversation_idle_seconds` is asked whether it
+is idle (`RetireIfIdle`); only one that says so (`IdleNow`) and was given no message
+since is stopped, so a person's messages never wait in a retiring actor while a new
+one answers the ones after them. It also makes text safe before anything matches on
+it: control characters and bidirectional overrides are removed, and over-long messages
+are refused with a reply that says the limit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from types import TracebackType
@@ -18,7 +22,7 @@ import pykka
 
 from actors.conversation import ConversationActor, ConversationKey, conversation_key
 from actors.event import Event, EventType
-from actors.messages import ConversationIdle, Inbound, RouterStats
+from actors.messages import ConversationIdle, IdleNow, Inbound, RetireIfIdle, RouterStats
 from actors.pool import Dispatcher
 from actors.supervision import SupervisedPooledActor
 from actors.text import clean_text
@@ -41,7 +45,9 @@ class Router(SupervisedPooledActor):
         if isinstance(message, Inbound):
             self._route(message.event)
         elif isinstance(message, ConversationIdle):
-            self._retire_idle(message.now)
+            self._ask_idle(message.now)
+        elif isinstance(message, IdleNow):
+            self._retire(message.key, message.seen)
         elif isinstance(message, RouterStats):
             return {"active_conversations": len(self.conversations), "retired": self.retired}
         return None
@@ -80,17 +86,32 @@ class Router(SupervisedPooledActor):
         self.conversations[key] = ref
         ref.tell(Inbound(event))
 
-    def _retire_idle(self, now: float) -> None:
+    def _ask_idle(self, now: float) -> None:
+        """Ask the conversations quiet for the idle time whether they are idle.
+
+        Quiet is not idle: a command may still run for the last message (a runbook
+        longer than the idle time), with more messages waiting behind it. Such a
+        conversation does not answer and stays; it is asked again at the next tick.
+        """
         idle_after = self.services.settings.bot.conversation_idle_seconds
-        idle = [key for key, seen in self.last_seen.items() if now - seen >= idle_after]
-        for key in idle:
-            del self.last_seen[key]
-            ref = self.conversations.pop(key, None)
-            if ref is not None:
-                ref.stop(block=False)
-                self.retired += 1
-        if idle:
-            logger.debug("retired %d idle conversations", len(idle))
+        for key, seen in self.last_seen.items():
+            if now - seen >= idle_after:
+                ref = self.conversations.get(key)
+                if ref is not None:
+                    # A dead one is replaced when its person next says something.
+                    with contextlib.suppress(pykka.ActorDeadError):
+                        ref.tell(RetireIfIdle(seen))
+
+    def _retire(self, key: ConversationKey, seen: float) -> None:
+        """Stop a conversation that said it is idle, unless it was given a message since."""
+        if self.last_seen.get(key) != seen:
+            return  # a message went to it after the question: it is busy again
+        del self.last_seen[key]
+        ref = self.conversations.pop(key, None)
+        if ref is not None:
+            ref.stop(block=False)
+            self.retired += 1
+            logger.debug("retired an idle conversation")
 
     def _stop_conversations(self) -> None:
         for ref in self.conversations.values():

@@ -159,6 +159,40 @@ def test_idle_conversations_stop_and_come_back_on_demand(tmp_path: Path) -> None
         assert bot.ask("recall x", user="ann") == "x is 1"
 
 
+def test_a_conversation_busy_past_the_idle_time_is_not_retired_under_its_messages(
+    tmp_path: Path,
+) -> None:
+    # Ann's `slow` runs longer than the idle time with another message of hers waiting
+    # behind it: her conversation must stay, so that the second answer comes after the
+    # first, not from a successor while `slow` still runs.
+    done: queue.SimpleQueue[str] = queue.SimpleQueue()
+
+    def sink(item: Reply | Done) -> None:
+        if isinstance(item, Done):
+            done.put(item.event_id)
+
+    base = Settings()
+    settings = dataclasses.replace(
+        base, bot=dataclasses.replace(base.bot, conversation_idle_seconds=0.1)
+    )
+    release.clear()
+    with TestBot(tmp_path / "memory", settings=settings, commands=[slow], sink=sink) as bot:
+        assert bot.system is not None
+        system = bot.system
+        first = bot.send("slow", user="ann")
+        second = bot.send("echo after", user="ann")
+        # Bob's conversation went quiet after Ann's: once it is retired, Ann's has been
+        # quiet for longer than the idle time too.
+        bob = bot.send("ping", user="bob")
+        assert done.get(timeout=10) == bob.id
+        wait_until(lambda: system.router_stats()["retired"] >= 1)
+        assert system.router_stats()["active_conversations"] == 1  # Ann's, still busy
+        release.set()
+        assert [done.get(timeout=10), done.get(timeout=10)] == [first.id, second.id]
+        # Once idle, hers is retired as well.
+        wait_until(lambda: system.router_stats()["active_conversations"] == 0)
+
+
 def test_an_idle_conversation_costs_the_garbage_collector_three_objects(
     tmp_path: Path,
 ) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from actors.dialog_runner import CANCEL_HINT, CONVERSATION_NS, conversation_id, state_address
-from actors.messages import MemoryGet
+from actors.messages import Inbound, MemoryGet
 from config.settings import BotSettings, Settings
 from harken import Answers, Ask, Choice, Confirm, Context, Invalid, TestBot, dialog
 from harken.testbot import INPUT_NAME, wait_until
@@ -207,7 +207,7 @@ def test_an_evicted_conversation_continues_seamlessly(tmp_path: Path) -> None:
         bot.stop()
 
 
-def test_a_step_still_running_when_its_conversation_retires_hands_over_cleanly(
+def test_a_step_still_running_keeps_its_conversation_and_hands_over_after_a_crash(
     tmp_path: Path,
 ) -> None:
     entered, release = threading.Event(), threading.Event()
@@ -225,15 +225,26 @@ def test_a_step_still_running_when_its_conversation_retires_hands_over_cleanly(
     try:
         system = bot.system
         assert system is not None
+        assert system.router is not None
         bot.ask("slow")
         first = bot.send("one")
         assert entered.wait(5)
+        # Idle retirement leaves a conversation alone while its step runs: another
+        # person's conversation, quiet for less time, is retired first.
+        bot.ask("ping", user="bob")
         wait_until(lambda: system.router_stats()["retired"] >= 1)
+        assert system.router_stats()["active_conversations"] == 1
+        # A router that crashes stops every conversation, busy or not: the running step
+        # and the successor that takes the next message must not race.
+        router = system.router
+        old = router.ref
+        assert old is not None
+        old.tell(Inbound(None))  # type: ignore[arg-type]  # a malformed message kills it
+        wait_until(lambda: router.ref is not old and router.is_alive())
         second = bot.send("two")  # reaches a new conversation actor
         release.set()
         assert [e.data for e in bot.replies(first)] == ["B?"]
         assert [e.data for e in bot.replies(second)] == ["a=one b=two"]
-        assert system.services is not None
         wait_until(
             lambda: system.services is not None and system.services.dialogs.held_locks() == 0
         )
