@@ -95,6 +95,7 @@ class FakeSlack:
         self.sent: dict[str, float] = {}
         self.connections = 0
         self.rate_limited = 0
+        self._cut_next = 0
         self.calls: Counter[str] = Counter()
         self.frames_in: list[Any] = []
         self._limit_next = 0
@@ -180,7 +181,27 @@ class FakeSlack:
         }.get(method)
         if handler is None:
             return web.json_response({"ok": False, "error": "unknown_method"}, status=404)
-        return handler(token, args)
+        response = handler(token, args)
+        with self._changed:
+            cut = method == "chat.postMessage" and self._cut_next > 0 and response.status == 200
+            if cut:
+                self._cut_next -= 1
+        if cut:
+            return await self._cut_answer(request, response)
+        return response
+
+    async def _cut_answer(self, request: web.Request, response: web.Response) -> web.Response:
+        """Send the status line, the headers and part of the body, then drop the TCP
+        connection: the request was carried out, its answer never arrives whole."""
+        body = response.body if isinstance(response.body, bytes) else b""
+        partial = web.StreamResponse(status=response.status)
+        partial.content_type = "application/json"
+        partial.content_length = len(body)
+        await partial.prepare(request)
+        await partial.write(body[: len(body) // 2])
+        assert request.transport is not None
+        request.transport.abort()
+        return partial
 
     def _auth_test(self, token: str, args: dict[str, Any]) -> web.Response:
         if token != BOT_TOKEN:
@@ -455,6 +476,12 @@ class FakeSlack:
                 transport.abort()
 
         asyncio.run_coroutine_threadsafe(cut(), self._loop).result(timeout)
+
+    def cut_next_answer(self) -> None:
+        """Carry out the next successful `chat.postMessage`, then cut its answer off
+        halfway through the body (as a connection that drops at the wrong moment)."""
+        with self._changed:
+            self._cut_next += 1
 
     def rate_limit_next(self, count: int, retry_after: int = 1) -> None:
         """Answer the next `count` `chat.postMessage` calls with 429 and `Retry-After`."""

@@ -357,6 +357,7 @@ def test_a_new_connection_closed_before_answering_is_an_error_not_a_retry() -> N
             with pytest.raises(HttpError) as exc:
                 await client.post(client.target(server.url, HEADERS), body(1))
             expect_error(exc, f"127.0.0.1:{server.port}", "closed the connection before answering")
+            assert not exc.value.answered  # the caller may send it again
             assert len(server.seen) == 1
             assert client.open_connections == 0
             await client.close()
@@ -512,6 +513,7 @@ def test_a_response_shorter_than_its_content_length_is_an_error() -> None:
             with pytest.raises(HttpError) as exc:
                 await client.post(client.target(server.url, HEADERS), body(1))
             expect_error(exc, f"127.0.0.1:{server.port}", "closed the connection mid-response")
+            assert exc.value.answered  # the server had it: sending it again does it twice
             await client.close()
 
     run(scenario)
@@ -656,5 +658,31 @@ def test_https_goes_through_the_given_ssl_context(certificate: tuple[Path, Path]
                 await default.post(default.target(server.url, HEADERS), body(1))
             expect_error(exc, f"cannot connect to 127.0.0.1:{server.port}", "CERTIFICATE_VERIFY")
             await default.close()
+
+    run(scenario)
+
+
+def test_over_https_an_answer_ended_only_by_the_close_is_not_taken_as_whole(
+    certificate: tuple[Path, Path],
+) -> None:
+    # Over TLS asyncio reports a cut connection as a clean close, so a body framed only
+    # by the close might be a cut one: an error, marked as answered.
+    cert, key = certificate
+    serving = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    serving.load_cert_chain(cert, key)
+    trusting = ssl.create_default_context(cafile=str(cert))
+
+    async def until_close(peer: Peer, seen: Seen) -> None:
+        await peer.send(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n" + OK)
+        peer.close()
+
+    async def scenario() -> None:
+        async with Server(until_close, ssl_context=serving) as server:
+            client = HttpClient(timeout=WAIT, ssl=trusting)
+            with pytest.raises(HttpError) as exc:
+                await client.post(client.target(server.url, HEADERS), body(1))
+            expect_error(exc, f"127.0.0.1:{server.port}", "of unknown length by closing")
+            assert exc.value.answered
+            await client.close()
 
     run(scenario)

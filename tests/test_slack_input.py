@@ -289,6 +289,19 @@ def test_a_429_on_post_message_is_retried_after_retry_after(bot: Harness) -> Non
     assert bot.slack.calls["chat.postMessage"] == 2
 
 
+def test_a_reply_whose_answer_breaks_off_is_not_posted_twice(
+    bot: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Slack posted it and began to answer, then the connection dropped: sending the
+    # request again would post the reply a second time.
+    bot.slack.cut_next_answer()
+    assert bot.ask("echo once").text == "once"  # posted, though its answer was cut
+    assert bot.ask("echo next").text == "next"  # replies to a channel go in order
+    assert [p.text for p in bot.slack.posts_to(ALICE_DM)] == ["once", "next"]
+    assert bot.slack.calls["chat.postMessage"] == 2
+    assert "most likely posted, so it is not sent again" in caplog.text
+
+
 def test_a_reply_slack_refuses_is_logged_and_dropped_and_the_next_goes_out(
     bot: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -735,6 +735,17 @@ class SlackInput(InputActor):
             try:
                 status, answer, retry_after = await self._post_message(channel, thread, text)
             except (aiohttp.ClientError, HttpError, TimeoutError) as exc:
+                if isinstance(exc, HttpError) and exc.answered:
+                    # Slack had the request and began to answer: sending it again would
+                    # most likely post the reply twice.
+                    logger.warning(
+                        "the answer to a reply to %s in %s broke off (%s); it was most "
+                        "likely posted, so it is not sent again",
+                        event_id,
+                        channel,
+                        _why(exc),
+                    )
+                    return
                 if failed < ERROR_RETRIES:
                     failed += 1
                     logger.warning("posting to %s failed (%s); retrying", channel, _why(exc))
@@ -805,9 +816,14 @@ class SlackInput(InputActor):
                 proxy=self._web.proxy,
                 ssl=self._web.ssl if self._web.ssl is not None else True,
             ) as response:
-                raw = await response.read()
                 status = response.status
                 retry_after = response.headers.get("Retry-After")
+                try:
+                    raw = await response.read()
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    broke = HttpError(f"the answer broke off after HTTP {status} ({exc})")
+                    broke.answered = True
+                    raise broke from None
         try:
             answer = json.loads(raw)
         except ValueError:

@@ -16,9 +16,10 @@ What it does:
   open to one place, and callers beyond that wait for one in the order they came;
 * https through the `ssl.SSLContext` it is given (else a default, verifying one), http
   in the clear;
-* responses framed by `Content-Length`, by `Transfer-Encoding: chunked`, or by the
-  server closing the connection; `Connection: close` (and HTTP/1.0) honoured; bodies in
-  `gzip` or `deflate` decoded (the request says it accepts them, as aiohttp's does);
+* responses framed by `Content-Length`, by `Transfer-Encoding: chunked`, or (over
+  http only: over TLS asyncio cannot tell a close from a cut) by the server closing;
+  `Connection: close` (and HTTP/1.0) honoured; bodies in `gzip` or `deflate` decoded
+  (the request says it accepts them, as aiohttp's does);
 * one deadline per request (`timeout` seconds, covering the wait for a connection,
   connecting and the response), like aiohttp's `ClientTimeout(total=...)`;
 * a reused connection that turns out to be closed (the server dropped it while it sat
@@ -27,9 +28,10 @@ What it does:
 
 Every failure (cannot connect, timeout, connection lost, a malformed or truncated
 response) is an `HttpError` whose text names the server and what went wrong, never a
-header: the request's headers carry the bot's token. No proxies, redirects, cookies or
-HTTP/2: the Slack input keeps aiohttp for a configured proxy, and Slack's Web API needs
-none of the rest.
+header (the request's headers carry the bot's token), and which says whether the
+response had begun (`answered`: the server had the request, so the caller must not
+send it again). No proxies, redirects, cookies or HTTP/2: the Slack input keeps aiohttp
+for a configured proxy, and Slack's Web API needs none of the rest.
 
 Not thread-safe: a client belongs to the loop it is first used on.
 """
@@ -79,6 +81,10 @@ class HttpError(Exception):
 
     The text names the server (host and port) and never a header of the request.
     """
+
+    answered = False
+    """Set when the failure came after the response began: the server had the request
+    and most likely acted on it, so sending it again would do it twice."""
 
 
 class _NoResponse(HttpError):
@@ -234,7 +240,11 @@ class _Connection(asyncio.Protocol):
         if waiter is None or waiter.done():
             return  # between requests: its owner finds it closed
         why = f" ({exc})" if exc is not None else ""
-        if self._state == _UNTIL_CLOSE and exc is None:
+        if self._state == _UNTIL_CLOSE and exc is None and host.ssl is not None:
+            # Over TLS, asyncio reports a connection cut without TLS's closing message
+            # as a clean end: a body that ends at the close may be a cut one.
+            self._fail(HttpError(f"{host.label} ended an answer of unknown length by closing"))
+        elif self._state == _UNTIL_CLOSE and exc is None:
             self._parts.append(bytes(self._buffer))
             self._buffer.clear()
             self._succeed()
@@ -314,6 +324,8 @@ class _Connection(asyncio.Protocol):
 
     def _fail(self, exc: HttpError) -> None:
         """End the exchange with `exc`: cut the connection, settle its place."""
+        if self._started:
+            exc.answered = True
         waiter = self._end()
         self._abort()
         if isinstance(exc, _NoResponse) and self._retryable:
