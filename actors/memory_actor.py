@@ -43,7 +43,7 @@ from actors.supervision import SupervisedActor
 from memory.store import InvalidWrite, Store
 
 if TYPE_CHECKING:
-    from types import TracebackType
+    pass
 
 __all__ = ["MemoryActor"]
 
@@ -92,22 +92,12 @@ class MemoryActor(SupervisedActor):
             self._store = self._factory()
         logger.debug("memory actor started")
 
-    def on_stop(self) -> None:
+    def release(self) -> None:
+        # On a crash too: keep whatever can be kept and free the store's directory lock
+        # before the supervisor hears of it, so that the restarted actor can open the
+        # store again.
         self._commit()
         self._close_store()
-
-    def on_failure(
-        self,
-        exception_type: type[BaseException] | None,
-        exception_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        # Nothing here should raise, but if something did, still keep whatever can be
-        # kept and release the store's directory lock before the supervisor hears of
-        # the crash, so that the restarted actor can open the store again.
-        self._commit()
-        self._close_store()
-        super().on_failure(exception_type, exception_value, traceback)
 
     def _close_store(self) -> None:
         if self._store is None:

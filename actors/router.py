@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import pykka
@@ -113,22 +112,11 @@ class Router(SupervisedPooledActor):
             self.retired += 1
             logger.debug("retired an idle conversation")
 
-    def _stop_conversations(self) -> None:
+    def release(self) -> None:
+        # On a crash too: the restarted router starts with an empty map, so stop the
+        # conversations this one owned, lest one linger unreachable. Their state is in
+        # memory.
         for ref in self.conversations.values():
             ref.stop(block=False)
         self.conversations.clear()
         self.last_seen.clear()
-
-    def on_stop(self) -> None:
-        self._stop_conversations()
-
-    def on_failure(
-        self,
-        exception_type: type[BaseException] | None,
-        exception_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        # The restarted router starts with an empty map; stop the conversations this one
-        # owned so none lingers unreachable. Their state is in memory.
-        self._stop_conversations()
-        super().on_failure(exception_type, exception_value, traceback)

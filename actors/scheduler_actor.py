@@ -36,7 +36,6 @@ import os
 import threading
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pykka
@@ -188,20 +187,9 @@ class SchedulerActor(SupervisedActor):
         scheduler.resume()
         logger.info("scheduler started: %d pending jobs in %s", len(self._owner_of), self.path)
 
-    def on_stop(self) -> None:
-        self._shutdown()
-
-    def on_failure(
-        self,
-        exception_type: type[BaseException] | None,
-        exception_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        # The replacement opens the store again; this scheduler must not fire meanwhile.
-        self._shutdown()
-        super().on_failure(exception_type, exception_value, traceback)
-
-    def _shutdown(self) -> None:
+    def release(self) -> None:
+        # On a crash too: the replacement opens the store again, and this scheduler must
+        # not fire meanwhile.
         scheduler, self._scheduler = self._scheduler, None
         if scheduler is None:
             return

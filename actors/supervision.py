@@ -100,10 +100,22 @@ class Handle:
 
 
 class Supervised(pykka.Actor):
-    """What makes an actor supervisable: its crash is told to the supervisor."""
+    """What makes an actor supervisable: its crash is told to the supervisor.
+
+    An actor that holds something its successor needs (a connection, a store's lock,
+    child actors) gives it up in `release`, which runs once however the actor ends:
+    when it stops, or when it crashes, before the supervisor hears of the crash and
+    starts the successor.
+    """
 
     supervisor: pykka.ActorRef[Any] | None = None
     supervised_name: str = ""
+
+    def release(self) -> None:
+        """Give up what this actor holds; nothing by default. Must not raise."""
+
+    def on_stop(self) -> None:
+        self.release()
 
     def on_failure(
         self,
@@ -111,6 +123,7 @@ class Supervised(pykka.Actor):
         exception_value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        self.release()
         supervisor = self.supervisor
         if supervisor is not None:
             with contextlib.suppress(pykka.ActorDeadError):

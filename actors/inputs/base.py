@@ -54,6 +54,7 @@ class InputActor(SupervisedActor):
         self.report_state(UP)
 
     def on_stop(self) -> None:
+        super().on_stop()  # `release`: the subclass closes its connection
         self.report_state(DOWN)
 
     def report_state(self, state: str) -> None:

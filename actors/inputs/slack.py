@@ -344,12 +344,9 @@ class SlackInput(InputActor):
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start(), self._loop)
 
-    def on_stop(self) -> None:
+    def release(self) -> None:
+        # On a crash too: the replacement opens a connection of its own.
         self._close()
-
-    def on_failure(self, *args: Any) -> None:
-        self._close()
-        super().on_failure(*args)
 
     actor_inbox: RepliesInbox
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import re
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from slixmpp.jid import JID
@@ -88,19 +87,9 @@ class XmppInput(InputActor):
         self.report_connected(False)
         self.client.start()
 
-    def on_stop(self) -> None:
+    def release(self) -> None:
+        # On a crash too: the replacement opens a connection of its own.
         self.client.stop()
-        super().on_stop()
-
-    def on_failure(
-        self,
-        exception_type: type[BaseException] | None,
-        exception_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        # The replacement actor opens a connection of its own; this one must go.
-        self.client.stop()
-        super().on_failure(exception_type, exception_value, traceback)
 
     # -- bot -> XMPP (any thread: the inbox hands replies over on the sender's) -------
 
