@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -234,14 +234,5 @@ def _to_person(
     meta: dict[str, Any],
     type: EventType = EventType.REPLY,
 ) -> Event:
-    return Event(
-        type=type,
-        sender=bot_name,
-        to=event.user,
-        data=text,
-        input=event.input,
-        channel=event.channel,
-        thread=event.thread,
-        display_name=event.display_name,
-        meta={"in_reply_to": event.id, **meta},
-    )
+    """The bot's message to the person of the stored `event`, under its name today."""
+    return replace(event.reply(text, type=type, **meta), sender=bot_name)
