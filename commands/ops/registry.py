@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 from commands.context import MemoryView
@@ -23,16 +23,10 @@ STATUS_NS = "ops:status"
 
 
 @dataclass(frozen=True)
-class Service:
-    name: str
-    url: str
-    health: str = ""
-    """HTTP path checked with GET; empty with `tcp` set, or when nothing can be checked."""
-    tcp: str = ""
-    tags: tuple[str, ...] = ()
-    description: str = ""
-    call: tuple[str, ...] = ()
-    """Paths `call` may request; only services from the config have any."""
+class Service(ServiceSettings):
+    """A service as the ops commands see it: what a `[services.*]` table says (only
+    services from the config have `call` paths), and where it came from."""
+
     source: str = "config"
     """`config`, or `registered by <input>:<user>`."""
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -72,15 +66,7 @@ class Service:
 
     @classmethod
     def from_settings(cls, settings: ServiceSettings) -> Service:
-        return cls(
-            name=settings.name,
-            url=settings.url,
-            health=settings.health,
-            tcp=settings.tcp,
-            tags=settings.tags,
-            description=settings.description,
-            call=settings.call,
-        )
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(settings)})
 
 
 class RegistryRefused(ValueError):
