@@ -52,7 +52,9 @@ class _Ids:
         return f"{self._prefix}{next(self._counter):x}"
 
 
-_new_id = _Ids()
+new_id = _Ids()
+"""A new id, unique across processes and restarts: for events, and for anything else
+that needs one on a busy path (the XMPP input's stanza ids)."""
 
 
 def _freeze(meta: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -92,7 +94,7 @@ class Event:
     meta: Mapping[str, Any] = field(default_factory=_no_meta)
     """Free-form extra data; read-only once the event exists."""
     timestamp: float = field(default_factory=time.time)
-    id: str = field(default_factory=_new_id)
+    id: str = field(default_factory=new_id)
 
     def __post_init__(self) -> None:
         if not isinstance(self.meta, MappingProxyType):

@@ -36,10 +36,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import itertools
 import json
 import logging
-import os
 import threading
 import time
 import urllib.error
@@ -331,10 +329,6 @@ class SlackInput(InputActor):
         self._outbox: deque[Event] = deque()
         self._outbox_lock = threading.Lock()
         self._outbox_flush_pending = False
-        # Event ids: a random prefix per input start and a counter, unique like the
-        # default ids but without a system call per message on the loop's thread.
-        self._id_prefix = os.urandom(4).hex()
-        self._ids = itertools.count(1)
         self.actor_inbox.direct = self._to_loop
 
     # --- actor thread -------------------------------------------------------------------
@@ -585,7 +579,6 @@ class SlackInput(InputActor):
             channel=channel,
             thread=thread if isinstance(thread, str) else "",
             meta={"ts": ts},
-            id=f"{self._id_prefix}{next(self._ids):08x}",
             display_name=name or "",
         )
         if name is None:

@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
-import os
 import random
 import threading
 import time
@@ -44,6 +42,7 @@ from slixmpp.jid import JID
 from slixmpp.stanza import Message
 from slixmpp.xmlstream.xmlstream import NotConnectedError
 
+from actors.event import new_id
 from actors.inputs.xmpp_options import XmppOptions
 
 logger = logging.getLogger(__name__)
@@ -144,9 +143,6 @@ class XmppClient:
         self._pinger: asyncio.Future[None] | None = None
         self._session_up: asyncio.Event | None = None
         self._session_began = 0.0
-        # Stanza ids: unique per connection and across restarts, with no system call.
-        self._id_prefix = os.urandom(6).hex()
-        self._stanza_ids = itertools.count(1)
 
     # -- any thread ------------------------------------------------------------------
 
@@ -532,7 +528,7 @@ class XmppClient:
         # nothing it queued for "after login" can be overtaken.
         for sent, item in enumerate(batch):
             try:
-                xmpp.send_raw(item.stanza(f"{self._id_prefix}{next(self._stanza_ids):x}"))
+                xmpp.send_raw(item.stanza(new_id()))
             except NotConnectedError:
                 # The connection is gone and slixmpp has not told us yet: keep the rest
                 # for the next session, as if we had been offline all along.
