@@ -9,6 +9,7 @@ from bench import (
     bench_memory,
     bench_scheduler,
     bench_slack,
+    bench_slack_post,
     bench_xmpp,
 )
 
@@ -25,4 +26,6 @@ print()
 status |= bench_xmpp.main([])
 print()
 status |= bench_slack.main([])
+print()
+status |= bench_slack_post.main([])
 sys.exit(status)

@@ -7,7 +7,12 @@ run. `echo` runs send `echo m000123 hello from u023` and expect exactly
 `m000123 hello from u023`; `remember` runs write one value per message durably through
 the memory actor before the reply.
 
-    python -m bench.bench_bot [--runs 5] [--messages 10000] [--workload echo|remember|both]
+A third workload, `sequential`, sends `echo` from one user with one message in flight
+(2,000 a run) and reports the round trip in microseconds: what a quiet bot costs per
+message in thread hand-offs.
+
+    python -m bench.bench_bot [--runs 5] [--messages 10000]
+                              [--workload echo|remember|sequential|all]
 """
 
 from __future__ import annotations
@@ -83,12 +88,42 @@ def run_once(
     )
 
 
+SEQUENTIAL = 2_000
+
+
+def run_sequential(bot: TestBot, stream: queue.Queue[Reply | Done], total: int) -> RunResult:
+    """`total` echo round trips from one user, one at a time."""
+    latencies: list[float] = []
+    start = time.perf_counter()
+    for i in range(total):
+        event = bot.event(f"echo s{i:06d}", user="u000")
+        sent_at = time.perf_counter()
+        bot.send_event(event)
+        while True:
+            item = stream.get(timeout=30)
+            if isinstance(item, Done) and item.event_id == event.id:
+                break
+        latencies.append(time.perf_counter() - sent_at)
+        if [e.data for e in item.replies] != [f"s{i:06d}"]:
+            raise AssertionError(f"round trip {i}: got {item.replies!r}")
+    elapsed = time.perf_counter() - start
+    latencies.sort()
+    return RunResult(
+        rate=total / elapsed,
+        p50_ms=latencies[len(latencies) // 2] * 1000,
+        p99_ms=latencies[int(len(latencies) * 0.99)] * 1000,
+    )
+
+
 def bench(workload: str, runs: int, total: int) -> list[RunResult]:
     stream: queue.Queue[Reply | Done] = queue.Queue()
     with tempfile.TemporaryDirectory(prefix="harken-bench-") as tmp:
         bot = TestBot(Path(tmp) / "memory", sink=stream.put)
         with bot:
             freeze_startup_objects()  # as `harken run` does once the bot is up
+            if workload == "sequential":
+                run_sequential(bot, stream, 500)  # warm-up
+                return [run_sequential(bot, stream, SEQUENTIAL) for _ in range(runs)]
             run_once(bot, stream, workload, min(total, 2000))  # warm-up
             return [run_once(bot, stream, workload, total) for _ in range(runs)]
 
@@ -101,15 +136,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--messages", type=int, default=10_000)
-    parser.add_argument("--workload", choices=["echo", "remember", "both"], default="both")
+    parser.add_argument(
+        "--workload", choices=["echo", "remember", "sequential", "all"], default="all"
+    )
     args = parser.parse_args(argv)
-    workloads = ["echo", "remember"] if args.workload == "both" else [args.workload]
+    every = ["echo", "remember", "sequential"]
+    workloads = every if args.workload == "all" else [args.workload]
     print(f"## Bot: closed loop, {USERS} users, {args.messages:,} messages a run, {args.runs} runs")
     print()
     print("| workload | messages/s (median) | p50 ms (median) | p99 ms (median) | runs (msg/s) |")
     print("|---|---|---|---|---|")
     for workload in workloads:
         results = bench(workload, args.runs, args.messages)
+        if workload == "sequential":
+            sequential = results
+            continue
         rates = ", ".join(f"{r.rate:,.0f}" for r in results)
         print(
             f"| {workload} | {statistics.median(r.rate for r in results):,.0f} "
@@ -117,6 +158,15 @@ def main(argv: list[str] | None = None) -> int:
             f"| {statistics.median(r.p99_ms for r in results):.2f} | {rates} |"
         )
         sys.stdout.flush()
+    if "sequential" in workloads:
+        p50s = ", ".join(f"{r.p50_ms * 1000:.0f}" for r in sequential)
+        print()
+        print(
+            f"Sequential echo, one user, one message in flight ({SEQUENTIAL:,} a run): "
+            f"round trip p50 {statistics.median(r.p50_ms for r in sequential) * 1000:.0f} µs, "
+            f"p99 {statistics.median(r.p99_ms for r in sequential) * 1000:.0f} µs "
+            f"(p50 per run: {p50s} µs)."
+        )
     print()
     print(f"Peak RSS of the benchmark process: {peak_rss_mb():.0f} MB")
     return 0

@@ -140,6 +140,36 @@ class SlowSyncs:
         )
 
 
+class FullCollections:
+    """Times the garbage collector's full (oldest generation) passes while installed:
+    each one pauses every reply in flight."""
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+        self._began = 0.0
+
+    def _note(self, phase: str, info: dict[str, int]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            self.pauses.append(time.perf_counter() - self._began)
+
+    def __enter__(self) -> FullCollections:
+        gc.callbacks.append(self._note)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._note)
+
+    def report(self) -> str:
+        if not self.pauses:
+            return "no full garbage collection"
+        shown = ", ".join(f"{p * 1000:.0f}" for p in self.pauses)
+        return f"{len(self.pauses)} full garbage collection(s) ({shown} ms)"
+
+
 def quantile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1000
@@ -156,8 +186,12 @@ def concurrent_dialogs(users: int, window: int) -> None:
             rows = []
             all_latencies: list[float] = []
             open_now = 0
+            gc.collect()
+            tracked_before = len(gc.get_objects())
+            tracked_per_dialog = 0.0
+            counting = 0.0  # time spent counting objects, left out of the throughput
             start = time.perf_counter()
-            with SlowSyncs() as syncs:
+            with SlowSyncs() as syncs, FullCollections() as collections:
                 for phase, label in enumerate(
                     ["start (`profile`)", "answer: name", "answer: zone"]
                 ):
@@ -167,9 +201,16 @@ def concurrent_dialogs(users: int, window: int) -> None:
                     took = time.perf_counter() - began
                     if phase == 0 and bot.system is not None:
                         open_now = bot.system.router_stats()["active_conversations"]
+                    if phase == 1:  # every dialog open, waiting for its second answer
+                        began = time.perf_counter()
+                        gc.collect()
+                        collections.pauses.pop()  # ours, not the bot's
+                        tracked = len(gc.get_objects()) - tracked_before
+                        tracked_per_dialog = tracked / users
+                        counting += time.perf_counter() - began
                     rows.append((label, len(latencies) / took, latencies))
                     all_latencies += latencies
-            elapsed = time.perf_counter() - start
+            elapsed = time.perf_counter() - start - counting
             rss_after = rss_mb()
     print(f"### {users:,} concurrent dialogs ({window} messages in flight)")
     print()
@@ -186,10 +227,12 @@ def concurrent_dialogs(users: int, window: int) -> None:
     )
     print()
     print(
-        f"Dialogs open at once after the first step: {open_now:,} conversations. "
+        f"Dialogs open at once after the first step: {open_now:,} conversations; "
+        f"after the second, {tracked_per_dialog:.1f} objects tracked by the garbage "
+        "collector per open dialog (full collections walk them all). "
         f"RSS {rss_before:.0f} MB at start, {rss_after:.0f} MB at the end; "
         f"peak RSS so far {peak_rss_mb():.0f} MB. While replies were in flight, "
-        f"{syncs.report()}."
+        f"{syncs.report()}, and {collections.report()}."
     )
     print()
 
