@@ -24,7 +24,8 @@ own, but another caller's barrier may land in between and get the error instead.
 Failures never stop the actor. A read that fails (bad name, unreadable owner file)
 raises to its asker: reads must be asks. A write that fails is logged and dropped, and
 the next barrier is notified with the error; a `MemoryDelete` that fails returns False,
-since it may have been told rather than asked. A failed commit is logged, its barriers
+since it may have been told rather than asked. A `MemoryDelete` of an invalid name is
+no failure (no such key can exist) and notifies no barrier. A failed commit is logged, its barriers
 are notified with the error, and its writes stay pending for the next commit. A read
 that arrives after writes and empties the inbox replies after their commit.
 
@@ -167,9 +168,9 @@ class MemoryActor(SupervisedActor):
             existed = self.store.delete(message.namespace, message.owner, message.key)
         except InvalidWrite as exc:
             # The message may have been told, so raising could kill the actor; a key
-            # that is not a valid name cannot exist.
+            # that is not a valid name cannot exist, so nothing was to be deleted and
+            # nothing failed: no barrier hears of it (another caller's barrier could).
             logger.warning("ignored an invalid MemoryDelete: %s", exc)
-            self._note_write_error(exc)
             return False
         except Exception as exc:
             logger.exception("a MemoryDelete failed and was dropped")

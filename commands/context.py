@@ -61,8 +61,25 @@ def owner_of(event: Event) -> str:
     return f"{event.input}:{event.user}"
 
 
+def key_problem(key: str) -> str | None:
+    """Why no value can be kept under `key` (for the person), or None if one can."""
+    if not key:
+        return "A key must not be empty"
+    if len(key) > MAX_KEY_CHARS:
+        return (
+            f"That key is {len(key):,} characters long; a key is at most {MAX_KEY_CHARS} characters"
+        )
+    return None
+
+
 class MemoryView:
-    """One person's key/value memory in one namespace."""
+    """One person's key/value memory in one namespace.
+
+    A key no value can be kept under (empty, or longer than `MAX_KEY_CHARS`) never
+    reaches the memory actor: `get` returns the default and `delete` False, since
+    nothing can be stored there, and `set` raises `MemoryRefused`. So an impossible key
+    costs no round trip and is never reported as a write that failed.
+    """
 
     def __init__(
         self, memory: Handle, namespace: str, owner: str, on_write: Callable[[], None]
@@ -73,6 +90,8 @@ class MemoryView:
         self._on_write = on_write
 
     def get(self, key: str, default: Any = None) -> Any:
+        if isinstance(key, str) and key_problem(key):
+            return default
         return self._memory.ask(
             MemoryGet(self._namespace, self._owner, key, default), timeout=_ASK_TIMEOUT
         )
@@ -85,7 +104,7 @@ class MemoryView:
 
     def set(self, key: str, value: Any) -> None:
         # Refuse here what the memory actor would have to drop: a tell cannot be refused.
-        if not key or len(key) > MAX_KEY_CHARS:
+        if isinstance(key, str) and key_problem(key):
             raise MemoryRefused(f"a key must be 1 to {MAX_KEY_CHARS} characters long")
         try:
             check_names(self._namespace, self._owner, key)
@@ -96,6 +115,8 @@ class MemoryView:
         self._memory.tell(MemoryPut(self._namespace, self._owner, key, value))
 
     def delete(self, key: str) -> bool:
+        if isinstance(key, str) and key_problem(key):
+            return False
         self._on_write()
         existed: bool = self._memory.ask(
             MemoryDelete(self._namespace, self._owner, key), timeout=_ASK_TIMEOUT

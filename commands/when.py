@@ -6,14 +6,20 @@ confirm back to the person. Times are wall-clock times in the zone of `now` (the
 person's), so a daily 9:00 stays at 9:00 local time across daylight-saving changes:
 the cron trigger computes each run in that zone.
 
-Anything else raises `WhenError`, whose message is meant for the person.
+A day and a time of day may come in either order (`tomorrow at 17:30`, `at 17:30
+tomorrow`). A weekday (`on friday`) is the next such day whose time is still ahead, so
+today if the time has not come yet; `next friday` is never today. A date without a year
+(`on Jan 15`) is the next time it comes round. Anything else raises `WhenError`, whose
+message is meant for the person; `parse_when` depends on nothing but its arguments.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
+from fractions import Fraction
 from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.base import BaseTrigger
@@ -21,16 +27,21 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-__all__ = ["FORMS", "MAX_AHEAD", "When", "WhenError", "format_time", "parse_when"]
+__all__ = ["FORMS", "MAX_AHEAD", "MAX_SPEC_CHARS", "When", "WhenError", "format_time", "parse_when"]
 
 FORMS = (
     "in 10 minutes",
     "in 1 hour 30 minutes",
+    "in half an hour",
+    "in 2 weeks",
     "at 17:30",
     "at 9am",
     "tomorrow at 9am",
-    "on 2027-01-15 at 10:00",
+    "at 17:30 tomorrow",
     "on friday at 16:00",
+    "next monday at 9:00",
+    "on Jan 15 at 10:00",
+    "on 2027-01-15 at 10:00",
     "every day at 8:00",
     "every weekday at 9:00",
     "every monday at 9:30",
@@ -41,25 +52,15 @@ FORMS = (
 MAX_AHEAD = timedelta(days=3650)
 """How far ahead a job may be scheduled: far enough for anyone, and no date overflow."""
 
-_UNITS = {
-    "s": "seconds",
-    "sec": "seconds",
-    "secs": "seconds",
-    "second": "seconds",
-    "seconds": "seconds",
-    "m": "minutes",
-    "min": "minutes",
-    "mins": "minutes",
-    "minute": "minutes",
-    "minutes": "minutes",
-    "h": "hours",
-    "hr": "hours",
-    "hrs": "hours",
-    "hour": "hours",
-    "hours": "hours",
-    "d": "days",
-    "day": "days",
-    "days": "days",
+MAX_SPEC_CHARS = 200
+"""Longest time expression read; the longest useful one is far shorter."""
+
+_UNIT_SECONDS = {
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1),
+    **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), 60),
+    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), 3600),
+    **dict.fromkeys(("d", "day", "days"), 86400),
+    **dict.fromkeys(("w", "wk", "wks", "week", "weeks"), 7 * 86400),
 }
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _WEEKDAY_NAMES = {
@@ -74,13 +75,51 @@ _WEEKDAY_NAMES = {
     "thur": 3,
     "thurs": 3,
 }
-_AMOUNT = r"(?P<n>\d{1,9}|(?<![a-z])an?\b)"
-_PAIR = re.compile(rf"{_AMOUNT}\s*(?P<unit>[a-z]+)")
-_DURATION = re.compile(rf"^(?:{_AMOUNT}\s*[a-z]+)(?:(?:\s*,\s*|\s+and\s+|\s*)\d{{1,9}}\s*[a-z]+)*$")
+_MONTHS = {
+    **{
+        name: i
+        for i, name in enumerate(
+            ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"),
+            start=1,
+        )
+    },
+    **{
+        name: i
+        for i, name in enumerate(
+            (
+                "january",
+                "february",
+                "march",
+                "april",
+                "may",
+                "june",
+                "july",
+                "august",
+                "september",
+                "october",
+                "november",
+                "december",
+            ),
+            start=1,
+        )
+    },
+    "sept": 9,
+}
+# Every pattern here is anchored and has no nested repetition, so matching is linear.
+_TOKEN = re.compile(r" ?(\d+(?:\.\d+)?|[a-z]+|,)")
+_CLOCK = r"noon|midday|midnight|\d{1,2}(?:[:.h]\d{2})?(?: ?(?:am|pm|a\.m\.|p\.m\.))?"
 _TIME = re.compile(
     r"^(?:(?P<word>noon|midday|midnight)|"
     r"(?P<h>\d{1,2})(?:[:.h](?P<m>\d{2}))?\s*(?P<ampm>am|pm|a\.m\.|p\.m\.)?)$"
 )
+_CLOCK_FIRST = re.compile(rf"^(?P<clock>{_CLOCK})(?: (?P<day>.+))?$")
+_ORDINAL = r"(?:st|nd|rd|th)?"
+_MONTH_DAY = re.compile(
+    rf"^(?:(?P<d1>\d{{1,2}}){_ORDINAL} (?P<m1>[a-z]+)\.?"
+    rf"|(?P<m2>[a-z]+)\.? (?P<d2>\d{{1,2}}){_ORDINAL})"
+    r"(?:,? (?P<year>\d{4}))?$"
+)
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 class WhenError(ValueError):
@@ -112,32 +151,30 @@ def parse_when(text: str, now: datetime, *, min_interval: float = 60.0) -> When:
         raise ValueError("now must carry the person's ZoneInfo")
     zone = now.tzinfo
     spec = " ".join(text.lower().split())
+    if len(spec) > MAX_SPEC_CHARS:
+        raise _unreadable(text)
     if spec.startswith("in "):
         delta = _duration(spec[3:])
         return _once(_later(now, delta), now, f"in {_say_duration(delta)}")
     if spec.startswith("every "):
         return _every(spec[6:], now, zone, min_interval)
-    day: date | None = None
-    rest = spec
-    if spec.startswith("today"):
-        day, rest = now.date(), spec[5:].strip()
-    elif spec.startswith("tomorrow"):
-        day, rest = now.date() + timedelta(days=1), spec[8:].strip()
-    elif spec.startswith("on "):
-        word, _, rest = spec[3:].partition(" ")
-        day = _day(word, now)
-    if not rest.startswith("at "):
-        if day is not None and not rest:
-            raise WhenError("Say at what time, e.g. `tomorrow at 9am`.")
-        raise _unreadable(text)
-    hour, minute = _clock(rest[3:])
-    if day is None:
-        moment = _local(now.date(), hour, minute, zone)
-        if moment <= now:
-            moment = _local(now.date() + timedelta(days=1), hour, minute, zone)
+    if spec.startswith("at "):
+        found = _CLOCK_FIRST.match(spec[3:])
+        if found is None:
+            raise _bad_clock(spec[3:])
+        clock, day_text = found.group("clock"), found.group("day") or ""
+    elif " at " in spec:
+        day_text, _, clock = spec.partition(" at ")
+        day_text = day_text.removesuffix(",")  # `on monday, at 9:00`
     else:
-        moment = _local(day, hour, minute, zone)
-    return _once(moment, now, f"at {hour:02d}:{minute:02d}")
+        if _day_rule(spec, now) is not None:
+            raise WhenError(f"Say at what time, e.g. `{spec} at 9am`.")
+        raise _unreadable(text)
+    hour, minute = _clock(clock)
+    rule = _day_rule(day_text, now) if day_text else _today_or_tomorrow(now)
+    if rule is None:
+        raise _bad_date(day_text)
+    return _once(rule(hour, minute), now, f"at {hour:02d}:{minute:02d}")
 
 
 def _unreadable(text: str) -> WhenError:
@@ -147,47 +184,105 @@ def _unreadable(text: str) -> WhenError:
     )
 
 
+def _too_far() -> WhenError:
+    return WhenError(f"That is too far ahead: I schedule up to {MAX_AHEAD.days} days ahead.")
+
+
+# --- durations: `in 1 hour 30 minutes`, `in half an hour`, `every 2 hours` ---------------
+
+
 def _duration(spec: str) -> timedelta:
-    spec = spec.strip()
-    if not _DURATION.match(spec):
+    tokens = _tokens(spec)
+    if tokens is None:
         raise _unreadable("in " + spec)
-    parts: dict[str, int] = {}
-    for match in _PAIR.finditer(spec):
-        unit = _UNITS.get(match.group("unit"))
-        if unit is None:
+    seconds = Fraction(0)
+    i = 0
+    while i < len(tokens):
+        if i:  # between terms: `1 hour 30 minutes`, `2 days, 3 hours`, `2 days and 3 hours`
+            i += tokens[i] == ","
+            i += i < len(tokens) and tokens[i] == "and"
+        amount, i = _amount(tokens, i)
+        if amount is None:
+            raise _unreadable("in " + spec)
+        amount, i = _and_a_half(tokens, i, amount)  # `2 and a half hours`
+        unit = tokens[i] if i < len(tokens) else ""
+        if not unit.isalpha():
+            raise _unreadable("in " + spec)
+        size = _UNIT_SECONDS.get(unit)
+        if size is None:
             raise WhenError(
-                f"`{match.group('unit')}` is not a unit I know: use seconds, minutes, hours "
-                "or days."
+                f"`{unit[:20]}` is not a unit I know: use seconds, minutes, hours, days or weeks."
             )
-        amount = 1 if match.group("n") in ("a", "an") else int(match.group("n"))
-        parts[unit] = parts.get(unit, 0) + amount
-    try:
-        delta = timedelta(**parts)
-    except OverflowError:
-        delta = MAX_AHEAD * 2
-    if delta > MAX_AHEAD:
-        raise WhenError(f"That is too far ahead: I schedule up to {MAX_AHEAD.days} days ahead.")
-    if delta <= timedelta(0):
+        amount, i = _and_a_half(tokens, i + 1, amount)  # `an hour and a half`
+        seconds += amount * size
+    if seconds > Fraction(int(MAX_AHEAD.total_seconds())):
+        raise _too_far()
+    whole = round(seconds)
+    if whole <= 0:
         raise WhenError("That is no time at all: give a duration of at least one second.")
-    return delta
+    return timedelta(seconds=whole)
+
+
+def _tokens(spec: str) -> list[str] | None:
+    """Numbers, words and commas, or None if anything else is in `spec`."""
+    tokens, at = [], 0
+    while at < len(spec):
+        found = _TOKEN.match(spec, at)
+        if found is None:
+            return None
+        tokens.append(found.group(1))
+        at = found.end()
+    return tokens
+
+
+def _amount(tokens: list[str], i: int) -> tuple[Fraction | None, int]:
+    """The amount at `tokens[i]` (`3`, `1.5`, `an`, `half an`) and the index after it."""
+    word = tokens[i] if i < len(tokens) else ""
+    if word[:1].isdigit():
+        return Fraction(word), i + 1
+    if word in ("a", "an"):
+        return Fraction(1), i + 1
+    if word == "half":
+        has_article = i + 1 < len(tokens) and tokens[i + 1] in ("a", "an")
+        return Fraction(1, 2), i + 2 if has_article else i + 1
+    return None, i
+
+
+def _and_a_half(tokens: list[str], i: int, amount: Fraction) -> tuple[Fraction, int]:
+    if tokens[i : i + 3] in (["and", "a", "half"], ["and", "an", "half"]):
+        return amount + Fraction(1, 2), i + 3
+    return amount, i
 
 
 def _say_duration(delta: timedelta) -> str:
     seconds = int(delta.total_seconds())
     out = []
-    for name, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+    for name, size in (
+        ("week", 7 * 86400),
+        ("day", 86400),
+        ("hour", 3600),
+        ("minute", 60),
+        ("second", 1),
+    ):
         count, seconds = divmod(seconds, size)
         if count:
             out.append(f"{count} {name}{'s' if count != 1 else ''}")
     return " ".join(out)
 
 
+# --- times of day and days -----------------------------------------------------------
+
+
+def _bad_clock(spec: str) -> WhenError:
+    return WhenError(
+        f"I can't read the time of day `{spec.strip()[:40]}`: use 17:30, 9am or 9:30pm."
+    )
+
+
 def _clock(spec: str) -> tuple[int, int]:
     match = _TIME.match(spec.strip())
     if match is None:
-        raise WhenError(
-            f"I can't read the time of day `{spec.strip()[:40]}`: use 17:30, 9am or 9:30pm."
-        )
+        raise _bad_clock(spec)
     word = match.group("word")
     if word:
         return (0, 0) if word == "midnight" else (12, 0)
@@ -202,32 +297,121 @@ def _clock(spec: str) -> tuple[int, int]:
     return hour, minute
 
 
-def _day(word: str, now: datetime) -> date:
-    if word in _WEEKDAY_NAMES:
-        ahead = (_WEEKDAY_NAMES[word] - now.weekday()) % 7 or 7
-        return now.date() + timedelta(days=ahead)
-    try:
-        return date.fromisoformat(word)
-    except ValueError:
+def _bad_date(word: str) -> WhenError:
+    return WhenError(
+        f"I can't read the date `{word[:40]}`: use 2027-01-15, Jan 15, tomorrow or a weekday name."
+    )
+
+
+DayRule = Callable[[int, int], datetime]
+"""Given a time of day (hour, minute), the moment it means on the day a person named."""
+
+
+def _day_rule(text: str, now: datetime) -> DayRule | None:
+    """How to place a time on the day `text` names; None if `text` names no day at all.
+
+    Raises `WhenError` for what looks like a date but is none (`Feb 30`, `2027-13-01`).
+    """
+    words = text.removeprefix("on ")
+    if words == "today":
+        return _on(now.date(), now)
+    if words == "tomorrow":
+        return _on(now.date() + timedelta(days=1), now)
+    first, _, rest = words.partition(" ")
+    if first in ("next", "this") and rest in _WEEKDAY_NAMES:
+        return _weekday(_WEEKDAY_NAMES[rest], now, after_today=first == "next")
+    if words in _WEEKDAY_NAMES:
+        return _weekday(_WEEKDAY_NAMES[words], now, after_today=False)
+    if _ISO_DATE.match(words):
+        try:
+            return _on(date.fromisoformat(words), now)
+        except ValueError:
+            raise _bad_date(words) from None
+    found = _MONTH_DAY.match(words)
+    if found is not None:
+        month = _MONTHS.get(found.group("m1") or found.group("m2"))
+        day = int(found.group("d1") or found.group("d2"))
+        year = found.group("year")
+        try:
+            if month is None:
+                raise ValueError("not a month")
+            # A leap year, so that Feb 29 is a date; its year comes later.
+            day_in_year = date(int(year) if year else 2000, month, day)
+        except ValueError:
+            raise _bad_date(words) from None
+        return _on(day_in_year, now) if year else _yearly(month, day, now)
+    if words != text or any(c.isdigit() for c in words):
+        raise _bad_date(words)
+    return None
+
+
+def _on(day: date, now: datetime) -> DayRule:
+    return lambda hour, minute: _local(day, hour, minute, now)
+
+
+def _today_or_tomorrow(now: datetime) -> DayRule:
+    def rule(hour: int, minute: int) -> datetime:
+        moment = _local(now.date(), hour, minute, now)
+        if moment <= now:
+            moment = _local(now.date() + timedelta(days=1), hour, minute, now)
+        return moment
+
+    return rule
+
+
+def _weekday(index: int, now: datetime, *, after_today: bool) -> DayRule:
+    """The next such weekday whose time is still ahead: today included unless
+    `after_today` (`next friday`)."""
+
+    def rule(hour: int, minute: int) -> datetime:
+        ahead = (index - now.weekday()) % 7 or (7 if after_today else 0)
+        moment = _local(now.date() + timedelta(days=ahead), hour, minute, now)
+        if moment <= now:
+            moment = _local(now.date() + timedelta(days=ahead + 7), hour, minute, now)
+        return moment
+
+    return rule
+
+
+def _yearly(month: int, day: int, now: datetime) -> DayRule:
+    """The next time a date without a year comes round (Feb 29: the next leap year's)."""
+
+    def rule(hour: int, minute: int) -> datetime:
+        for year in range(now.year, now.year + 9):
+            try:
+                moment = _local(date(year, month, day), hour, minute, now)
+            except ValueError:
+                continue  # Feb 29 in a common year
+            if moment > now:
+                return moment
+        raise _too_far()
+
+    return rule
+
+
+def _local(day: date, hour: int, minute: int, now: datetime) -> datetime:
+    # A day far outside what can be scheduled is refused before it meets a time zone:
+    # 0001-01-01 00:00 in a zone east of UTC is before the first datetime Python has.
+    ahead = (day - now.date()).days
+    if ahead < -1:
         raise WhenError(
-            f"I can't read the date `{word[:40]}`: use 2027-01-15 (year-month-day) or a "
-            "weekday name."
-        ) from None
-
-
-def _local(day: date, hour: int, minute: int, zone: ZoneInfo) -> datetime:
+            f"That time is in the past: it was {day.isoformat()} {hour:02d}:{minute:02d}."
+        )
+    if ahead > MAX_AHEAD.days + 1:
+        raise _too_far()
     # A wall-clock time skipped by a daylight-saving change (02:30 on the spring-forward
     # night) is read with the offset before the change; the round trip through UTC turns
     # it into the real time it falls on (03:30), which is what the reply then shows.
+    zone = _zone(now)
     naive = datetime(day.year, day.month, day.day, hour, minute)
     return naive.replace(tzinfo=zone).astimezone(UTC).astimezone(zone)
 
 
 def _once(moment: datetime, now: datetime, said: str) -> When:
     if moment <= now:
-        raise WhenError(f"That time has passed: it was {format_time(moment, _zone(now))}.")
+        raise WhenError(f"That time is in the past: it was {format_time(moment, _zone(now))}.")
     if moment - now > MAX_AHEAD:
-        raise WhenError(f"That is too far ahead: I schedule up to {MAX_AHEAD.days} days ahead.")
+        raise _too_far()
     trigger = DateTrigger(run_date=moment, timezone=_zone(now))
     return When(trigger, moment, recurring=False, description=said)
 
@@ -258,8 +442,8 @@ def _every(spec: str, now: datetime, zone: ZoneInfo, min_interval: float) -> Whe
         return When(
             trigger, first, recurring=True, description=f"{said} at {hour:02d}:{minute:02d}"
         )
-    amount = spec if spec[:1].isdigit() or spec.startswith(("a ", "an ")) else f"1 {spec}"
-    delta = _duration(amount)
+    counted = spec[:1].isdigit() or spec.startswith(("a ", "an ", "half "))
+    delta = _duration(spec if counted else f"1 {spec}")
     if delta.total_seconds() < min_interval:
         shortest = _say_duration(timedelta(seconds=min_interval))
         raise WhenError(f"That is too often: the shortest interval is {shortest}.")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from harken import TestBot
 
 
@@ -110,3 +112,36 @@ def test_memory_survives_a_restart(testbot: TestBot) -> None:
     testbot.ask("remember build is green")
     testbot.restart()
     assert testbot.ask("recall build") == "build is green"
+
+
+LONG_KEY = "k" * 1000
+
+
+@pytest.mark.parametrize(
+    "text", [f"remember {LONG_KEY} is x", f"recall {LONG_KEY}", f"forget {LONG_KEY}"]
+)
+def test_a_key_over_the_limit_is_refused_at_once_naming_the_limit(
+    testbot: TestBot, text: str
+) -> None:
+    testbot.ask("remember pager is 555-0100")
+    reply = testbot.ask(text)
+    assert reply == "That key is 1,000 characters long; a key is at most 200 characters."
+    assert testbot.ask("recall pager") == "pager is 555-0100"
+    assert testbot.ask("memory") == "I remember, for you: pager"
+
+
+def test_a_key_of_exactly_the_limit_is_kept_recalled_and_forgotten(testbot: TestBot) -> None:
+    key = "k" * 200
+    assert testbot.ask(f"remember {key} is x") == f"OK, I'll remember that {key} is x."
+    assert testbot.ask(f"recall {key}") == f"{key} is x"
+    assert testbot.ask(f"forget {key}") == f"OK, I forgot {key}."
+    assert "200 characters" in testbot.ask(f"recall {key}k")
+
+
+def test_the_limit_applies_to_the_key_as_matched_not_as_typed(testbot: TestBot) -> None:
+    # Repeated spaces count once; a character whose lower case is longer counts as that.
+    assert testbot.ask(f"remember {'k  ' * 100}is x").startswith("OK, I'll remember that")
+    dotted_i = "\u0130"  # İ, lower-cased to i + a combining dot
+    assert testbot.ask("recall " + dotted_i * 150) == (
+        "That key is 300 characters long; a key is at most 200 characters."
+    )

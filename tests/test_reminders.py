@@ -83,6 +83,37 @@ def test_without_a_zone_of_their_own_people_get_the_configured_default(tmp_path:
     assert "09:00 CET (Europe/Paris)" in reply or "09:00 CEST (Europe/Paris)" in reply
 
 
+def test_a_recurring_reminder_says_it_keeps_the_zone_it_was_set_in(bot: TestBot) -> None:
+    bot.ask("timezone Asia/Tokyo")
+    reply = bot.ask("remind me every day at 8:00 to drink water")
+    assert "Its times stay in Asia/Tokyo, also if you change your time zone." in reply
+    bot.ask("timezone Europe/Paris")
+    assert "[every day at 08:00 (Asia/Tokyo)]" in bot.ask("reminders")
+    one_off = bot.ask("remind me in 1 hour to stretch")
+    assert "also if you change your time zone" not in one_off
+
+
+@pytest.mark.parametrize("when", ["on 0001-01-01 at 00:00", "at 00:00 on 0001-01-01"])
+def test_a_date_before_any_calendar_can_hold_is_answered_as_in_the_past(
+    bot: TestBot, when: str
+) -> None:
+    bot.ask("timezone Asia/Tokyo")  # east of UTC: the first day of year 1 has no UTC instant
+    reply = bot.ask(f"remind me {when} to x")
+    assert reply == "That time is in the past: it was 0001-01-01 00:00."
+    assert bot.ask("reminders").startswith("You have no pending")
+
+
+def test_the_newer_time_forms_schedule_reminders_and_commands(bot: TestBot) -> None:
+    for when in ("next monday at 9:00", "in 2 weeks", "in half an hour", "at 17:30 tomorrow"):
+        assert bot.ask(f"remind me {when} to x").startswith("OK, I'll remind you on "), when
+    assert re.match(
+        r"OK, I'll remind you on \w{3} 15 Jan \d{4} 09:00 UTC\.",
+        bot.ask("remind me on Jan 15 at 9:00 to y"),
+    )
+    assert bot.ask("next monday at 9:00 run ping").startswith("OK, I'll run `ping` on Mon ")
+    assert bot.ask("reminders").startswith("Your jobs (6)")
+
+
 def test_an_unreadable_time_is_answered_with_the_accepted_forms(bot: TestBot) -> None:
     reply = bot.ask("remind me next blue moon to dance")
     assert reply.startswith("I can't read the time `next blue moon`")

@@ -37,6 +37,14 @@ def fires(text: str, now: datetime = NOW) -> datetime:
         ("in 2 days and 3 hours", timedelta(days=2, hours=3)),
         ("in 2 days, 3 hours", timedelta(days=2, hours=3)),
         ("IN 10   Minutes", timedelta(minutes=10)),
+        ("in 2 weeks", timedelta(weeks=2)),
+        ("in a week", timedelta(weeks=1)),
+        ("in 1 week 2 days", timedelta(days=9)),
+        ("in half an hour", timedelta(minutes=30)),
+        ("in half a minute", timedelta(seconds=30)),
+        ("in an hour and a half", timedelta(minutes=90)),
+        ("in 2 and a half hours", timedelta(minutes=150)),
+        ("in 1.5 hours", timedelta(minutes=90)),
     ],
 )
 def test_durations_count_from_now_in_seconds_minutes_hours_days(
@@ -71,10 +79,50 @@ def test_a_duration_across_a_dst_change_is_real_time_not_wall_clock() -> None:
         ("on 2027-01-15 at 10:00", datetime(2027, 1, 15, 10, 0, tzinfo=PARIS)),
         ("on friday at 16:00", datetime(2027, 1, 15, 16, 0, tzinfo=PARIS)),
         ("on wednesday at 9:00", datetime(2027, 1, 20, 9, 0, tzinfo=PARIS)),  # next week's
+        ("on wednesday at 18:00", datetime(2027, 1, 13, 18, 0, tzinfo=PARIS)),  # today's
+        ("friday at 16:00", datetime(2027, 1, 15, 16, 0, tzinfo=PARIS)),
+        ("next monday at 9:00", datetime(2027, 1, 18, 9, 0, tzinfo=PARIS)),
+        ("on monday, at 9:00", datetime(2027, 1, 18, 9, 0, tzinfo=PARIS)),
+        ("next wednesday at 18:00", datetime(2027, 1, 20, 18, 0, tzinfo=PARIS)),  # not today
+        ("at 17:30 tomorrow", datetime(2027, 1, 14, 17, 30, tzinfo=PARIS)),
+        ("tomorrow at 17:30", datetime(2027, 1, 14, 17, 30, tzinfo=PARIS)),
+        ("at 9am on friday", datetime(2027, 1, 15, 9, 0, tzinfo=PARIS)),
+        ("at 9 am next monday", datetime(2027, 1, 18, 9, 0, tzinfo=PARIS)),
+        ("at noon tomorrow", datetime(2027, 1, 14, 12, 0, tzinfo=PARIS)),
+        ("at 10:00 on 2027-01-15", datetime(2027, 1, 15, 10, 0, tzinfo=PARIS)),
+        ("on Jan 15 at 10:00", datetime(2027, 1, 15, 10, 0, tzinfo=PARIS)),
+        ("on 15 Jan at 10:00", datetime(2027, 1, 15, 10, 0, tzinfo=PARIS)),
+        ("on January 15 at 9:00", datetime(2027, 1, 15, 9, 0, tzinfo=PARIS)),
+        ("on 15th january at 9:00", datetime(2027, 1, 15, 9, 0, tzinfo=PARIS)),
+        ("on sept 1 at 9:00", datetime(2027, 9, 1, 9, 0, tzinfo=PARIS)),
+        ("on Jan 15, 2028 at 9:00", datetime(2028, 1, 15, 9, 0, tzinfo=PARIS)),
+        ("on 15 jan 2028 at 9:00", datetime(2028, 1, 15, 9, 0, tzinfo=PARIS)),
+        ("on jan 13 at 16:00", datetime(2027, 1, 13, 16, 0, tzinfo=PARIS)),  # later today
+        ("on jan 13 at 9:00", datetime(2028, 1, 13, 9, 0, tzinfo=PARIS)),  # passed: next year
+        ("on feb 29 at 9:00", datetime(2028, 2, 29, 9, 0, tzinfo=PARIS)),  # next leap year
     ],
 )
 def test_times_of_day_are_read_in_the_persons_zone(text: str, expected: datetime) -> None:
     assert fires(text) == expected
+
+
+FRIDAY_MORNING = datetime(2027, 1, 15, 10, 0, tzinfo=PARIS)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("on friday at 16:00", datetime(2027, 1, 15, 16, 0, tzinfo=PARIS)),  # today
+        ("friday at 16:00", datetime(2027, 1, 15, 16, 0, tzinfo=PARIS)),
+        ("at 16:00 on friday", datetime(2027, 1, 15, 16, 0, tzinfo=PARIS)),
+        ("on friday at 9:00", datetime(2027, 1, 22, 9, 0, tzinfo=PARIS)),  # passed: next week
+        ("next friday at 16:00", datetime(2027, 1, 22, 16, 0, tzinfo=PARIS)),
+    ],
+)
+def test_a_weekday_said_on_that_day_is_today_while_the_time_is_ahead(
+    text: str, expected: datetime
+) -> None:
+    assert fires(text, FRIDAY_MORNING) == expected
 
 
 def test_the_same_words_mean_different_instants_in_different_zones() -> None:
@@ -103,8 +151,22 @@ def test_a_time_skipped_by_spring_forward_is_moved_to_the_real_time_it_falls_on(
         ("at teatime", "can't read the time of day"),
         ("tomorrow", "Say at what time"),
         ("on 2027-02-30 at 10:00", "can't read the date"),
-        ("on 2020-01-01 at 10:00", "That time has passed"),
+        ("on 2020-01-01 at 10:00", "That time is in the past"),
+        ("today at 9:00", "That time is in the past"),
+        ("on 0001-01-01 at 00:00", "That time is in the past: it was 0001-01-01 00:00"),
         ("on 2999-01-01 at 10:00", "too far ahead"),
+        ("on 9999-12-31 at 23:59", "too far ahead"),
+        ("next monday", "Say at what time, e.g. `next monday at 9am`"),
+        ("on jan 15", "Say at what time"),
+        ("on feb 30 at 10:00", "can't read the date"),
+        ("on smarch 3 at 10:00", "can't read the date"),
+        ("at 17:30 yesterday", "can't read the date"),
+        ("next week at 10:00", "can't read the date"),
+        ("in 2 months", "`months` is not a unit"),
+        ("in 5", "I can't read the time"),
+        ("in 1.5.5 hours", "I can't read the time"),
+        ("in 2 weeks and", "I can't read the time"),
+        ("in " + "1 minute " * 100, "I can't read the time"),
         ("every weekday", "Say at what time"),
         ("every day", "Say at what time"),
         ("every 10 seconds", "too often"),
@@ -114,6 +176,17 @@ def test_a_time_skipped_by_spring_forward_is_moved_to_the_real_time_it_falls_on(
 def test_unreadable_or_refused_times_say_why(text: str, message: str) -> None:
     with pytest.raises(WhenError, match=message):
         parse_when(text, NOW)
+
+
+@pytest.mark.parametrize("zone", ["Pacific/Kiritimati", "America/New_York", "UTC"])
+def test_dates_at_the_ends_of_the_calendar_are_answered_in_every_zone(zone: str) -> None:
+    now = NOW.astimezone(ZoneInfo(zone))
+    with pytest.raises(WhenError, match="That time is in the past"):
+        parse_when("on 0001-01-01 at 00:00", now)
+    with pytest.raises(WhenError, match="too far ahead"):
+        parse_when("on 9999-12-31 at 23:59", now)
+    with pytest.raises(WhenError, match="too far ahead"):
+        parse_when("at 23:59 on dec 31 9999", now)
 
 
 def test_an_unreadable_time_lists_every_accepted_form() -> None:

@@ -1,7 +1,8 @@
 """Built-in commands over a person's own memory: remember, recall, forget, memory.
 
 Keys are per person (per input and user id): one person never sees another's keys.
-Keys are matched without regard to case or repeated spaces.
+Keys are matched without regard to case or repeated spaces, and a key longer than
+`MAX_KEY_CHARS` (as matched) is refused at once, naming the limit.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import re
 
 from commands.base import command
-from commands.context import MemoryView
+from commands.context import MemoryView, key_problem
 
 _SPACES = re.compile(r"\s+")
 
@@ -28,6 +29,8 @@ def remember(memory: MemoryView, rest: str | None) -> str:
     key, value = normalise_key(key), value.strip()
     if not sep or not key or not value:
         return "Usage: remember <key> is <value>, for example `remember pager is 555-0100`."
+    if problem := key_problem(key):
+        return problem + "."
     memory.set(key, value)
     return f"OK, I'll remember that {key} is {value}."
 
@@ -41,6 +44,8 @@ def recall(memory: MemoryView, key: str | None) -> str:
     key = normalise_key(key or "")
     if not key:
         return "Usage: recall <key>. Say `memory` to list your keys."
+    if problem := key_problem(key):
+        return problem + "."
     value = memory.get(key)
     if value is None:
         return f"I don't know {key}. Say `memory` to list what I remember for you."
@@ -56,6 +61,8 @@ def forget(memory: MemoryView, key: str | None) -> str:
     key = normalise_key(key or "")
     if not key:
         return "Usage: forget <key>."
+    if problem := key_problem(key):
+        return problem + "."
     if memory.delete(key):
         return f"OK, I forgot {key}."
     return f"I don't know {key}, so there was nothing to forget."

@@ -18,7 +18,6 @@ network has a timeout, so a dead service delays only the person who asked about 
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import http.client
 import json
 import time
@@ -42,9 +41,11 @@ from commands.ops.checks import (
 from commands.ops.registry import (
     SERVICES_NS,
     STATUS_NS,
+    CallRefused,
     ConfiguredRegistry,
     RegistryRefused,
     Service,
+    normalise_call_path,
 )
 from commands.ops.runbooks import ArgumentRefused, bind_arguments, run, tail
 from commands.when import WhenError, parse_when
@@ -266,9 +267,36 @@ def health(ctx: Context, name: str | None) -> str:
 # --- call ----------------------------------------------------------------------------
 
 
+MAX_JSON_DEPTH = 64
+"""Deepest nesting of arrays and objects `call` sends or pretty-prints."""
+
+
+def _json_depth(text: str) -> int:
+    """How deeply arrays and objects nest in `text` (JSON or not), without parsing it:
+    Python's json module recurses once per level and fails beyond about a thousand."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
 def _show_body(body: bytes, content_type: str, limit: int, truncated: bool) -> str:
     text = body.decode("utf-8", errors="replace")
-    if "json" in content_type:
+    if "json" in content_type and _json_depth(text) <= MAX_JSON_DEPTH:
         with contextlib.suppress(ValueError):  # labelled JSON, but is not: show it raw
             text = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
     if len(text) > limit or truncated:
@@ -284,18 +312,27 @@ def call(ctx: Context, name: str, path: str, body: str | None) -> str:
     """Send a request to a service (POST with a JSON body, else GET); allowed paths only."""
     service = _registry(ctx).get(name.lower())
     method = "POST" if body else "GET"
-    target = f"{name} {method} {path}"
     if service is None:
-        audit.record(ctx, "call", target, "refused: unknown service")
+        audit.record(ctx, "call", f"{name} {method} {path}", "refused: unknown service")
         return _unknown_service(name)
-    allowed = path.startswith("/") and ".." not in path
-    allowed = allowed and any(fnmatch.fnmatchcase(path, rule) for rule in service.call)
-    if not allowed:
+    try:
+        sent = normalise_call_path(path)
+    except CallRefused as exc:
+        audit.record(ctx, "call", f"{name} {method} {path}", f"refused: {exc}")
+        return f"I won't send `{path[:80]}` to {service.name}: {exc}. Nothing was sent."
+    target = f"{name} {method} {sent}"
+    if not service.may_call(sent):
         audit.record(ctx, "call", target, "refused: path not allowed")
         rules = ", ".join(f"`{rule}`" for rule in service.call) or "none"
-        return f"`call` may not request `{path[:80]}` on {service.name} (allowed: {rules})."
+        return f"`call` may not request `{sent[:80]}` on {service.name} (allowed: {rules})."
     data = None
     if body:
+        if (depth := _json_depth(body)) > MAX_JSON_DEPTH:
+            audit.record(ctx, "call", target, "refused: body nested too deeply")
+            return (
+                f"The body nests {depth:,} levels deep; `call` sends JSON up to "
+                f"{MAX_JSON_DEPTH} levels. Nothing was sent."
+            )
         try:
             data = json.dumps(json.loads(body)).encode("utf-8")
         except ValueError as exc:
@@ -305,7 +342,7 @@ def call(ctx: Context, name: str, path: str, body: str | None) -> str:
     started = time.monotonic()
     try:
         response = http_request(
-            service.url + path, method=method, body=data, timeout=ops.call_timeout_seconds
+            service.url + sent, method=method, body=data, timeout=ops.call_timeout_seconds
         )
     except (OSError, http.client.HTTPException) as exc:
         took = time.monotonic() - started
@@ -315,13 +352,13 @@ def call(ctx: Context, name: str, path: str, body: str | None) -> str:
             else (str(exc) or type(exc).__name__)[:200]
         )
         audit.record(ctx, "call", target, f"failed: {why}")
-        return f"{method} {service.name}{path} failed after {_ms(took)}: {why}"
+        return f"{method} {service.name}{sent} failed after {_ms(took)}: {why}"
     took = time.monotonic() - started
     audit.record(ctx, "call", target, f"HTTP {response.status}")
     shown = _show_body(
         response.body, response.content_type, ops.reply_max_chars, response.truncated
     )
-    head = f"{method} {service.name}{path}: HTTP {response.status} {response.reason} ({_ms(took)})"
+    head = f"{method} {service.name}{sent}: HTTP {response.status} {response.reason} ({_ms(took)})"
     return f"{head}\n{shown}" if shown else head
 
 

@@ -8,7 +8,8 @@
     cancel k3x9pq
 
 Times are read and shown in the person's time zone (`timezone`), else `bot.timezone`;
-the forms are in `commands.when.FORMS`. The jobs themselves live in the scheduler actor.
+the forms are in `commands.when.FORMS`. A recurring job keeps the zone it was set in,
+and its confirmation says so. The jobs themselves live in the scheduler actor.
 """
 
 from __future__ import annotations
@@ -39,8 +40,15 @@ def _confirm(ctx: Context, what: str, when: When, job_id: str) -> str:
     if zone.key != when.first.astimezone(zone).tzname():
         first += f" ({zone.key})"
     timing = f"{when.description}, first on {first}" if when.recurring else f"on {first}"
+    # A recurring job keeps the zone it was set in (its trigger computes every run there);
+    # a one-off is one instant, whatever zone it is shown in.
+    keeps = (
+        f" Its times stay in {zone.key}, also if you change your time zone."
+        if when.recurring
+        else ""
+    )
     return (
-        f"OK, {what} {timing}. "
+        f"OK, {what} {timing}.{keeps} "
         f"Job id {job_id}: `cancel {job_id}` cancels it, `reminders` lists your jobs."
     )
 
@@ -79,7 +87,7 @@ def remind(ctx: Context, spec: str | None) -> str:
 
 
 @command(
-    r"^(?P<spec>(?:in|at|on|today|tomorrow|every)\s.*?)\s+run\s+(?P<text>.+)$",
+    r"^(?P<spec>(?:in|at|on|today|tomorrow|every|next)\s.*?)\s+run\s+(?P<text>.+)$",
     name="run-later",
     usage="<when> run <command>",
     description="Run a command later, as you (`in 5 minutes run ping`).",

@@ -4,14 +4,22 @@
 services; `ConfiguredRegistry` combines the config file's `[services.*]` (read-only) with
 services admins register at runtime (kept in team memory, so they survive restarts). A
 discovery source (Consul, etcd, Kubernetes) would be another `ServiceRegistry`.
+
+A service's `call` rules are matched against the path `call` will send, normalised by
+`normalise_call_path` as RFC 3986 says (section 6.2.2), so that a path cannot mean one
+thing to the allow-list and another to the service: `/v1/items/%2e%2e/admin` is
+`/admin`, and is matched and sent as `/admin`.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
+from urllib.parse import quote
 
 from commands.context import MemoryView
 from config.settings import ServiceSettings
@@ -30,6 +38,10 @@ class Service(ServiceSettings):
     source: str = "config"
     """`config`, or `registered by <input>:<user>`."""
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def may_call(self, path: str) -> bool:
+        """Whether `call` may request `path` (already normalised) on this service."""
+        return any(fnmatch.fnmatchcase(path, rule) for rule in self.call)
 
     @property
     def target(self) -> str:
@@ -67,6 +79,91 @@ class Service(ServiceSettings):
     @classmethod
     def from_settings(cls, settings: ServiceSettings) -> Service:
         return cls(**{f.name: getattr(settings, f.name) for f in fields(settings)})
+
+
+class CallRefused(ValueError):
+    """A path `call` will not send, whatever the allow-list says; says why, for people."""
+
+
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+_STRAY_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_DOUBLE_ESCAPE = re.compile(r"%25[0-9A-Fa-f]{2}", re.IGNORECASE)
+# What may stay as it is: RFC 3986 pchar and "/" (plus "?" in a query), and "%" since
+# every "%" left starts a valid escape. Everything else is percent-encoded as UTF-8.
+_PATH_SAFE = "/:@!$&'()*+,;=-._~%"
+_QUERY_SAFE = _PATH_SAFE + "?"
+_REFUSED_ESCAPES = {
+    "2F": "an encoded slash (%2F)",
+    "5C": "an encoded backslash (%5C)",
+    "00": "an encoded NUL (%00)",
+}
+
+
+def normalise_call_path(raw: str) -> str:
+    """The path (and query) `call` sends for `raw`, or `CallRefused` saying why not.
+
+    Percent-escapes of unreserved characters are decoded and the others upper-cased
+    (RFC 3986 6.2.2.1-2), characters a path may not hold are percent-encoded as UTF-8,
+    and dot segments are removed (5.2.4), so `/v1/items/%2e%2e` is `/v1`. Refused: what
+    services read in different ways: an encoded slash or backslash in the path, an
+    encoded NUL, a backslash, a double-encoded escape (`%252e`), a `%` that starts no
+    escape, a fragment, control characters, and a path that does not start with `/`.
+    """
+    if not raw.startswith("/"):
+        raise CallRefused("it does not start with /")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in raw):
+        raise CallRefused("it holds control characters")
+    if "\\" in raw:
+        raise CallRefused("it holds a backslash, which some services read as a slash")
+    if "#" in raw:
+        raise CallRefused("it holds a fragment (#), which is never sent to a service")
+    try:
+        raw.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CallRefused("it is not valid text") from None
+    if _STRAY_PERCENT.search(raw):
+        raise CallRefused("it holds a % that starts no escape (a literal % is %25)")
+    if _DOUBLE_ESCAPE.search(raw):
+        raise CallRefused("it holds a double-encoded escape (%25 and two hex digits)")
+    path, question, query = raw.partition("?")
+    for escape in _ESCAPE.finditer(path):
+        refused = _REFUSED_ESCAPES.get(escape.group(1).upper())
+        if refused:
+            raise CallRefused(f"it holds {refused}, which services read in different ways")
+    if "%00" in query:
+        raise CallRefused("it holds an encoded NUL (%00)")
+    path = _remove_dot_segments(quote(_decode_unreserved(path), safe=_PATH_SAFE))
+    if question:
+        query = quote(_decode_unreserved(query), safe=_QUERY_SAFE)
+    return path + question + query
+
+
+def _decode_unreserved(text: str) -> str:
+    def one(escape: re.Match[str]) -> str:
+        char = chr(int(escape.group(1), 16))
+        return char if char in _UNRESERVED else escape.group(0).upper()
+
+    return _ESCAPE.sub(one, text)
+
+
+def _remove_dot_segments(path: str) -> str:
+    """RFC 3986 5.2.4 for a path that starts with `/`: `/a/b/../c/./d` is `/a/c/d`."""
+    segments = path.split("/")[1:]
+    kept: list[str] = []
+    for i, segment in enumerate(segments):
+        last = i == len(segments) - 1
+        if segment == "..":
+            if kept:
+                kept.pop()
+            if last:
+                kept.append("")  # `/a/b/..` is `/a/`
+        elif segment == ".":
+            if last:
+                kept.append("")
+        else:
+            kept.append(segment)
+    return "/" + "/".join(kept)
 
 
 class RegistryRefused(ValueError):
