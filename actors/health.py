@@ -7,7 +7,9 @@ up as "down" instead of hanging the probe.
 
 `HealthServer` serves it over HTTP on a thread of its own (`[health]`): `/healthz`
 answers 200 when the actor system and every configured input are up, 503 naming what is
-down; `/metrics` is the Prometheus text format (version 0.0.4).
+down; `/metrics` is prometheus_client's exposition of `Metrics.registry` (the counters,
+process and GC metrics, and `BotCollector`'s gauges) in the Prometheus text format
+0.0.4. HEAD answers both with GET's headers and no body.
 """
 
 from __future__ import annotations
@@ -15,15 +17,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 import pykka
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, Metric, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 
 from actors.dialog_runner import CONVERSATION_NS, STATE_SHARDS
 from actors.messages import JobCount, MemoryKeys, RouterStats
-from actors.metrics import HEALTHY_STATES, LATENCY_BUCKETS, MetricsSnapshot
+from actors.metrics import HEALTHY_STATES, MetricsSnapshot
 
 if TYPE_CHECKING:
     from actors.services import Services
@@ -104,93 +109,88 @@ def collect(services: Services) -> StatusReport:
     )
 
 
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+class BotCollector:
+    """The bot's gauges for `/metrics`, read from `collect` at each scrape (a
+    prometheus_client collector, registered on `Metrics.registry` while the health
+    endpoint runs). Gauges whose owner did not answer are left out, not reported as 0."""
 
+    def __init__(self, services: Services) -> None:
+        self.services = services
 
-def prometheus_text(report: StatusReport) -> str:
-    """The report in the Prometheus text exposition format."""
-    m = report.metrics
-    out: list[str] = []
-
-    def family(name: str, kind: str, help_text: str) -> None:
-        out.append(f"# HELP {name} {help_text}")
-        out.append(f"# TYPE {name} {kind}")
-
-    def per(name: str, label: str, values: dict[str, int]) -> None:
-        for key, value in sorted(values.items()):
-            out.append(f'{name}{{{label}="{_label(key)}"}} {value}')
-
-    family("harken_up", "gauge", "1 when the actor system and every input are up.")
-    out.append(f"harken_up {1 if report.healthy else 0}")
-    family("harken_uptime_seconds", "gauge", "Seconds since the bot started.")
-    out.append(f"harken_uptime_seconds {report.uptime_seconds:.3f}")
-    family("harken_input_up", "gauge", "1 when the input is up (or reports no state).")
-    for name, state in sorted(report.inputs.items()):
-        up = 1 if state in HEALTHY_STATES else 0
-        out.append(f'harken_input_up{{input="{_label(name)}",state="{_label(state)}"}} {up}')
-    family("harken_messages_in_total", "counter", "Messages received, per input.")
-    per("harken_messages_in_total", "input", m.messages_in)
-    family("harken_messages_out_total", "counter", "Messages sent, per input.")
-    per("harken_messages_out_total", "input", m.messages_out)
-    family("harken_commands_total", "counter", "Command calls that ran, per command.")
-    per("harken_commands_total", "command", m.calls)
-    family("harken_command_errors_total", "counter", "Command calls that raised, per command.")
-    per("harken_command_errors_total", "command", m.errors)
-    family("harken_command_refusals_total", "counter", "Calls refused by access control.")
-    per("harken_command_refusals_total", "command", m.refusals)
-    family("harken_command_duration_seconds", "histogram", "Time a command's function took.")
-    for name, hist in sorted(m.latency.items()):
-        label = f'command="{_label(name)}"'
-        running = 0
-        for bound, count in zip((*LATENCY_BUCKETS, None), hist.counts, strict=True):
-            running += count
-            le = "+Inf" if bound is None else repr(bound)
-            out.append(f'harken_command_duration_seconds_bucket{{{label},le="{le}"}} {running}')
-        out.append(f"harken_command_duration_seconds_sum{{{label}}} {hist.total:.6f}")
-        out.append(f"harken_command_duration_seconds_count{{{label}}} {running}")
-    gauges = (
-        ("harken_active_conversations", "Conversations with a live actor.", "active"),
-        ("harken_open_dialogs", "Dialogs open in memory.", "dialogs"),
-        ("harken_pending_jobs", "Reminders, deferred commands and watches pending.", "jobs"),
-    )
-    values = {
-        "active": report.active_conversations,
-        "dialogs": report.open_dialogs,
-        "jobs": report.pending_jobs,
-    }
-    for name, help_text, key in gauges:
-        value = values[key]
-        if value is not None:  # unknown is left out rather than reported as zero
-            family(name, "gauge", help_text)
-            out.append(f"{name} {value}")
-    return "\n".join(out) + "\n"
+    def collect(self) -> Iterator[Metric]:
+        report = collect(self.services)
+        yield GaugeMetricFamily(
+            "harken_up",
+            "1 when the actor system and every input are up.",
+            value=1 if report.healthy else 0,
+        )
+        yield GaugeMetricFamily(
+            "harken_uptime_seconds", "Seconds since the bot started.", value=report.uptime_seconds
+        )
+        inputs = GaugeMetricFamily(
+            "harken_input_up", "1 when the input is up (or reports no state).", labels=["input"]
+        )
+        for name, state in sorted(report.inputs.items()):
+            inputs.add_metric([name], 1 if state in HEALTHY_STATES else 0)
+        yield inputs
+        gauges = (
+            (
+                "harken_active_conversations",
+                "Conversations with a live actor.",
+                report.active_conversations,
+            ),
+            ("harken_open_dialogs", "Dialogs open in memory.", report.open_dialogs),
+            (
+                "harken_pending_jobs",
+                "Reminders, deferred commands and watches pending.",
+                report.pending_jobs,
+            ),
+        )
+        for name, help_text, value in gauges:
+            if value is not None:
+                yield GaugeMetricFamily(name, help_text, value=value)
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path == "/healthz":
-            report = collect(self.server.services)
-            if report.healthy:
-                self._reply(200, "ok\n")
-            else:
-                self._reply(503, "down: " + ", ".join(report.down) + "\n")
-        elif path == "/metrics":
-            body = prometheus_text(collect(self.server.services))
-            self._reply(200, body, "text/plain; version=0.0.4; charset=utf-8")
-        else:
-            self._reply(404, "not found: try /healthz or /metrics\n")
+        self._answer(with_body=True)
 
-    def _reply(self, status: int, body: str, kind: str = "text/plain; charset=utf-8") -> None:
-        data = body.encode("utf-8")
+    def do_HEAD(self) -> None:
+        # What GET would answer, headers only: status, type and length included.
+        self._answer(with_body=False)
+
+    def _answer(self, *, with_body: bool) -> None:
+        path = self.path.split("?", 1)[0]
+        services = self.server.services
+        if path == "/healthz":
+            report = collect(services)
+            if report.healthy:
+                self._reply(200, b"ok\n", with_body=with_body)
+            else:
+                down = "down: " + ", ".join(report.down) + "\n"
+                self._reply(503, down.encode(), with_body=with_body)
+        elif path == "/metrics":
+            data = generate_latest(services.metrics.registry)
+            self._reply(200, data, CONTENT_TYPE_PLAIN_0_0_4, with_body=with_body)
+        else:
+            self._reply(404, b"not found: try /healthz or /metrics\n", with_body=with_body)
+
+    def _reply(
+        self,
+        status: int,
+        data: bytes,
+        kind: str = "text/plain; charset=utf-8",
+        *,
+        with_body: bool,
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        self.wfile.write(data)
+        if with_body:
+            self.wfile.write(data)
 
     def log_message(self, format: str, *args: Any) -> None:
         # Probes hit this every few seconds; keep them out of the INFO log.
@@ -216,9 +216,12 @@ class HealthServer:
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="health-http", daemon=True
         )
+        self._collector: BotCollector | None = None
 
     def start(self, services: Services) -> None:
         self._server.services = services
+        self._collector = BotCollector(services)
+        services.metrics.registry.register(self._collector)
         self._thread.start()
         logger.info("health endpoint on http://%s:%d/healthz and /metrics", self.host, self.port)
 
@@ -227,3 +230,6 @@ class HealthServer:
             self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
+        if self._collector is not None:
+            self._server.services.metrics.registry.unregister(self._collector)
+            self._collector = None

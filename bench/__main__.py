@@ -7,6 +7,7 @@ from bench import (
     bench_dialogs,
     bench_handoff,
     bench_memory,
+    bench_metrics,
     bench_scheduler,
     bench_slack,
     bench_slack_post,
@@ -18,6 +19,8 @@ print()
 status |= bench_bot.main(sys.argv[1:])
 print()
 status |= bench_memory.main([])
+print()
+status |= bench_metrics.main([])
 print()
 status |= bench_dialogs.main([])
 print()

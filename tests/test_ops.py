@@ -530,7 +530,7 @@ def test_healthz_and_metrics_then_503_naming_the_input_that_is_down(
         assert samples["harken_pending_jobs"] == 1
         assert samples["harken_active_conversations"] == 1
         assert samples["harken_open_dialogs"] == 0
-        assert samples['harken_input_up{input="testing",state="up"}'] == 1
+        assert samples['harken_input_up{input="testing"}'] == 1
         assert get(url + "/nope")[0] == 404
 
         # The input goes down (its actor stops): the probe says so, and which.

@@ -343,6 +343,59 @@ def test_a_connection_that_dies_silently_is_noticed_by_ping_and_replaced(
     assert people("alice").ask(BOT, "ping") == "pong"
 
 
+def _waits(logs: LogWatch) -> list[float]:
+    """The backoff waits the input logged ("next attempt in ..."), unrounded."""
+    return [
+        arg
+        for record in list(logs.records)
+        if "next attempt in" in record.getMessage()
+        for arg in (record.args if isinstance(record.args, tuple) else ())
+        if isinstance(arg, float)
+    ]
+
+
+def test_the_reconnect_wait_never_exceeds_reconnect_max_delay(
+    start_bot: BotFactory, prosody: PrivateProsody, logs: LogWatch
+) -> None:
+    prosody.stop()
+    start_bot(wait_online=False, reconnect_delay="0.1", reconnect_max_delay="0.1")
+    logs.wait_for(r"^XMPP: cannot connect to .* next attempt in", count=20)
+
+    waits = _waits(logs)
+    assert len(waits) >= 20
+    assert all(0 < wait <= 0.1 for wait in waits), waits
+
+
+def test_a_server_restarted_again_and_again_is_rejoined_at_once_each_time(
+    start_bot: BotFactory, people: Any, prosody: PrivateProsody, logs: LogWatch
+) -> None:
+    # Sessions here last a second or two, far below STABLE_SESSION: each carried a
+    # message, so each drop resets the backoff instead of growing it restart after
+    # restart (which had the bot come back a minute late when the server restarted
+    # every minute).
+    start_bot(reconnect_delay="0.2", reconnect_max_delay="10")
+    restarts = 4
+    for restart in range(restarts):
+        assert people("alice").ask(BOT, "ping") == "pong"
+        before = len(logs.records)
+        prosody.restart()
+        logs.wait_for(r"^XMPP: online as bot@localhost", count=restart + 2)
+        lines = [r.getMessage() for r in list(logs.records)[before:]]
+        lost = [line for line in lines if re.match(r"XMPP: connection to .* lost", line)]
+        assert len(lost) == 1
+        assert lost[0].endswith("; reconnecting"), lost[0]
+        first_wait = next(line for line in lines if "next attempt in" in line)
+        assert float(re.findall(r"next attempt in ([\d.]+) s", first_wait)[0]) <= 0.2
+
+    # A session that carried nothing and ended as soon still counts as a failed attempt,
+    # so a server that lets the bot in and throws it out at once gets backoff, no storm.
+    prosody.restart()
+    lost = logs.wait_for(r"^XMPP: connection to .* lost", count=restarts + 1)[-1]
+    assert re.search(r"before the session carried a message; next attempt in [\d.]+ s$", lost)
+    logs.wait_for(r"^XMPP: online as bot@localhost", count=restarts + 2)
+    assert people("alice").ask(BOT, "ping") == "pong"
+
+
 def test_replies_beyond_the_queue_limit_are_dropped_oldest_first_and_logged(
     start_bot: BotFactory, people: Any, prosody: PrivateProsody, logs: LogWatch
 ) -> None:
@@ -374,6 +427,11 @@ def test_an_unreachable_server_is_retried_while_other_inputs_keep_working(
         return TestingInput(settings, services, router, replies.put)
 
     bot = start_bot(inputs={"testing": testing}, wait_online=False)
+    # Not a wrong password: start-up goes on, and the log says the input keeps trying.
+    logs.wait_for(
+        r"^XMPP: could not check the login of bot@localhost at 127\.0\.0\.1:\d+ "
+        r"\(.*\); starting anyway, and retrying in the background"
+    )
     logs.wait_for(r"^XMPP: cannot connect to 127\.0\.0\.1:\d+ as bot@localhost .* next attempt")
     logs.wait_for(r"^XMPP: cannot connect to", count=3)  # it keeps trying
 
@@ -389,33 +447,51 @@ def test_an_unreachable_server_is_retried_while_other_inputs_keep_working(
     assert people("alice").ask(BOT, "ping") == "pong"
 
 
-def test_wrong_password_logs_one_clear_error_and_does_not_retry(
-    start_bot: BotFactory, prosody: PrivateProsody, logs: LogWatch
+def test_a_wrong_password_stops_start_up_with_one_line_naming_the_jid(
+    start_bot: BotFactory, logs: LogWatch
 ) -> None:
     wrong = "not-the-password-91c2"
-    start_bot(password=wrong, wait_online=False)
+    with pytest.raises(StartupError) as caught:
+        start_bot(password=wrong, wait_online=False)
 
-    errors = logs.wait_for(r"refused the login of bot@localhost")
-    assert len(errors) == 1
-    assert "HARKEN_XMPP_PASSWORD" in errors[0]
-    # With a 0.1 s retry delay, a retrying input would have tried several times by now.
-    with pytest.raises(TimeoutError):
-        logs.wait_for(r"^XMPP: connecting to", count=2, timeout=1.0)
-    assert [m for m in logs.messages(logging.ERROR) if m.startswith("XMPP")] == errors
+    assert str(caught.value) == (
+        "xmpp: the server refused the login of bot@localhost (not-authorized): check "
+        "inputs.xmpp.jid and HARKEN_XMPP_PASSWORD"
+    )
     encoded = base64.b64encode(f"\0bot\0{wrong}".encode()).decode()
     for line in logs.messages():
         assert wrong not in line
         assert encoded not in line
 
 
-def test_plaintext_login_is_refused_unless_allowed(start_bot: BotFactory, logs: LogWatch) -> None:
-    # The test server offers no TLS; without allow_plaintext the bot must not log in.
-    start_bot(allow_plaintext="false", wait_online=False)
+def test_a_password_changed_while_running_is_logged_once_and_not_retried(
+    start_bot: BotFactory, prosody: PrivateProsody, logs: LogWatch
+) -> None:
+    start_bot()
+    prosody.stop()
+    prosody.register("bot", "changed-meanwhile-5d1e")
+    prosody.start()
 
-    errors = logs.wait_for(r"offers no login method")
-    assert "allow_plaintext" in errors[0]
+    errors = logs.wait_for(r"refused the login of bot@localhost")
+    assert len(errors) == 1
+    assert "HARKEN_XMPP_PASSWORD" in errors[0]
+    assert "Not retrying" in errors[0]
+    # With a 0.1 s retry delay, a retrying input would try again within a second.
+    attempts = len(logs.wait_for(r"^XMPP: connecting to"))
     with pytest.raises(TimeoutError):
-        logs.wait_for(r"^XMPP: online as", timeout=1.0)
+        logs.wait_for(r"^XMPP: connecting to", count=attempts + 1, timeout=1.0)
+    assert [m for m in logs.messages(logging.ERROR) if m.startswith("XMPP")] == errors
+    for line in logs.messages():
+        assert BOT_PASSWORD not in line
+
+
+def test_plaintext_login_is_refused_unless_allowed(start_bot: BotFactory, logs: LogWatch) -> None:
+    # The test server offers no TLS; without allow_plaintext the bot must not log in, and
+    # since it never could, start-up stops and says which setting decides it.
+    with pytest.raises(StartupError, match=r"^xmpp: .* offers no login method") as caught:
+        start_bot(allow_plaintext="false", wait_online=False)
+    assert "inputs.xmpp.allow_plaintext" in str(caught.value)
+    assert [m for m in logs.messages() if m.startswith("XMPP: online as")] == []
 
 
 @pytest.fixture
@@ -591,6 +667,43 @@ def test_harken_run_without_a_password_exits_2_with_one_line(tmp_path: Path) -> 
         "harken: HARKEN_XMPP_PASSWORD is not set: the XMPP input needs the password of "
         "bot@example.org in the environment"
     ]
+
+
+@pytest.mark.e2e
+def test_harken_run_with_a_wrong_password_exits_2_with_one_line(
+    prosody: PrivateProsody, tmp_path: Path
+) -> None:
+    wrong = "wrong-pw-4b8e"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "harken", "run", "--inputs", "xmpp"],
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_harken_env(
+            {
+                "HARKEN_XMPP_JID": prosody.jid("bot"),
+                "HARKEN_XMPP_PASSWORD": wrong,
+                "HARKEN_XMPP_HOST": "127.0.0.1",
+                "HARKEN_XMPP_PORT": str(prosody.port),
+                "HARKEN_XMPP_ALLOW_PLAINTEXT": "true",
+            }
+        ),
+    )
+    try:
+        _, err = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, err = process.communicate()
+        pytest.fail(f"harken kept running with a wrong password: {err}")
+    assert process.returncode == 2, err
+    fatal = [line for line in err.splitlines() if line.startswith("harken:")]
+    assert fatal == [
+        "harken: xmpp: the server refused the login of bot@localhost (not-authorized): check "
+        "inputs.xmpp.jid and HARKEN_XMPP_PASSWORD"
+    ]
+    assert wrong not in err
 
 
 @pytest.mark.e2e

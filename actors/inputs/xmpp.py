@@ -33,9 +33,10 @@ from typing import TYPE_CHECKING, Any
 from slixmpp.jid import JID
 from slixmpp.stanza import Message
 
+from actors.errors import StartupError
 from actors.event import Event, EventType
 from actors.inputs.base import InputActor, RepliesInbox
-from actors.inputs.xmpp_client import Outgoing, XmppClient
+from actors.inputs.xmpp_client import Outgoing, XmppClient, check_login
 from actors.inputs.xmpp_options import XmppOptions
 from actors.messages import Answered
 from actors.text import clean_text
@@ -62,7 +63,23 @@ _WARNED_SENDERS_MAX = 10_000
 class XmppInput(InputActor):
     @classmethod
     def preflight(cls, settings: InputSettings) -> None:
-        XmppOptions.from_settings(settings)
+        """Check the options, then log in once: a password the server refuses stops
+        start-up (exit 2); a server that cannot be reached now does not, the input
+        retries it in the background as it would any lost connection."""
+        options = XmppOptions.from_settings(settings)
+        found = check_login(options)
+        if found.refused:
+            raise StartupError(f"xmpp: {found.detail}")
+        if found.accepted:
+            logger.info("XMPP: %s accepted the login of %s", options.server, options.jid)
+        else:
+            logger.warning(
+                "XMPP: could not check the login of %s at %s (%s); starting anyway, and "
+                "retrying in the background",
+                options.jid,
+                options.server,
+                found.detail,
+            )
 
     @staticmethod
     def _create_actor_inbox() -> Any:

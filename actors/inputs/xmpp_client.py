@@ -11,11 +11,16 @@ Connecting is a loop of our own rather than slixmpp's built-in retry, so that th
 backoff and the log lines are ours:
 
 * the server cannot be reached: log it, wait (`reconnect_delay` doubling up to
-  `reconnect_max_delay`, with jitter), try again, for as long as Harken runs;
-* an established session drops: log it and reconnect at once, then back off again;
-  rooms are joined again on every new session;
+  `reconnect_max_delay`; each wait is drawn between 80 and 100% of that, so it never
+  exceeds the maximum), try again, for as long as Harken runs;
+* an established session drops: log it and reconnect at once if the session was stable
+  (it lasted `STABLE_SESSION` or carried a message), which also starts the backoff
+  over; a session that ended sooner, silent, counts as a failed attempt. Rooms are
+  joined again on every new session;
 * the server refuses the login: log one error naming the JID and stop trying, because
-  retrying a wrong password only locks accounts and fills logs.
+  retrying a wrong password only locks accounts and fills logs. (At start-up
+  `check_login` has already tried the password once, so a wrong one stops Harken
+  before anything runs; this is for a password changed while Harken runs.)
 
 Messages that cannot be sent because there is no session (yet) wait in a bounded
 outbox and go out, in order, once the next session has joined its rooms; when the
@@ -32,6 +37,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 from xml.sax.saxutils import escape, quoteattr
@@ -52,11 +58,16 @@ CONNECT_TIMEOUT = 30.0
 JOIN_TIMEOUT = 15.0
 """Seconds to wait for a room to confirm a join."""
 STABLE_SESSION = 30.0
-"""A session that lasted this long (seconds) is reconnected at once when it drops; one
-that dropped sooner counts as a failed attempt, so a server that accepts and then kicks
-the bot straight away gets backoff, not a reconnect storm."""
+"""A session that lasted this long (seconds), or that carried a message, is reconnected
+at once when it drops; a silent one that dropped sooner counts as a failed attempt, so a
+server that accepts and then kicks the bot straight away gets backoff, not a reconnect
+storm."""
 STOP_WAIT = 2.0
 """Seconds to wait for the server to close the stream when Harken stops."""
+CHECK_TIMEOUT = 15.0
+"""Seconds the start-up login check (`check_login`) may take in all."""
+JITTER = 0.8
+"""Each backoff wait is drawn between this share of the current delay and all of it."""
 
 
 class _HideSaslPayloads(logging.Filter):
@@ -108,6 +119,148 @@ MessageHandler = Callable[[Message], None]
 _BODY = "{jabber:client}body"
 
 
+def _new_client(options: XmppOptions, loop: asyncio.AbstractEventLoop) -> ClientXMPP:
+    """A slixmpp client for the account, with the transport and login the options ask."""
+    plugin_config: dict[str, Any] = {}
+    if options.allow_plaintext:
+        plugin_config["feature_mechanisms"] = {
+            "unencrypted_plain": True,
+            "unencrypted_scram": True,
+        }
+    xmpp = ClientXMPP(
+        options.jid, options.password.reveal(), plugin_config=plugin_config, loop=loop
+    )
+    xmpp.enable_plaintext = options.allow_plaintext
+    xmpp.enable_direct_tls = options.direct_tls
+    xmpp.enable_starttls = not options.direct_tls
+    if options.ca_file:
+        xmpp.ca_certs = Path(options.ca_file)
+    return xmpp
+
+
+def _untrusted(error: Any) -> str:
+    return (
+        f"the server's TLS certificate is not trusted ({error}); for a private CA, "
+        "set inputs.xmpp.ca_file"
+    )
+
+
+def _refused(options: XmppOptions, condition: str) -> str:
+    """Why a login will never succeed: a refused password, or no usable login method."""
+    if condition:
+        return (
+            f"the server refused the login of {options.jid} ({condition}): check "
+            "inputs.xmpp.jid and HARKEN_XMPP_PASSWORD"
+        )
+    return (
+        f"{options.server} offers no login method this connection may use for "
+        f"{options.jid} (it offers no TLS, and plaintext login is off; "
+        "inputs.xmpp.allow_plaintext = true is only for a test server on loopback)"
+    )
+
+
+@dataclass(frozen=True)
+class LoginCheck:
+    """What the start-up login check found.
+
+    `accepted`: the server let the account log in. `refused`: it never will (a wrong
+    password, an unknown account, no login method allowed); `detail` says why. Neither:
+    the check could not tell (the server is unreachable, slow, or its certificate is
+    not trusted); `detail` says why, and the input retries as usual.
+    """
+
+    accepted: bool
+    refused: bool
+    detail: str
+
+
+def check_login(options: XmppOptions, timeout: float = CHECK_TIMEOUT) -> LoginCheck:
+    """Connect, log in and leave again, within `timeout` seconds (blocks the caller).
+
+    Runs on a thread and an event loop of its own, so it works whatever the caller's
+    thread is doing. The password is only ever handed to slixmpp.
+    """
+    found: list[LoginCheck] = []
+
+    def run() -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            found.append(loop.run_until_complete(_check_login(options, loop, timeout)))
+        except Exception as exc:
+            logger.debug("XMPP: the login check failed", exc_info=True)
+            found.append(LoginCheck(False, False, f"the check failed: {exc}"))
+        finally:
+            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for task in pending:
+                task.cancel()
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.close()
+
+    thread = threading.Thread(target=run, name=f"xmpp-check:{options.bare_jid}", daemon=True)
+    thread.start()
+    thread.join(timeout + STOP_WAIT + 5.0)
+    if not found:
+        return LoginCheck(False, False, f"no answer within {timeout:.0f} s")
+    return found[0]
+
+
+async def _check_login(
+    options: XmppOptions, loop: asyncio.AbstractEventLoop, timeout: float
+) -> LoginCheck:
+    xmpp = _new_client(options, loop)
+    outcome: asyncio.Future[LoginCheck] = loop.create_future()
+    condition = [""]
+
+    def finish(accepted: bool, refused: bool, detail: str) -> None:
+        if not outcome.done():
+            outcome.set_result(LoginCheck(accepted, refused, detail))
+
+    def failed_all_auth(_: Any) -> None:
+        if condition[0] == "temporary-auth-failure":
+            finish(False, False, "the server could not check the password just now")
+        else:
+            finish(False, True, _refused(options, condition[0]))
+
+    def untrusted(error: Any) -> None:
+        finish(False, False, _untrusted(error))
+        xmpp.abort()
+
+    def stream_error(error: Any) -> None:
+        found = error["condition"] if hasattr(error, "__getitem__") else error
+        finish(False, False, f"stream error from the server: {found}")
+
+    xmpp.add_event_handler("session_start", lambda _: finish(True, False, ""))
+    xmpp.add_event_handler(
+        "failed_auth", lambda failure: condition.__setitem__(0, str(failure["condition"]))
+    )
+    xmpp.add_event_handler("failed_all_auth", failed_all_auth)
+    xmpp.add_event_handler("ssl_invalid_chain", untrusted)
+    xmpp.add_event_handler("stream_error", stream_error)
+    last_error = ["no address answered"]
+    xmpp.add_event_handler("connection_failed", lambda error: last_error.__setitem__(0, str(error)))
+    xmpp.add_event_handler(
+        "disconnected",
+        lambda reason: finish(False, False, str(reason or "the server closed the connection")),
+    )
+    deadline = loop.time() + timeout
+    host = options.host or None
+    try:
+        retry = await asyncio.wait_for(xmpp.connect(host, options.port if host else None), timeout)
+        if retry is not None:  # no address answered; slixmpp scheduled a retry
+            xmpp.cancel_connection_attempt()
+            finish(False, False, last_error[0])
+        return await asyncio.wait_for(asyncio.shield(outcome), deadline - loop.time())
+    except TimeoutError:
+        return LoginCheck(False, False, f"no login within {timeout:.0f} s")
+    finally:
+        xmpp.cancel_connection_attempt()
+        if xmpp.is_connected():
+            with contextlib.suppress(Exception):
+                await xmpp.disconnect(wait=STOP_WAIT, reason="Harken checked its login")
+
+
 class XmppClient:
     """One XMPP account's connection, kept up for as long as the client runs."""
 
@@ -137,6 +290,8 @@ class XmppClient:
         self._stop_requested: asyncio.Event | None = None
         self._session_over: asyncio.Event | None = None
         self._had_session = False
+        self._carried_message = False
+        """Whether the current session received or sent a message with a body."""
         self._auth_condition = ""
         self._auth_given_up = False
         self._last_error = ""
@@ -222,21 +377,7 @@ class XmppClient:
             loop.close()
 
     def _make_client(self, loop: asyncio.AbstractEventLoop) -> ClientXMPP:
-        options = self.options
-        plugin_config: dict[str, Any] = {}
-        if options.allow_plaintext:
-            plugin_config["feature_mechanisms"] = {
-                "unencrypted_plain": True,
-                "unencrypted_scram": True,
-            }
-        xmpp = ClientXMPP(
-            options.jid, options.password.reveal(), plugin_config=plugin_config, loop=loop
-        )
-        xmpp.enable_plaintext = options.allow_plaintext
-        xmpp.enable_direct_tls = options.direct_tls
-        xmpp.enable_starttls = not options.direct_tls
-        if options.ca_file:
-            xmpp.ca_certs = Path(options.ca_file)
+        xmpp = _new_client(self.options, loop)
         xmpp.register_plugin("xep_0030")  # service discovery, which MUC relies on
         xmpp.register_plugin("xep_0045")  # multi-user chat
         xmpp.register_plugin("xep_0199")  # ping, to notice a dead connection
@@ -266,6 +407,7 @@ class XmppClient:
         while not stop.is_set():
             self._session_over = asyncio.Event()
             self._had_session = False
+            self._carried_message = False
             self._last_error = ""
             self._auth_condition = ""
             log = logger.info if first else logger.debug
@@ -278,19 +420,28 @@ class XmppClient:
             if self._auth_given_up:
                 await stop.wait()
                 break
-            wait = delay * random.uniform(0.8, 1.2)
+            # Never longer than the delay, which never exceeds reconnect_max_delay.
+            wait = delay * random.uniform(JITTER, 1.0)
             if self._had_session:
                 lasted = time.monotonic() - self._session_began
-                if lasted >= STABLE_SESSION:
-                    # It worked for a while: try again at once, backing off from the start.
+                why = self._last_error or "closed"
+                if lasted >= STABLE_SESSION or self._carried_message:
+                    # It worked: try again at once, and back off from the start if need be.
                     delay = options.reconnect_delay
-                    wait = 0.0
+                    logger.warning(
+                        "XMPP: connection to %s lost after %.0f s (%s); reconnecting",
+                        options.server,
+                        lasted,
+                        why,
+                    )
+                    continue
                 logger.warning(
-                    "XMPP: connection to %s lost after %.0f s (%s); %s",
+                    "XMPP: connection to %s lost after %.0f s (%s), before the session "
+                    "carried a message; next attempt in %.1f s",
                     options.server,
                     lasted,
-                    self._last_error or "closed",
-                    f"next attempt in {wait:.1f} s" if wait else "reconnecting",
+                    why,
+                    wait,
                 )
             else:
                 logger.warning(
@@ -300,8 +451,6 @@ class XmppClient:
                     self._last_error or "no session",
                     wait,
                 )
-            if not wait:
-                continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), wait)
             delay = min(options.reconnect_max_delay, delay * 2)
@@ -436,10 +585,7 @@ class XmppClient:
         self._last_error = str(error)
 
     def _on_untrusted_certificate(self, error: Any) -> None:
-        self._last_error = (
-            f"the server's TLS certificate is not trusted ({error}); for a private CA, "
-            "set inputs.xmpp.ca_file"
-        )
+        self._last_error = _untrusted(error)
         assert self._xmpp is not None
         self._xmpp.abort()
 
@@ -457,22 +603,10 @@ class XmppClient:
             self._last_error = "the server could not check the password just now"
             return
         self._auth_given_up = True
-        if condition:
-            logger.error(
-                "XMPP: the server refused the login of %s (%s): check inputs.xmpp.jid and "
-                "HARKEN_XMPP_PASSWORD. Not retrying; the XMPP input stays offline until "
-                "Harken restarts.",
-                options.jid,
-                condition,
-            )
-        else:
-            logger.error(
-                "XMPP: %s offers no login method this connection may use for %s (it offers "
-                "no TLS, and plaintext login is off; inputs.xmpp.allow_plaintext = true is "
-                "only for a test server on loopback). Not retrying.",
-                options.server,
-                options.jid,
-            )
+        logger.error(
+            "XMPP: %s. Not retrying; the XMPP input stays offline until Harken restarts.",
+            _refused(options, condition),
+        )
 
     def _direct_chat_first(self, stanza: Any) -> Any:
         """Take one-to-one chat messages before slixmpp matches them against its handlers.
@@ -493,6 +627,8 @@ class XmppClient:
         return stanza
 
     def _on_message_event(self, message: Message) -> None:
+        if message.xml.get("type") != "error" and message.xml.find(_BODY) is not None:
+            self._carried_message = True
         try:
             self._on_message(message)
         except Exception:
@@ -529,6 +665,7 @@ class XmppClient:
         for sent, item in enumerate(batch):
             try:
                 xmpp.send_raw(item.stanza(new_id()))
+                self._carried_message = True
             except NotConnectedError:
                 # The connection is gone and slixmpp has not told us yet: keep the rest
                 # for the next session, as if we had been offline all along.
