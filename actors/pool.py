@@ -42,6 +42,7 @@ from typing import Any
 
 import pykka
 from pykka import messages as pykka_messages
+
 # pykka private: `Envelope` is what pykka's refs put in an actor's inbox (the message
 # and the future to answer); a pooled actor's inbox stores and runs them itself.
 from pykka._envelope import Envelope
