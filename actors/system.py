@@ -253,9 +253,9 @@ class BotSystem:
     def stop(self) -> None:
         """Stop taking work, let what runs finish and answer, then take everything down.
 
-        The scheduler stops first, then the router (with the conversations, which give
-        back what still waited in them) and the command actors, so no new command
-        starts. Commands already running get `STOP_DRAIN_SECONDS` to finish; their
+        The scheduler stops first, then the router (and the conversations, which drop,
+        with a warning, what still waited in them) and the command actors, so no new
+        command starts. Commands already running get `STOP_DRAIN_SECONDS` to finish; their
         replies go out once their writes are durable, while the inputs are still up to
         send them. Then the inputs send what they were given and close, and memory,
         last, commits and checkpoints everything it was told.
