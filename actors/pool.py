@@ -21,6 +21,11 @@ pykka leaves room for this: `_create_actor_inbox`, `_create_future` and
 `_start_actor_loop` are its documented points for new kinds of actor. A pooled actor
 also sets itself up without pykka's `Actor.__init__` and has a ref of its own kind, both
 to cost the garbage collector fewer objects (see `PooledActor`).
+
+That leans on names pykka keeps private, each marked `pykka private:` where it is used,
+with what it is and why it is needed. They are why pyproject.toml pins pykka to the
+releases this was tested with (4.4.2, the first with `ActorRef._actor_weakref`, up to
+4.5), and why .ci/run also tests the lowest allowed one.
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ from typing import Any
 
 import pykka
 from pykka import messages as pykka_messages
+
+# pykka private: `Envelope` is what pykka's refs put in an actor's inbox (the message
+# and the future to answer); a pooled actor's inbox stores and runs them itself.
 from pykka._envelope import Envelope
 
 logger = logging.getLogger(__name__)
@@ -234,6 +242,8 @@ class _PooledRef(pykka.ActorRef[Any]):
     def is_alive(self) -> bool:
         return not self.actor_inbox.stopped
 
+    # pykka private: `ActorRef._actor_weakref` (a `weakref.ref` in pykka, since 4.4.2) is
+    # how pykka's `ActorProxy` reaches the actor behind a ref.
     def _actor_weakref(self) -> PooledActor | None:  # type: ignore[override]
         """The actor (None once stopped and done with); pykka's proxy calls this."""
         return self.actor_inbox._actor
@@ -265,6 +275,7 @@ class PooledActor(pykka.Actor):
         # system's random source, a system call for every conversation started.
         self.actor_urn = uuid.UUID(int=random.getrandbits(128), version=4).urn
         self.actor_inbox = self._create_actor_inbox()
+        # pykka private: `Actor._actor_ref` is where `Actor.actor_ref` reads the ref from.
         self._actor_ref = _PooledRef(self)
 
     @property
@@ -277,6 +288,8 @@ class PooledActor(pykka.Actor):
         actor._start_actor_loop()
         return actor.actor_ref
 
+    # pykka private: `_create_actor_inbox`, `_create_future` and `_start_actor_loop` are
+    # the hooks pykka's own `ThreadingActor` implements (documented for new actor kinds).
     def _create_actor_inbox(self) -> _Inbox:  # type: ignore[override]
         return _Inbox(self, self._dispatcher.lock_for_inbox())
 
@@ -308,6 +321,9 @@ class PooledActor(pykka.Actor):
                 self._handle_failure(*sys.exc_info())
             return
         try:
+            # pykka private: `_handle_receive` runs pykka's own messages (stop, proxy calls)
+            # and hands the rest to `on_receive`; `_handle_failure` logs an unhandled
+            # exception and stops the actor. Both as pykka's own actor loop calls them.
             response = self._handle_receive(envelope.message)
             if envelope.reply_to is not None:
                 envelope.reply_to.set(response)
@@ -326,6 +342,7 @@ def _refuse(envelope: Envelope[Any], actor: str) -> None:
     """What pykka does with mail left in a stopped actor's inbox."""
     if envelope.reply_to is None:
         return
+    # pykka private: `messages._ActorStop` is the message `ActorRef.stop` sends.
     if isinstance(envelope.message, pykka_messages._ActorStop):
         envelope.reply_to.set(None)
     else:

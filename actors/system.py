@@ -1,8 +1,10 @@
 """Assembles Harken's actors from the settings, and takes them down again.
 
 Start order: supervisor, memory, command actors, router, inputs, so that by the time an
-input hands over its first message everything behind it is up. Stop order is the
-reverse, and memory stops last so every write that was told to it is committed.
+input hands over its first message everything behind it is up. Stopping first stops
+what hands out work (scheduler, router, command actors), lets the commands already
+running finish and answer while the inputs are still up, then stops the inputs, and
+memory last so every write that was told to it is committed.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from actors.errors import StartupError
 from actors.health import HealthServer
 from actors.inputs.base import InputActor
 from actors.memory_actor import MemoryActor
-from actors.messages import ConversationIdle, RouterStats
+from actors.messages import ConversationIdle, MemoryBarrier, RouterStats
 from actors.pool import Dispatcher
 from actors.router import Router
 from actors.scheduler_actor import SchedulerActor, check_job_store
@@ -47,6 +49,10 @@ __all__ = [
 
 InputFactory = Callable[[InputSettings, Services, Handle], InputActor]
 INPUT_ENTRY_POINT_GROUP = "harken.inputs"
+STOP_DRAIN_SECONDS = 6.0
+"""On stop, how long commands already running get to finish and send their replies."""
+STOP_SYNC_SECONDS = 1.0
+"""On stop, how long at least the replies of finished commands may wait for memory."""
 MEMORY_STOP_TIMEOUT = 300.0
 """Seconds `stop()` waits for the memory actor's final commit and checkpoint."""
 DISPATCHER_THREADS = 4
@@ -245,6 +251,15 @@ class BotSystem:
         return stats
 
     def stop(self) -> None:
+        """Stop taking work, let what runs finish and answer, then take everything down.
+
+        The scheduler stops first, then the router (and the conversations, which drop,
+        with a warning, what still waited in them) and the command actors, so no new
+        command starts. Commands already running get `STOP_DRAIN_SECONDS` to finish; their
+        replies go out once their writes are durable, while the inputs are still up to
+        send them. Then the inputs send what they were given and close, and memory,
+        last, commits and checkpoints everything it was told.
+        """
         self._ticker_stop.set()
         if self.health_server is not None:
             self.health_server.stop()
@@ -253,19 +268,37 @@ class BotSystem:
             return
         supervisor = self._supervisor_ref.proxy()
         services = self.services
-        # The scheduler first: a job firing now still finds the inputs and router up.
-        order = ["scheduler"]
-        order += [f"input:{name}" for name in (services.inputs if services else {})]
-        order.append("router")
-        # Commands still running finish (and tell memory their writes) before memory stops.
-        order += [f"command:{name}" for name in (services.commands if services else {})]
-        supervisor.stop_children(order).get()
+        supervisor.stop_children(["scheduler"]).get()
+        commands = [f"command:{name}" for name in (services.commands if services else {})]
+        supervisor.stop_children(["router", *commands]).get()
         if services is not None:
-            services.workers.shutdown()
-            services.dispatcher.shutdown()
+            self._drain(services)
+        supervisor.stop_children(
+            [f"input:{name}" for name in (services.inputs if services else {})]
+        ).get()
         # Memory last, and with time to finish: its final checkpoint writes every owner
         # still dirty, and whoever called stop() may delete the directory afterwards.
         supervisor.stop_children(None, MEMORY_STOP_TIMEOUT).get()
         self._supervisor_ref.stop()
         self._supervisor_ref = None
         logger.info("Harken stopped")
+
+    @staticmethod
+    def _drain(services: Services) -> None:
+        """Wait (a while) for running commands to finish and their replies to be told."""
+        deadline = time.monotonic() + STOP_DRAIN_SECONDS
+        if not services.workers.shutdown(STOP_DRAIN_SECONDS):
+            logger.warning(
+                "stopping with commands still running after %.0f s; their replies are lost",
+                STOP_DRAIN_SECONDS,
+            )
+        # A reply waits for its command's writes to be durable (a MemoryBarrier): once a
+        # barrier told now fires, every reply of a finished command has gone to its input.
+        synced = threading.Event()
+        try:
+            services.memory.tell(MemoryBarrier(lambda error: synced.set()))
+        except pykka.ActorDeadError:
+            logger.warning("memory is down; replies waiting for it are lost")
+        else:
+            synced.wait(max(STOP_SYNC_SECONDS, deadline - time.monotonic()))
+        services.dispatcher.shutdown()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -50,10 +51,13 @@ class WorkerPool:
                 # under that net, so one bad job never takes a worker thread with it.
                 logger.exception("a job on the worker pool failed")
 
-    def shutdown(self, timeout: float | None = None) -> None:
-        """Finish the jobs already queued, then stop every thread."""
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Finish the jobs already queued, then stop every thread; wait for that at most
+        `timeout` seconds in all. False if jobs were still running when it ran out."""
         self._closed = True
         for _ in self._threads:
             self._jobs.put(_STOP)
+        deadline = None if timeout is None else time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in self._threads)

@@ -89,6 +89,7 @@ _INPUT_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 # Section names would make `HARKEN_BOT_<KEY>` ambiguous, and `config` is HARKEN_CONFIG.
 _RESERVED_INPUT_NAMES: Final = frozenset({*_SECTIONS, *_TABLES, "inputs", "config"})
 _LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
+_LOG_FORMATS: Final = ("text", "json")
 _MEMORY_BACKENDS: Final = ("tinydb",)
 _CLI: Final = "the command line"
 _TRUE: Final = frozenset({"true", "yes", "on", "1"})
@@ -220,6 +221,18 @@ def _path(value: str) -> str:
     return os.path.expanduser(value)
 
 
+def _logger_levels(value: tuple[str, ...]) -> tuple[str, ...]:
+    levels = []
+    for item in value:
+        name, _, level = (part.strip() for part in item.partition("="))
+        if not name or level.upper() not in _LOG_LEVELS:
+            raise _Invalid(
+                f"{_show(item)} is not logger=LEVEL with LEVEL one of " + ", ".join(_LOG_LEVELS)
+            )
+        levels.append(f"{name}={level.upper()}")
+    return tuple(levels)
+
+
 def _port(value: int) -> int:
     if not 0 <= value <= 65535:
         raise _Invalid()
@@ -245,6 +258,10 @@ _RULES: Final[Mapping[str, _Rule]] = {
         str, "one of " + ", ".join(_LOG_LEVELS) + " (any case)", _one_of(_LOG_LEVELS, upper=True)
     ),
     "log.file": _Rule(str, "a file path (empty for stderr)", _path),
+    "log.format": _Rule(str, "one of: " + ", ".join(_LOG_FORMATS), _one_of(_LOG_FORMATS)),
+    "log.levels": _Rule(
+        tuple, 'a table of logger = level, e.g. { apscheduler = "INFO" }', _logger_levels
+    ),
     "scheduler.path": _Rule(str, "a file path (empty: beside the memory store)", _path),
     "scheduler.grace_seconds": _Rule(float, "a number > 0", _positive_finite),
     "scheduler.max_jobs_per_user": _Rule(int, "an integer >= 1", _at_least_one),
@@ -441,7 +458,12 @@ class _Builder:
             rule = _RULES.get(key)
             if rule is None:
                 raise ConfigError(key, _suggest(key, _known_keys()))
-            checked = _apply(rule, key, value, None, text=False)
+            if key == "log.levels" and isinstance(value, dict):
+                # A `[log.levels]` table; env and flags give the same as "logger=LEVEL,...".
+                pairs = [f"{name}={level}" for name, level in value.items()]
+                checked = _apply(rule, key, pairs, None, text=False)
+            else:
+                checked = _apply(rule, key, value, None, text=False)
             if key == "bot.command_dirs":
                 checked = self._resolve_dirs(checked)
             self.set(key, checked, self.file_label)
@@ -696,6 +718,12 @@ def load_settings(
             ", ".join(settings.unknown_env),
         )
     return settings
+
+
+def secret_env_vars(env: Mapping[str, str]) -> list[str]:
+    """The `HARKEN_*` variables in `env` that hold secrets, by `is_secret_key`'s naming rule
+    (any input, started or not), so the CLI can remove them once the settings are read."""
+    return sorted(v for v in env if v.startswith("HARKEN_") and is_secret_key(v[len("HARKEN_") :]))
 
 
 # --- rendering -----------------------------------------------------------------------

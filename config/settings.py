@@ -228,6 +228,10 @@ class LogSettings:
     """DEBUG, INFO, WARNING or ERROR (the loader accepts any case and stores upper case)."""
     file: str = ""
     """Log file path; empty logs to stderr."""
+    format: str = "text"
+    """`text` (one line per record) or `json` (one JSON object per line, for log shippers)."""
+    levels: tuple[str, ...] = ()
+    """Levels of single loggers as `logger=LEVEL` (in a file, a `[log.levels]` table)."""
 
 
 @dataclass(frozen=True)

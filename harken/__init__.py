@@ -5,14 +5,47 @@ Everything a command author uses is importable from here:
     from harken import command, Context, Event
     from harken import dialog, Ask, Choice, Confirm, Invalid, Answers   # dialogs
     from harken import parse_when, WhenError, SchedulingRefused          # later
+
+The names are imported when first used, not with the package: `python -m harken` and
+the `harken` command first check that Harken's top-level packages (`actors`, `config`,
+...) are its own (harken/layout.py), which they could not do once these imports had
+loaded a module that shadows one of them.
 """
 
-from actors.event import Event, EventType
-from commands.base import Command, Registry, command
-from commands.context import Context, MemoryRefused, MemoryView, SchedulingRefused
-from commands.dialogs import Answers, Ask, Choice, Confirm, Invalid, dialog
-from commands.when import When, WhenError, parse_when
-from harken.testbot import TestBot
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from actors.event import Event, EventType
+    from commands.base import Command, Registry, command
+    from commands.context import Context, MemoryRefused, MemoryView, SchedulingRefused
+    from commands.dialogs import Answers, Ask, Choice, Confirm, Invalid, dialog
+    from commands.when import When, WhenError, parse_when
+    from harken.testbot import TestBot
+
+_EXPORTS = {
+    "Event": "actors.event",
+    "EventType": "actors.event",
+    "Command": "commands.base",
+    "Registry": "commands.base",
+    "command": "commands.base",
+    "Context": "commands.context",
+    "MemoryRefused": "commands.context",
+    "MemoryView": "commands.context",
+    "SchedulingRefused": "commands.context",
+    "Answers": "commands.dialogs",
+    "Ask": "commands.dialogs",
+    "Choice": "commands.dialogs",
+    "Confirm": "commands.dialogs",
+    "Invalid": "commands.dialogs",
+    "dialog": "commands.dialogs",
+    "When": "commands.when",
+    "WhenError": "commands.when",
+    "parse_when": "commands.when",
+    "TestBot": "harken.testbot",
+}
 
 __all__ = [
     "Answers",
@@ -36,3 +69,17 @@ __all__ = [
     "parse_when",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'harken' has no attribute {name!r}")
+    from harken.layout import shadowing
+
+    problem = shadowing()
+    if problem is not None:
+        raise ImportError(problem)
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

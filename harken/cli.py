@@ -3,10 +3,17 @@
     harken run [--inputs shell,slack]     start the configured inputs
     harken shell [--user NAME]            chat in the terminal (or pipe a script in)
     harken check                          validate the config and show what is in effect
+    harken --version
 
 Settings come from the config file (`--config`, else the shipped default), then
-`HARKEN_*` environment variables, then these flags. A config problem prints one line
-and exits 2.
+`HARKEN_*` environment variables, then these flags. Secrets are read once and then
+removed from the process environment, before any runbook can start. A fatal problem at
+start-up prints one line starting `harken: ` and exits 2 when the configuration is at
+fault, 1 otherwise.
+
+`harken run` stops cleanly on SIGTERM or SIGINT (commands already running finish and
+answer first). Without a terminal, SIGHUP reopens the log file (after a rotation). A
+shell whose input ends stops only itself when other inputs run.
 """
 
 from __future__ import annotations
@@ -14,9 +21,10 @@ from __future__ import annotations
 import argparse
 import getpass
 import logging
+import os
+import queue
 import signal
 import sys
-import threading
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -28,7 +36,14 @@ from actors.supervision import Handle
 from actors.system import BotSystem, StartupError, freeze_startup_objects
 from commands.loader import load_commands
 from config import ConfigError, InputSettings, Settings, load_settings, render_settings
+from config.loader import secret_env_vars
+from harken import __version__
+from harken.environment import forget
+from harken.logs import Logs, setup_logging
 
+logger = logging.getLogger(__name__)
+
+EXIT_RUNTIME = 1
 EXIT_CONFIG = 2
 
 
@@ -50,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="harken", description="Harken, the ChatOps bot that remembers."
     )
+    parser.add_argument("--version", action="version", version=f"harken {__version__}")
     sub = parser.add_subparsers(dest="action", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", parents=[common], help="start the bot on the configured inputs")
@@ -101,25 +117,6 @@ def _overrides(args: argparse.Namespace) -> dict[str, str]:
     return overrides
 
 
-def _setup_logging(settings: Settings, interactive_shell: bool) -> str:
-    """Configure logging; return where logs go, for the person at the terminal."""
-    target = settings.log.file
-    if not target and interactive_shell:
-        # Log lines would tear through the chat; keep them in a file next to memory.
-        target = str(Path(settings.memory.path).parent / "harken.log")
-    handler: logging.Handler
-    if target:
-        Path(target).parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(target, encoding="utf-8")
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(settings.log.level)
-    return target or "stderr"
-
-
 def _check(settings: Settings) -> int:
     print(render_settings(settings))
     for name in settings.unknown_env:
@@ -131,10 +128,60 @@ def _check(settings: Settings) -> int:
     return EXIT_CONFIG if loaded.problems else 0
 
 
+class _Stop(BaseException):
+    """Raised in the main thread by a stop signal, to end a blocking read of the shell."""
+
+
+class _Signals:
+    """SIGTERM and SIGINT stop Harken; SIGHUP reopens the log file, or, when a person
+    chats at a terminal, stops Harken as the terminal has gone.
+
+    Handlers run on the main thread. They queue what came for `wait_for_stop`, and while
+    the main thread may block elsewhere (starting, reading the shell: `interruptible`),
+    a stop raises `_Stop` there instead.
+    """
+
+    def __init__(self, *, hangup_stops: bool) -> None:
+        self.hangup_stops = hangup_stops
+        self.received: queue.SimpleQueue[int] = queue.SimpleQueue()  # put() is reentrant
+        self.stop_requested = False
+        self.interruptible = False
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.received.put(signum)
+        if signum != signal.SIGHUP or self.hangup_stops:
+            self.stop_requested = True
+            if self.interruptible:
+                raise _Stop
+
+    def wait_for_stop(self, logs: Logs) -> None:
+        while True:
+            signum = self.received.get()
+            if signum == signal.SIGHUP and not self.hangup_stops:
+                if logs.reopen():
+                    logger.info("SIGHUP: log file %s reopened", logs.target)
+                continue
+            logger.info("%s: stopping", signal.Signals(signum).name)
+            return
+
+
 def _run(settings: Settings, args: argparse.Namespace) -> int:
     with_shell = "shell" in settings.bot.inputs
+    others = [name for name in settings.bot.inputs if name != "shell"]
     interactive = with_shell and sys.stdin.isatty()
-    log_target = _setup_logging(settings, interactive)
+    # At a terminal, log lines would tear through the chat: keep them in a file.
+    default_file = str(Path(settings.memory.path).parent / "harken.log") if interactive else ""
+    try:
+        logs = setup_logging(settings.log, default_file=default_file)
+    except OSError as exc:
+        where = settings.log.file or default_file
+        print(
+            f"harken: cannot write the log file {where} (log.file): {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
     outstanding = Outstanding()
     session_actor: list[ShellInput] = []
 
@@ -150,41 +197,52 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
         session_actor[:] = [actor]
         return actor
 
+    signals = _Signals(hangup_stops=interactive)
     system = BotSystem(settings, inputs={"shell": make_shell})
     try:
-        system.start()
-    except StartupError as exc:
-        print(f"harken: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    freeze_startup_objects()
-
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-        if with_shell:
-            raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_signal)
-    try:
-        if not with_shell:
-            signal.signal(signal.SIGINT, on_signal)
-            stop.wait()
-            return 0
-        assert system.router is not None
-        session = ShellSession(system.router, outstanding, user=args.user or getpass.getuser())
-        if session_actor:
-            session.actor = session_actor[0]
+        signals.interruptible = True
+        try:
+            system.start()
+        except StartupError as exc:
+            print(f"harken: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        signals.interruptible = False
+        freeze_startup_objects()
+        code = 0
+        if with_shell and not signals.stop_requested:
+            assert system.router is not None
+            session = ShellSession(system.router, outstanding, user=args.user or getpass.getuser())
+            if session_actor:
+                session.actor = session_actor[0]
+            signals.interruptible = True
+            if interactive:
+                print(f"(logs: {logs.target})")
+                code = session.run_interactive(sys.stdout)
+            else:
+                code = session.run_script(
+                    sys.stdin.buffer, linger=args.linger, reply_timeout=args.reply_timeout
+                )
+            signals.interruptible = False
+            if not others:
+                return code
+            _shell_closed(others, interactive)
+        signals.wait_for_stop(logs)
+        return 0
+    except _Stop:
         if interactive:
-            print(f"(logs: {log_target})")
-            return session.run_interactive(sys.stdout)
-        return session.run_script(
-            sys.stdin.buffer, linger=args.linger, reply_timeout=args.reply_timeout
-        )
-    except KeyboardInterrupt:
+            print()
         return 0
     finally:
+        signals.interruptible = False
         system.stop()
+
+
+def _shell_closed(others: list[str], interactive: bool) -> None:
+    """The shell's input ended while other inputs run: they carry on until a signal."""
+    names = ", ".join(others)
+    logger.info("the shell's input ended; Harken keeps running on %s until stopped", names)
+    if interactive:
+        print(f"(The shell is closed; Harken keeps running on {names}. Ctrl-C stops it.)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,8 +250,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(args.config, overrides=_overrides(args))
     except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
+        print(f"harken: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    # The settings hold the secrets now; runbooks started later must not find them.
+    forget(secret_env_vars(os.environ))
     if args.action == "check":
         return _check(settings)
-    return _run(settings, args)
+    try:
+        return _run(settings, args)
+    except Exception as exc:
+        logger.exception("Harken stopped on an unexpected error")
+        print(f"harken: stopped on an unexpected error: {exc!r}", file=sys.stderr)
+        return EXIT_RUNTIME

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import json
 import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -170,3 +173,145 @@ def test_admins_listed_in_the_config_may_run_admin_commands_and_others_are_refus
         other.stdout == b"Sorry, `drain` is for admins only, and you are not an admin on shell.\n"
     )
     assert b"refused drain for eve" in other.stderr
+
+
+# --- version, fatal errors and exit codes ---------------------------------------------
+
+
+def test_version_prints_the_installed_version(tmp_path: Path) -> None:
+    done = harken("--version", cwd=tmp_path)
+    assert done.returncode == 0
+    assert done.stdout.decode() == f"harken {importlib.metadata.version('harken')}\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("check", "--set", "bot.workers=lots"), "harken: config error: bot.workers"),
+        (("run", "--inputs", "carrier_pigeon"), "harken: input 'carrier_pigeon'"),
+        (("shell", "--log-file", "."), "harken: cannot write the log file . (log.file)"),
+    ],
+)
+def test_a_fatal_configuration_problem_is_one_harken_line_and_exit_2(
+    tmp_path: Path, args: tuple[str, ...], expected: str
+) -> None:
+    done = harken(*args, stdin=b"ping\n", cwd=tmp_path)
+    assert done.returncode == 2
+    lines = done.stderr.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(expected)
+
+
+SLOW_PLUGIN = '''
+import time
+
+from harken import command
+
+
+@command(r"^nap$")
+def nap() -> str:
+    """Take longer than the caller waits."""
+    time.sleep(5)
+    return "rested"
+'''
+
+
+def test_a_runtime_failure_is_a_harken_line_and_exit_1(tmp_path: Path) -> None:
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "nap.py").write_text(SLOW_PLUGIN)
+    args = ("shell", "--set", f"bot.command_dirs={plugins}", "--reply-timeout", "0.5")
+    done = harken(*args, stdin=b"nap\n", cwd=tmp_path)
+    assert done.returncode == 1
+    fatal = [line for line in done.stderr.decode().splitlines() if line.startswith("harken: ")]
+    assert fatal == ["harken: 1 message(s) got no complete answer within 0.5 s"]
+
+
+# --- Harken's own top-level packages --------------------------------------------------
+
+
+def test_a_config_py_in_the_current_directory_is_named_and_refused(tmp_path: Path) -> None:
+    shadow = tmp_path / "config.py"
+    shadow.write_text("SETTING = 1\n")
+    done = harken("check", cwd=tmp_path)  # python -m harken: the cwd comes first
+    assert done.returncode == 2
+    err = done.stderr.decode()
+    assert err.startswith(f"harken: {shadow} is imported as `config` instead of Harken's own")
+    assert len(err.strip().splitlines()) == 1
+    assert b"Traceback" not in done.stderr
+
+
+def test_the_harken_command_names_a_package_shadowed_on_pythonpath(tmp_path: Path) -> None:
+    (tmp_path / "memory").mkdir()
+    (tmp_path / "memory" / "__init__.py").write_text("")
+    script = Path(sys.executable).with_name("harken")
+    done = subprocess.run(
+        [str(script), "check"],
+        capture_output=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    expected = f"harken: {tmp_path / 'memory' / '__init__.py'} is imported as `memory`"
+    assert done.stderr.decode().startswith(expected)
+
+
+# --- log format and levels ------------------------------------------------------------
+
+FAILING_PLUGIN = '''
+from harken import command
+
+
+@command(r"^boom$")
+def boom() -> str:
+    """Fail."""
+    raise RuntimeError("the boom command failed on purpose")
+'''
+
+
+def test_json_logs_are_one_object_per_line_with_the_exception(tmp_path: Path) -> None:
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "boom.py").write_text(FAILING_PLUGIN)
+    done = harken(
+        "shell",
+        "--set",
+        "log.format=json",
+        "--set",
+        f"bot.command_dirs={plugins}",
+        "--log-level",
+        "DEBUG",
+        stdin=b"ping\nboom\n",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    records = [json.loads(line) for line in done.stderr.decode().splitlines()]
+    assert len(records) > 3
+    for record in records:
+        assert {"time", "level", "logger", "message"} <= set(record)
+        assert datetime.fromisoformat(record["time"]).tzinfo is not None
+    failed = [r for r in records if "exception" in r]
+    assert len(failed) == 1
+    assert failed[0]["level"] == "ERROR"
+    assert "RuntimeError: the boom command failed on purpose" in failed[0]["exception"]
+    assert any(r["message"] == "Harken stopped" for r in records)
+
+
+def test_apscheduler_is_quiet_by_default_and_log_levels_set_it(tmp_path: Path) -> None:
+    def scheduler_info(*args: str) -> list[str]:
+        done = harken("shell", "--set", "log.format=json", *args, stdin=b"ping\n", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr.decode()
+        records = [json.loads(line) for line in done.stderr.decode().splitlines()]
+        return [
+            r["message"]
+            for r in records
+            if r["logger"].startswith("apscheduler") and r["level"] == "INFO"
+        ]
+
+    assert scheduler_info() == []
+    assert "Scheduler started" in scheduler_info("--set", "log.levels=apscheduler=INFO")
+    config = tmp_path / "harken.toml"
+    config.write_text('[log.levels]\n"apscheduler" = "info"\n')
+    assert "Scheduler started" in scheduler_info("--config", str(config))

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from fake_slack import APP_TOKEN, BOT_TOKEN, FakeSlack
 
 pytestmark = pytest.mark.e2e
 
@@ -20,17 +22,28 @@ REPLY = "\x1b[K"
 
 
 class Terminal:
-    def __init__(self, cwd: Path, home: Path) -> None:
+    def __init__(
+        self,
+        cwd: Path,
+        home: Path,
+        args: tuple[str, ...] = ("shell", "--user", "ann"),
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.master, slave = pty.openpty()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HARKEN_")}
-        env.update({"HOME": str(home), "XDG_STATE_HOME": str(home / "state"), "TERM": "xterm"})
+        full_env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("HARKEN_") and "PROXY" not in k.upper()
+        }
+        full_env.update({"HOME": str(home), "XDG_STATE_HOME": str(home / "state"), "TERM": "xterm"})
+        full_env.update(env or {})
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "harken", "shell", "--user", "ann"],
+            [sys.executable, "-m", "harken", *args],
             stdin=slave,
             stdout=slave,
             stderr=slave,
             cwd=cwd,
-            env=env,
+            env=full_env,
             close_fds=True,
         )
         os.close(slave)
@@ -80,3 +93,38 @@ def test_interactive_shell_answers_edits_lines_and_keeps_history(tmp_path: Path)
     history = tmp_path / "state" / "harken" / "shell_history"
     assert "ping" in history.read_text()
     assert (tmp_path / "var" / "harken.log").exists()
+
+
+def test_quitting_the_shell_of_harken_run_leaves_slack_running_until_ctrl_c(
+    tmp_path: Path,
+) -> None:
+    with FakeSlack() as slack:
+        term = Terminal(
+            tmp_path,
+            tmp_path,
+            (
+                "run",
+                "--inputs",
+                "shell,slack",
+                "--user",
+                "ann",
+                "--set",
+                f"inputs.slack.api_url={slack.api_url}",
+            ),
+            {"HARKEN_SLACK_BOT_TOKEN": BOT_TOKEN, "HARKEN_SLACK_APP_TOKEN": APP_TOKEN},
+        )
+        try:
+            term.expect("you> ")
+            term.type("ping\r")
+            term.expect(REPLY + "pong")
+            term.type("quit\r")
+            term.expect("The shell is closed; Harken keeps running on slack.")
+            slack.wait_connections(1, timeout=30)
+            slack.say("ping")
+            slack.wait_post(lambda p: p.text == "pong")
+            assert term.proc.poll() is None
+            term.proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+            assert term.close() == 0
+        finally:
+            if term.proc.poll() is None:
+                term.proc.kill()

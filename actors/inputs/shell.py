@@ -128,7 +128,7 @@ class ShellSession:
         if not self.outstanding.wait_empty(reply_timeout):
             print(
                 f"harken: {len(self.outstanding)} message(s) got no complete answer within "
-                f"{reply_timeout:.0f} s",
+                f"{reply_timeout:g} s",
                 file=sys.stderr,
             )
             return 1
