@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -170,3 +171,18 @@ def test_admins_listed_in_the_config_may_run_admin_commands_and_others_are_refus
         other.stdout == b"Sorry, `drain` is for admins only, and you are not an admin on shell.\n"
     )
     assert b"refused drain for eve" in other.stderr
+
+
+def test_a_tcp_only_service_from_the_readme_is_checked_by_connecting(tmp_path: Path) -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        config = tmp_path / "harken.toml"
+        config.write_text(f'[services.postgres]\ntcp = "127.0.0.1:{port}"\n')
+        script = b"health postgres\nlist services\n"
+        done = harken("shell", "--config", str(config), stdin=script, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr.decode()
+    lines = done.stdout.decode().splitlines()
+    assert lines[0].startswith("postgres: up (")
+    assert lines[1:] == ["Services (1):", f"  postgres  tcp 127.0.0.1:{port}"]
