@@ -34,6 +34,7 @@ from actors.workers import WorkerPool
 from commands.base import Registry
 from commands.loader import load_commands
 from config.settings import InputSettings, Settings
+from config.validate import access_problems
 from memory.store import Store, StoreError, open_store
 
 logger = logging.getLogger(__name__)
@@ -156,6 +157,9 @@ class BotSystem:
             self._registry = loaded.registry
             self.problems = loaded.problems
         registry = self._registry
+        # A rule for a command that does not exist (`wach`) leaves the one meant open.
+        for problem in access_problems(settings, registry.names()):
+            raise StartupError(f"{problem.key}: {problem.problem}")
         if settings.health.enabled:
             try:
                 self.health_server = HealthServer(settings.health.host, settings.health.port)

@@ -3,7 +3,9 @@
 `load_settings()` reads the shipped `config/harken.toml` (or a file given with
 `--config`), applies `HARKEN_*` environment variables and command-line overrides, and
 returns frozen `Settings`; any problem is one `ConfigError` line. `render_settings()`
-shows the effective settings with secrets masked, for `harken check`.
+shows the effective settings with secrets masked, for `harken check`; `config.validate`
+checks what the settings need beyond valid values (installed inputs, secrets, commands
+named in access rules, a writable data directory).
 """
 
 from config.loader import ConfigError, load_settings, render_settings

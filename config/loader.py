@@ -12,8 +12,9 @@ and exits 2 instead of showing a traceback.
 
 Environment variables:
 
-* `HARKEN_BOT_<KEY>`, `HARKEN_MEMORY_<KEY>`, `HARKEN_LOG_<KEY>`, `HARKEN_SCHEDULER_<KEY>`
-  set `[bot]`, `[memory]`, `[log]`, `[scheduler]` keys, e.g. `HARKEN_BOT_WORKERS=32`.
+* `HARKEN_BOT_<KEY>`, `HARKEN_MEMORY_<KEY>`, `HARKEN_LOG_<KEY>`, `HARKEN_SCHEDULER_<KEY>`,
+  `HARKEN_OPS_<KEY>`, `HARKEN_HEALTH_<KEY>` set the keys of those sections, e.g.
+  `HARKEN_BOT_WORKERS=32`; `HARKEN_DATA_DIR` is short for `HARKEN_BOT_DATA_DIR`.
 * `HARKEN_<INPUT>_ADMINS` and `HARKEN_<INPUT>_<OPTION>` set an input's admins or an option
   it already has (a built-in default or a key in the file), e.g. `HARKEN_XMPP_JID`.
 * `HARKEN_<INPUT>_<SECRET>` sets a secret: `HARKEN_SLACK_BOT_TOKEN`,
@@ -23,7 +24,14 @@ Environment variables:
 
 Values are parsed from text: lists are comma-separated, numbers are numbers, booleans
 are true/false/yes/no/on/off/1/0. Other `HARKEN_*` variables are ignored and listed in
-`Settings.unknown_env` so `harken check` can warn about typos.
+`Settings.unknown_env` so `harken check` can warn about typos. Command-line overrides
+reach every key, the tables' too (`services.web.url`, `access.commands.watch`,
+`inputs.shell.groups.ops`).
+
+Paths come out absolute, resolved once here: relative ones from a user config file
+against the file's directory, the others (shipped default, environment, command line)
+against the current directory. An empty `memory.path` becomes `memory` in
+`bot.data_dir`.
 """
 
 from __future__ import annotations
@@ -54,6 +62,7 @@ from config.ops_config import (
 from config.settings import (
     BUILTIN_INPUTS,
     INPUT_OPTION_DEFAULTS,
+    INPUT_PATH_OPTIONS,
     INPUT_SECRETS,
     SHIPPED_DEFAULT,
     AccessSettings,
@@ -74,6 +83,10 @@ log = logging.getLogger(__name__)
 
 CONFIG_ENV_VAR: Final = "HARKEN_CONFIG"
 """Environment variable naming the config file when `load_settings` gets no path."""
+DATA_DIR_ENV_VAR: Final = "HARKEN_DATA_DIR"
+"""Environment variable for `bot.data_dir` (as is `HARKEN_BOT_DATA_DIR`)."""
+DERIVED: Final = "derived from bot.data_dir"
+"""The origin of `memory.path` when it was left empty and follows the data directory."""
 
 _SECTIONS: Final[Mapping[str, type[Any]]] = {
     "bot": BotSettings,
@@ -233,6 +246,15 @@ def _logger_levels(value: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(levels)
 
 
+def _absolute(value: Any, base: str) -> Any:
+    """A path, or a tuple of paths, made absolute against `base`; empty stays empty."""
+    if isinstance(value, tuple):
+        return tuple(_absolute(item, base) for item in value)
+    if not isinstance(value, str) or not value:
+        return value
+    return os.path.normpath(os.path.join(base, value))
+
+
 def _port(value: int) -> int:
     if not 0 <= value <= 65535:
         raise _Invalid()
@@ -246,6 +268,7 @@ _RULES: Final[Mapping[str, _Rule]] = {
     "bot.inputs": _Rule(tuple, 'a list of input names, e.g. ["shell", "slack"]', _input_names),
     "bot.timezone": _Rule(str, 'an IANA time zone name such as "Europe/Berlin"', _timezone),
     "bot.command_dirs": _Rule(tuple, "a list of directory paths", _paths),
+    "bot.data_dir": _Rule(str, "a non-empty directory path", lambda v: _path(_non_empty(v))),
     "bot.conversation_idle_seconds": _Rule(float, "a number > 0", _positive_finite),
     "bot.dialog_timeout_seconds": _Rule(float, "a number > 0", _positive_finite),
     "bot.workers": _Rule(int, "an integer >= 1", _at_least_one),
@@ -253,7 +276,7 @@ _RULES: Final[Mapping[str, _Rule]] = {
     "memory.backend": _Rule(
         str, "one of: " + ", ".join(_MEMORY_BACKENDS), _one_of(_MEMORY_BACKENDS)
     ),
-    "memory.path": _Rule(str, "a non-empty path", lambda v: _path(_non_empty(v))),
+    "memory.path": _Rule(str, "a path (empty: memory in bot.data_dir)", _path),
     "log.level": _Rule(
         str, "one of " + ", ".join(_LOG_LEVELS) + " (any case)", _one_of(_LOG_LEVELS, upper=True)
     ),
@@ -278,6 +301,10 @@ _RULES: Final[Mapping[str, _Rule]] = {
     "health.host": _Rule(str, "an address such as 127.0.0.1", _non_empty),
     "health.port": _Rule(int, "a TCP port, 0 to 65535", _port),
 }
+# Keys holding paths: made absolute by the loader (see the module docstring).
+_PATH_KEYS: Final = frozenset(
+    {"bot.command_dirs", "bot.data_dir", "memory.path", "scheduler.path", "log.file"}
+)
 _ADMINS_RULE: Final = _Rule(tuple, "a list of user ids")
 _TEXT_KINDS: Final[Mapping[type[Any], str]] = {
     str: "a string",
@@ -414,9 +441,14 @@ def _parse(raw: bytes, name: str) -> dict[str, Any]:
 class _Builder:
     """Collects values layer by layer (file, env, cli), remembering where each came from."""
 
-    def __init__(self, source: str, file_dir: str) -> None:
+    def __init__(self, source: str, file_dir: str, cli_keys: Iterable[str] = ()) -> None:
         self.source = source
-        self.file_dir = file_dir
+        # Relative paths resolve once, here: a user file's against its directory, the
+        # rest (shipped default, environment, command line) against the current one.
+        self.cwd = os.getcwd()
+        self.file_dir = file_dir or self.cwd
+        # Table keys the command line set (merged into the file's tables), for messages.
+        self.cli_keys = frozenset(cli_keys)
         # The shipped file only restates the defaults, so its values are labelled as such.
         self.file_label = "default" if source == SHIPPED_DEFAULT else "file"
         self.values: dict[str, Any] = {}
@@ -444,7 +476,7 @@ class _Builder:
             if top == "inputs":
                 self._read_inputs(table)
             elif top in _TABLES:
-                self.tables[top] = _read_table(top, table)
+                self.tables[top] = _read_table(top, table, self.cli_keys)
             elif top in _SECTIONS:
                 self._read_section(top, table)
             else:
@@ -464,18 +496,9 @@ class _Builder:
                 checked = _apply(rule, key, pairs, None, text=False)
             else:
                 checked = _apply(rule, key, value, None, text=False)
-            if key == "bot.command_dirs":
-                checked = self._resolve_dirs(checked)
+            if key in _PATH_KEYS:
+                checked = _absolute(checked, self.file_dir)
             self.set(key, checked, self.file_label)
-
-    def _resolve_dirs(self, dirs: tuple[str, ...]) -> tuple[str, ...]:
-        # A user file's relative command dirs are relative to that file, so a config and
-        # its commands can be moved or checked out anywhere together. The shipped default
-        # has no meaningful directory (it lives inside the installed package), so its
-        # paths, like those from env and flags, are left relative to the current directory.
-        if not self.file_dir:
-            return dirs
-        return tuple(os.path.normpath(os.path.join(self.file_dir, d)) for d in dirs)
 
     def _read_inputs(self, table: Any) -> None:
         if not isinstance(table, dict):
@@ -502,10 +525,15 @@ class _Builder:
                 if leaf == "admins":
                     self.admins[name] = _apply(_ADMINS_RULE, key, value, None, text=False)
                 elif leaf == "groups":
-                    self.groups[name] = _read_table(key, value)
+                    self.groups[name] = _read_table(key, value, self.cli_keys)
+                    if any(k.startswith(f"{key}.") for k in self.cli_keys):
+                        self.origins[key] = "cli"
+                        continue
                 elif leaf in options:
                     # A built-in option: the default's type says what is valid.
                     options[leaf] = self._typed_option(key, options[leaf], value)
+                    if leaf in INPUT_PATH_OPTIONS.get(name, ()):
+                        options[leaf] = _absolute(options[leaf], self.file_dir)
                 else:
                     options[leaf] = _freeze(value)
                 self.origins[key] = self.file_label
@@ -521,13 +549,20 @@ class _Builder:
 
     def read_section_text(self, key: str, text: str, origin: str) -> None:
         value = _apply(_RULES[key], key, text, f"from {origin}", text=True)
+        if key in _PATH_KEYS:
+            value = _absolute(value, self.cwd)
         self.set(key, value, "cli" if origin == _CLI else f"env {origin}")
 
     def read_input_text(self, name: str, leaf: str, text: str, origin: str) -> None:
         key = f"inputs.{name}.{leaf}"
         where = f"from {origin}"
         if leaf == "groups":
-            raise ConfigError(key, "groups are a table: set them in the config file", where)
+            raise ConfigError(
+                key,
+                "groups are a table: set them in the config file, or one group with "
+                f"--set {key}.<group>=<user>,<user>",
+                where,
+            )
         if leaf == "admins":
             self.admins[name] = _apply(_ADMINS_RULE, key, text, where, text=True)
         else:
@@ -535,11 +570,19 @@ class _Builder:
             current = options.get(leaf, "")
             kind = type(current) if type(current) in _TEXT_KINDS else str
             options[leaf] = _apply(_Rule(kind, _TEXT_KINDS[kind]), key, text, where, text=True)
+            if leaf in INPUT_PATH_OPTIONS.get(name, ()):
+                options[leaf] = _absolute(options[leaf], self.cwd)
         self.origins[key] = "cli" if origin == _CLI else f"env {origin}"
 
     # -- result --
 
     def build(self, unknown_env: Iterable[str]) -> Settings:
+        # The data directory is absolute from here on, and the memory store follows it
+        # unless a layer named a path of its own.
+        data_dir = self.values.get("bot.data_dir") or _absolute(BotSettings().data_dir, self.cwd)
+        self.values["bot.data_dir"] = data_dir
+        if not self.values.get("memory.path"):
+            self.set("memory.path", os.path.join(data_dir, "memory"), DERIVED)
         sections: dict[str, Any] = {}
         for section, cls in _SECTIONS.items():
             fields = {
@@ -583,7 +626,7 @@ class _Builder:
         )
 
 
-def _read_table(key: str, value: Any) -> Any:
+def _read_table(key: str, value: Any, cli_keys: frozenset[str] = frozenset()) -> Any:
     """A services, runbooks or access table, or an input's groups (config/ops_config.py)."""
     readers: dict[str, Callable[[Any], Any]] = {
         "services": read_services,
@@ -594,7 +637,8 @@ def _read_table(key: str, value: Any) -> Any:
     try:
         return reader(value)
     except TableError as bad:
-        raise ConfigError(bad.key, bad.problem) from None
+        origin = f"from {_CLI}" if bad.key in cli_keys else None
+        raise ConfigError(bad.key, bad.problem, origin) from None
 
 
 def _refuse_nested_secrets(key: str, value: Any) -> None:
@@ -613,10 +657,10 @@ def _refuse_nested_secrets(key: str, value: Any) -> None:
 
 
 def _read_env(builder: _Builder, env: Mapping[str, str]) -> list[str]:
-    """Apply `[bot]`/`[memory]`/`[log]` variables; return the rest (maybe input ones)."""
+    """Apply section variables (`HARKEN_BOT_*`, ...); return the rest (maybe input ones)."""
     rest = []
     for var in sorted(env):
-        if not var.startswith("HARKEN_") or var == CONFIG_ENV_VAR:
+        if not var.startswith("HARKEN_") or var in (CONFIG_ENV_VAR, DATA_DIR_ENV_VAR):
             continue
         section, _, leaf = var[len("HARKEN_") :].partition("_")
         key = f"{section.lower()}.{leaf.lower()}"
@@ -624,6 +668,15 @@ def _read_env(builder: _Builder, env: Mapping[str, str]) -> list[str]:
             builder.read_section_text(key, env[var], var)
         else:
             rest.append(var)
+    if DATA_DIR_ENV_VAR in env:
+        long_name = "HARKEN_BOT_DATA_DIR"
+        if long_name in env and env[long_name] != env[DATA_DIR_ENV_VAR]:
+            raise ConfigError(
+                "bot.data_dir",
+                f"{DATA_DIR_ENV_VAR} and {long_name} say different things; set only one",
+                f"from {DATA_DIR_ENV_VAR}",
+            )
+        builder.read_section_text("bot.data_dir", env[DATA_DIR_ENV_VAR], DATA_DIR_ENV_VAR)
     return rest
 
 
@@ -679,6 +732,64 @@ def _read_overrides(builder: _Builder, overrides: Mapping[str, str]) -> None:
         raise ConfigError(key, _suggest(key, _known_keys()), f"from {_CLI}")
 
 
+# What `--set` may say inside a table, and the kind of each leaf: lists are
+# comma-separated, like list values in the environment.
+_TABLE_LEAF_KINDS: Final[Mapping[str, Mapping[str, type[Any]]]] = {
+    "services": {"tags": tuple, "call": tuple},
+    "runbooks": {"argv": tuple, "timeout_seconds": float},
+}
+_TABLE_SHAPES: Final[Mapping[str, str]] = {
+    "services": "name a service key, e.g. services.web.url",
+    "runbooks": "name a runbook key, e.g. runbooks.restart-web.argv or "
+    "runbooks.restart-web.args.<name>",
+    "access": "name a command, e.g. access.commands.watch",
+}
+
+
+def _is_table_override(key: str) -> bool:
+    parts = key.split(".")
+    groups = len(parts) == 4 and parts[0] == "inputs" and parts[2] == "groups"
+    return parts[0] in _TABLES or groups
+
+
+def _table_override_kind(key: str) -> type[Any]:
+    """The kind of a table key set on the command line; `ConfigError` if it names none."""
+    parts = key.split(".")
+    top = parts[0]
+    if top == "inputs" or (top == "access" and len(parts) == 3 and parts[1] == "commands"):
+        return tuple
+    if top == "services" and len(parts) == 3:
+        return _TABLE_LEAF_KINDS["services"].get(parts[2], str)
+    if top == "runbooks" and len(parts) == 3 and parts[2] != "args":
+        return _TABLE_LEAF_KINDS["runbooks"].get(parts[2], str)
+    if top == "runbooks" and len(parts) == 4 and parts[2] == "args":
+        return str
+    raise ConfigError(key, _TABLE_SHAPES[top], f"from {_CLI}")
+
+
+def _merge_table_overrides(data: dict[str, Any], overrides: Mapping[str, str]) -> None:
+    """Put `--set` values for table keys into the file's tables, to be read with them.
+
+    A table key set on the command line changes that one key of the file's entry (or
+    starts a new entry); the table readers then check the whole entry as usual.
+    """
+    for key, text in overrides.items():
+        kind = _table_override_kind(key)
+        try:
+            value = _from_text(kind, text)
+        except _Invalid:
+            value = text  # the table's reader says what it must be
+        parts = key.split(".")
+        node = data
+        for depth, part in enumerate(parts[:-1], start=1):
+            inner = node.setdefault(part, {})
+            if not isinstance(inner, dict):
+                where = ".".join(parts[:depth])
+                raise ConfigError(key, f"{where} is not a table in the config file", f"from {_CLI}")
+            node = inner
+        node[parts[-1]] = list(value) if isinstance(value, tuple) else value
+
+
 def load_settings(
     path: str | os.PathLike[str] | None = None,
     *,
@@ -689,15 +800,18 @@ def load_settings(
 
     `path` is the config file (`--config`); without it, `$HARKEN_CONFIG` if set, else the
     shipped `config/harken.toml`. `env` defaults to `os.environ`. `overrides` maps dotted
-    keys to values as typed on the command line, e.g. `{"bot.inputs": "shell,slack"}`;
-    they are parsed like environment values.
+    keys to values as typed on the command line, e.g. `{"bot.inputs": "shell,slack"}` or
+    `{"services.web.url": "http://web:8080"}`; they are parsed like environment values.
+    Relative paths are resolved against the current directory as it is now.
     """
     env = os.environ if env is None else env
     overrides = overrides or {}
     if path is None and env.get(CONFIG_ENV_VAR):
         path = env[CONFIG_ENV_VAR]
     data, source, file_dir = _read_file(path)
-    builder = _Builder(source, file_dir)
+    table_overrides = {k: v for k, v in overrides.items() if _is_table_override(k)}
+    _merge_table_overrides(data, table_overrides)
+    builder = _Builder(source, file_dir, table_overrides)
     builder.read_file(data)
 
     # Sections first: HARKEN_BOT_INPUTS (or --inputs) may enable an input whose own
@@ -708,7 +822,14 @@ def load_settings(
     enabled = builder.values.get("bot.inputs", BotSettings().inputs)
     names = list(dict.fromkeys([*builder.options, *enabled]))
     unknown = _read_input_env(builder, {var: env[var] for var in rest}, names)
-    _read_overrides(builder, {k: v for k, v in overrides.items() if k not in _RULES})
+    _read_overrides(
+        builder,
+        {
+            k: v
+            for k, v in overrides.items()
+            if k not in section_overrides and k not in table_overrides
+        },
+    )
 
     settings = builder.build(unknown)
     log.debug("settings loaded from %s", settings.source)
@@ -737,7 +858,8 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
+        # A JSON string is a TOML basic string, except that TOML wants DEL escaped too.
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, list | tuple):
@@ -761,17 +883,20 @@ def _table(header: str, rows: list[tuple[str, str, str | None]]) -> list[str]:
 
 
 def render_settings(settings: Settings) -> str:
-    """The effective settings as TOML-like text, secrets masked, each value's origin noted.
+    """The effective settings as a TOML config file, each value's origin noted.
 
-    This is what `harken check` prints. A set secret shows as `"***"`, an unset one as
-    `(unset)`; comments say where each value came from (`default`, `file`, `env VAR`,
-    `cli`).
+    This is what `harken check` prints: saved and given to `--config`, it gives the same
+    settings (every path in it is absolute). Secrets come only from the environment, so
+    they appear as comments: `# bot_token = "***"` when set, `(unset)` when not.
+    Comments say where each value came from (`default`, `file`, `env VAR`, `cli`).
     """
     origins = settings.origins
     out = [
         "# Harken effective settings",
         f"# source: {settings.source}",
+        f"# data directory: {settings.bot.data_dir}",
         "# Comments say where each value came from: default, file, env <VAR> or cli.",
+        "# Saved to a file, this is a config for --config; secrets stay in the environment.",
     ]
     sections: Mapping[str, Any] = {
         "bot": settings.bot,
@@ -781,29 +906,44 @@ def render_settings(settings: Settings) -> str:
         "ops": settings.ops,
         "health": settings.health,
     }
+    # Paths left empty follow another setting: say where they lead.
+    derived = {
+        "memory.path": f"{settings.memory.path} (memory in bot.data_dir)",
+        "scheduler.path": (
+            f"{settings.scheduler.job_store(settings.memory.path)} (beside the memory store)"
+        ),
+        "log.file": f"stderr (an interactive shell: {settings.bot.data_dir}/harken.log)",
+    }
     for section, values in sections.items():
-        rows = [
-            (f.name, _toml_value(getattr(values, f.name)), origins.get(f"{section}.{f.name}"))
-            for f in dataclasses.fields(values)
-        ]
+        rows = []
+        for f in dataclasses.fields(values):
+            key = f"{section}.{f.name}"
+            value, origin = getattr(values, f.name), origins.get(key)
+            if origin == DERIVED:
+                value, origin = "", "default"
+            if key in derived and not value:
+                origin = f"{origin}: {derived[key]}"
+            rows.append((f.name, _toml_value(value), origin))
         out += ["", *_table(f"[{section}]", rows)]
     out += render_ops_tables(settings, _toml_value)
     for name, settings_for in settings.inputs.items():
         prefix = f"inputs.{name}"
         rows = [("admins", _toml_value(settings_for.admins), origins.get(f"{prefix}.admins"))]
         if settings_for.groups:
-            rows.append(("groups", _toml_value(settings_for.groups), "file"))
+            rows.append(
+                ("groups", _toml_value(settings_for.groups), origins.get(f"{prefix}.groups"))
+            )
         rows += [
             (_toml_key(k), _toml_value(v), origins.get(f"{prefix}.{k}"))
             for k, v in settings_for.options.items()
         ]
+        started = "started" if name in settings.bot.inputs else "not started (not in bot.inputs)"
+        out += ["", *_table(f"[{_toml_key_path(prefix)}]  # {started}", rows)]
         secret_names = dict.fromkeys([*INPUT_SECRETS.get(name, ()), *settings_for.secrets])
         for leaf in secret_names:
             var = input_env_var(name, leaf)
             shown = '"***"' if leaf in settings_for.secrets else "(unset)"
-            rows.append((_toml_key(leaf), shown, f"env {var}"))
-        started = "started" if name in settings.bot.inputs else "not started (not in bot.inputs)"
-        out += ["", *_table(f"[{_toml_key_path(prefix)}]  # {started}", rows)]
+            out.append(f"# {_toml_key(leaf)} = {shown}  (secret: env {var} only)")
     if settings.unknown_env:
         out += [
             "",
@@ -819,7 +959,7 @@ def _toml_key_path(dotted: str) -> str:
 
 def _env_hint(var: str, settings: Settings) -> str:
     """` (did you mean HARKEN_X?)` for an ignored variable close to a real one, else ''."""
-    known = [f"HARKEN_{key.replace('.', '_')}".upper() for key in _RULES]
+    known = [DATA_DIR_ENV_VAR, *(f"HARKEN_{key.replace('.', '_')}".upper() for key in _RULES)]
     for name, settings_for in settings.inputs.items():
         leaves = ["admins", *settings_for.options, *INPUT_SECRETS.get(name, ())]
         known += [input_env_var(name, leaf) for leaf in leaves]

@@ -8,6 +8,7 @@ loader turns it into its one-line `ConfigError`.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -88,21 +89,29 @@ def read_services(value: Any) -> dict[str, ServiceSettings]:
         check_name(key, name)
         table = _table(key, raw)
         _unknown(key, table, _SERVICE_KEYS)
-        if "url" not in table:
-            raise TableError(f"{key}.url", 'is required (e.g. "http://billing.internal:8080")')
-        url = _string(f"{key}.url", table["url"])
-        if problem := check_url(url):
+        tcp = _string(f"{key}.tcp", table.get("tcp", ""))
+        if tcp and split_host_port(tcp) is None:
+            raise TableError(f"{key}.tcp", 'must be "host:port"')
+        # A service is reached over HTTP (url), checked over TCP (tcp), or both.
+        url = _string(f"{key}.url", table.get("url", ""))
+        if not url and not tcp:
+            raise TableError(
+                f"{key}.url",
+                "is required, or tcp for a service checked by connecting to it (e.g. url = "
+                '"http://billing.internal:8080", or tcp = "db1.internal:5432")',
+            )
+        if url and (problem := check_url(url)):
             raise TableError(f"{key}.url", problem)
         health = _string(f"{key}.health", table.get("health", ""))
         if health and not health.startswith("/"):
             raise TableError(f"{key}.health", 'must be a path starting with "/"')
-        tcp = _string(f"{key}.tcp", table.get("tcp", ""))
-        if tcp and split_host_port(tcp) is None:
-            raise TableError(f"{key}.tcp", 'must be "host:port"')
         call = _strings(f"{key}.call", table.get("call", []))
         for path in call:
             if not path.startswith("/"):
                 raise TableError(f"{key}.call", f'{path!r} must start with "/"')
+        for leaf, needs_url in (("health", bool(health)), ("call", bool(call))):
+            if needs_url and not url:
+                raise TableError(f"{key}.{leaf}", f"needs url: {leaf} is requested over HTTP")
         services[name] = ServiceSettings(
             name=name,
             url=url.rstrip("/"),
@@ -161,19 +170,26 @@ def read_access(value: Any, default: AccessSettings) -> AccessSettings:
     return AccessSettings(commands=commands)
 
 
+def _key(name: str) -> str:
+    # Names may hold "." (`[services.db.main]` would be two tables): quote those.
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name)
+
+
 def render_ops_tables(settings: Settings, show: Callable[[Any], str]) -> list[str]:
     """The services, runbooks and access rules, for `harken check`."""
     out: list[str] = []
     for service in settings.services.values():
-        out += ["", f"[services.{service.name}]", f"url = {show(service.url)}"]
-        for leaf in ("health", "tcp", "tags", "description", "call"):
+        out += ["", f"[services.{_key(service.name)}]"]
+        for leaf in _SERVICE_KEYS:
             if getattr(service, leaf):
                 out.append(f"{leaf} = {show(getattr(service, leaf))}")
     for runbook in settings.runbooks.values():
-        out += ["", f"[runbooks.{runbook.name}]", f"argv = {show(runbook.argv)}"]
+        out += ["", f"[runbooks.{_key(runbook.name)}]", f"argv = {show(runbook.argv)}"]
         if runbook.args:
             out.append(f"args = {show(runbook.args)}")
         out.append(f"timeout_seconds = {show(runbook.timeout_seconds)}")
+        if runbook.description:
+            out.append(f"description = {show(runbook.description)}")
     out += ["", "[access.commands]"]
-    out += [f"{name} = {show(groups)}" for name, groups in settings.access.commands.items()]
+    out += [f"{_key(name)} = {show(groups)}" for name, groups in settings.access.commands.items()]
     return out

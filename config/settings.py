@@ -86,6 +86,12 @@ INPUT_SECRETS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
 )
 """Secrets each built-in input reads, always from `HARKEN_<INPUT>_<NAME>` in the environment."""
 
+INPUT_REQUIRED_OPTIONS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType({"xmpp": ("jid",)})
+"""Options a built-in input cannot start without, so `harken check` can say so."""
+
+INPUT_PATH_OPTIONS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType({"xmpp": ("ca_file",)})
+"""Options of built-in inputs that are file paths, resolved like the other paths."""
+
 
 def is_secret_key(key: str) -> bool:
     """Whether an input option name denotes a secret.
@@ -171,12 +177,16 @@ class BotSettings:
     timezone: str = "UTC"
     """Default IANA time zone for users who have not set their own."""
     command_dirs: tuple[str, ...] = ()
-    """Directories of plain `.py` command files.
+    """Directories of plain `.py` command files (absolute once loaded: see `data_dir`)."""
+    data_dir: str = "./var"
+    """Where Harken keeps its state: the memory store, the job store and the shell's log,
+    unless `memory.path`, `scheduler.path` or `log.file` say otherwise.
 
-    The loader resolves a relative entry written in a user config file against that
-    file's directory (so a config and its commands can move together); entries from the
-    shipped default, the environment or the command line stay relative to the current
-    directory.
+    The loader makes this and every other path absolute once, at start: a relative path
+    written in a user config file is relative to that file's directory (so a config and
+    its state and commands can move together); one from the shipped default, the
+    environment or the command line is relative to the current directory (so `make run`
+    keeps its state in the checkout's `./var/`).
     """
     conversation_idle_seconds: float = 300.0
     """A conversation idle this long stops its actor; its state stays in memory."""
@@ -194,8 +204,9 @@ class MemorySettings:
 
     backend: str = "tinydb"
     """Store implementation; only `tinydb` exists today."""
-    path: str = "./var/memory"
-    """Store location, relative to the current directory (`make run` expects `./var/`)."""
+    path: str = ""
+    """Store location; empty means `memory` in `bot.data_dir`. The loader always fills
+    in the absolute path, so code reading loaded settings never sees it empty."""
 
 
 @dataclass(frozen=True)
@@ -204,7 +215,8 @@ class SchedulerSettings:
 
     path: str = ""
     """SQLite file of the job store; empty means `jobs.sqlite` beside the memory store
-    (`./var/jobs.sqlite` with the default `memory.path`), so the two move together."""
+    (`<bot.data_dir>/jobs.sqlite` with the default `memory.path`), so the two move
+    together."""
     grace_seconds: float = 3600.0
     """A job that fell due while Harken was down is still delivered (marked late) if it is
     at most this late; later than that, the person is told what was missed instead."""
@@ -227,7 +239,7 @@ class LogSettings:
     level: str = "INFO"
     """DEBUG, INFO, WARNING or ERROR (the loader accepts any case and stores upper case)."""
     file: str = ""
-    """Log file path; empty logs to stderr."""
+    """Log file path; empty logs to stderr (an interactive shell: `<bot.data_dir>/harken.log`)."""
     format: str = "text"
     """`text` (one line per record) or `json` (one JSON object per line, for log shippers)."""
     levels: tuple[str, ...] = ()
@@ -273,8 +285,9 @@ class ServiceSettings:
     """`[services.<name>]`: a service the team runs, for `health`, `call` and watches."""
 
     name: str
-    url: str
-    """Base URL, e.g. `http://billing.internal:8080`."""
+    url: str = ""
+    """Base URL, e.g. `http://billing.internal:8080`; empty for a TCP-only service (one
+    with `tcp` only), which `call` cannot reach."""
     health: str = ""
     """Path checked with GET (`/healthz`); 2xx and 3xx are healthy."""
     tcp: str = ""

@@ -33,10 +33,11 @@ from actors.inputs.base import Outstanding
 from actors.inputs.shell import ShellInput, ShellSession
 from actors.services import Services
 from actors.supervision import Handle
-from actors.system import BotSystem, StartupError, freeze_startup_objects
+from actors.system import BotSystem, StartupError, freeze_startup_objects, installed_inputs
 from commands.loader import load_commands
 from config import ConfigError, InputSettings, Settings, load_settings, render_settings
 from config.loader import secret_env_vars
+from config.validate import access_problems, input_problems, load_problems, path_problems
 from harken import __version__
 from harken.environment import forget
 from harken.logs import Logs, setup_logging
@@ -52,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--config", metavar="PATH", help="config file (default: the shipped one)")
     common.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR")
     common.add_argument("--log-file", metavar="PATH", help="log to this file instead of stderr")
+    common.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="where Harken keeps its state: memory, jobs, the shell's log (default: ./var)",
+    )
     common.add_argument("--memory-path", metavar="DIR", help="where the memory store lives")
     common.add_argument("--timezone", metavar="ZONE", help="default time zone (IANA name)")
     common.add_argument(
@@ -107,6 +113,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, str]:
     flags = {
         "log.level": args.log_level,
         "log.file": args.log_file,
+        "bot.data_dir": args.data_dir,
         "memory.path": args.memory_path,
         "bot.timezone": args.timezone,
         "bot.inputs": getattr(args, "inputs", None),
@@ -118,14 +125,27 @@ def _overrides(args: argparse.Namespace) -> dict[str, str]:
 
 
 def _check(settings: Settings) -> int:
+    """Print the settings as a reusable config file; exit 2 if `run` would refuse them.
+
+    Each problem is one line on stderr naming the key. The command loader's log lines
+    say the same about files that fail to load, so they are not shown as well.
+    """
+    logging.getLogger().addHandler(logging.NullHandler())
+    loaded = load_commands(settings.bot.command_dirs)
+    problems = [
+        # The shell is wired by this command line; the other inputs are entry points.
+        *input_problems(settings, {"shell", *installed_inputs()}),
+        *load_problems(loaded.problems),
+        *access_problems(settings, loaded.registry.names()),
+        *path_problems(settings),
+    ]
     print(render_settings(settings))
+    print(f"# {len(loaded.registry)} commands: {', '.join(sorted(loaded.registry.names()))}")
     for name in settings.unknown_env:
         print(f"warning: {name} matches no setting and is ignored", file=sys.stderr)
-    loaded = load_commands(settings.bot.command_dirs)
-    print(f"\n# {len(loaded.registry)} commands: {', '.join(sorted(loaded.registry.names()))}")
-    for problem in loaded.problems:
-        print(f"error: command not loaded: {problem}", file=sys.stderr)
-    return EXIT_CONFIG if loaded.problems else 0
+    for problem in problems:
+        print(str(problem), file=sys.stderr)
+    return EXIT_CONFIG if problems else 0
 
 
 class _Stop(BaseException):
@@ -172,7 +192,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     others = [name for name in settings.bot.inputs if name != "shell"]
     interactive = with_shell and sys.stdin.isatty()
     # At a terminal, log lines would tear through the chat: keep them in a file.
-    default_file = str(Path(settings.memory.path).parent / "harken.log") if interactive else ""
+    default_file = str(Path(settings.bot.data_dir) / "harken.log") if interactive else ""
     try:
         logs = setup_logging(settings.log, default_file=default_file)
     except OSError as exc:

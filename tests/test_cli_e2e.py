@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import socket
 import subprocess
 import sys
 from datetime import datetime
@@ -315,3 +316,18 @@ def test_apscheduler_is_quiet_by_default_and_log_levels_set_it(tmp_path: Path) -
     config = tmp_path / "harken.toml"
     config.write_text('[log.levels]\n"apscheduler" = "info"\n')
     assert "Scheduler started" in scheduler_info("--config", str(config))
+
+
+def test_a_tcp_only_service_from_the_readme_is_checked_by_connecting(tmp_path: Path) -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        config = tmp_path / "harken.toml"
+        config.write_text(f'[services.postgres]\ntcp = "127.0.0.1:{port}"\n')
+        script = b"health postgres\nlist services\n"
+        done = harken("shell", "--config", str(config), stdin=script, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr.decode()
+    lines = done.stdout.decode().splitlines()
+    assert lines[0].startswith("postgres: up (")
+    assert lines[1:] == ["Services (1):", f"  postgres  tcp 127.0.0.1:{port}"]

@@ -63,19 +63,33 @@ def assert_one_line(error: ConfigError) -> str:
 # --- the shipped default ----------------------------------------------------------
 
 
-def test_shipped_default_equals_dataclass_defaults() -> None:
+def with_paths(settings: Settings, data_dir: Path, memory: Path | None = None) -> Settings:
+    """`settings` with the absolute paths the loader fills in."""
+    return dataclasses.replace(
+        settings,
+        bot=dataclasses.replace(settings.bot, data_dir=str(data_dir)),
+        memory=dataclasses.replace(settings.memory, path=str(memory or data_dir / "memory")),
+    )
+
+
+def test_shipped_default_equals_dataclass_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
     settings = load_settings(env={})
 
-    assert settings == Settings()
-    assert settings.bot == BotSettings()
-    assert settings.memory == MemorySettings()
+    # The same, except that the data directory is made absolute and memory follows it.
+    assert settings == with_paths(Settings(), tmp_path / "var")
+    assert settings.bot == dataclasses.replace(BotSettings(), data_dir=str(tmp_path / "var"))
+    assert settings.memory == MemorySettings(path=str(tmp_path / "var" / "memory"))
     assert settings.log == LogSettings()
     assert settings.scheduler == SchedulerSettings()
     assert settings.source == "<shipped default>"
     assert list(settings.inputs) == ["shell", "slack", "xmpp"]
     assert settings.inputs["shell"] == InputSettings(name="shell")
     assert settings.inputs["xmpp"].options["nick"] == "harken"
-    assert set(settings.origins.values()) == {"default"}
+    assert settings.origins["memory.path"] == "derived from bot.data_dir"
+    assert set(settings.origins.values()) == {"default", "derived from bot.data_dir"}
     assert settings.unknown_env == ()
 
 
@@ -147,6 +161,7 @@ def test_file_overrides_defaults(tmp_path: Path) -> None:
         timezone="Europe/Berlin",
         workers=4,
         conversation_idle_seconds=12.5,
+        data_dir=os.path.abspath("var"),
     )
     assert settings.memory.path == "/srv/harken/memory"
     assert settings.log.level == "DEBUG"
@@ -345,7 +360,7 @@ def test_secret_on_command_line_is_refused() -> None:
         ('[bot]\ninputs = ["memory"]', "bot.inputs", "reserved"),
         ('[bot]\ncommand_dirs = [""]', "bot.command_dirs", "empty path"),
         ('[memory]\nbackend = "redis"', "memory.backend", 'one of: tinydb (got "redis")'),
-        ('[memory]\npath = ""', "memory.path", "non-empty path"),
+        ('[bot]\ndata_dir = ""', "bot.data_dir", "non-empty directory path"),
         ('[log]\nlevel = "LOUD"', "log.level", "one of DEBUG, INFO, WARNING, ERROR"),
         ("[log]\nfile = false", "log.file", "file path"),
         ('[inputs.shell]\nadmins = "bob"', "inputs.shell.admins", 'list of user ids (got "bob")'),
@@ -493,14 +508,17 @@ def test_relative_command_dirs_resolve_against_the_config_file(
     assert settings.source == str(path)
 
 
-def test_command_dirs_from_env_and_cli_stay_relative_to_cwd(tmp_path: Path) -> None:
+def test_command_dirs_from_env_and_cli_resolve_against_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = write(tmp_path, "[bot]\ncommand_dirs = ['here']\n", "etc/harken.toml")
+    monkeypatch.chdir(tmp_path)
 
     from_env = load_settings(path, env={"HARKEN_BOT_COMMAND_DIRS": "cmds, more"})
     from_cli = load_settings(path, env={}, overrides={"bot.command_dirs": "cli-cmds"})
 
-    assert from_env.bot.command_dirs == ("cmds", "more")
-    assert from_cli.bot.command_dirs == ("cli-cmds",)
+    assert from_env.bot.command_dirs == (str(tmp_path / "cmds"), str(tmp_path / "more"))
+    assert from_cli.bot.command_dirs == (str(tmp_path / "cli-cmds"),)
 
 
 def test_home_is_expanded_in_paths(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -545,3 +563,258 @@ def test_render_settings_shows_values_and_origins(tmp_path: Path) -> None:
     # Apart from the masked-secret placeholders, the output is valid TOML.
     body = "\n".join(line for line in rendered.splitlines() if "(unset)" not in line)
     assert tomllib.loads(body)["bot"]["workers"] == 3
+
+
+# --- the data directory and paths --------------------------------------------------------
+
+
+def test_data_dir_in_a_file_is_relative_to_the_file_and_memory_follows_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, '[bot]\ndata_dir = "state"\n', "etc/harken.toml")
+    monkeypatch.chdir(tmp_path)
+
+    settings = load_settings("etc/harken.toml", env={})
+
+    state = tmp_path / "etc" / "state"
+    assert settings.bot.data_dir == str(state)
+    assert settings.memory.path == str(state / "memory")
+    assert settings.scheduler.job_store(settings.memory.path) == str(state / "jobs.sqlite")
+    assert settings.source == str(path)
+
+
+def test_data_dir_from_env_and_cli_is_relative_to_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, '[bot]\ndata_dir = "state"\n', "etc/harken.toml")
+    monkeypatch.chdir(tmp_path)
+
+    from_env = load_settings(path, env={"HARKEN_DATA_DIR": "env-state"})
+    from_long_env = load_settings(path, env={"HARKEN_BOT_DATA_DIR": "long-state"})
+    from_cli = load_settings(
+        path, env={"HARKEN_DATA_DIR": "env-state"}, overrides={"bot.data_dir": "cli-state"}
+    )
+
+    assert from_env.bot.data_dir == str(tmp_path / "env-state")
+    assert from_env.origins["bot.data_dir"] == "env HARKEN_DATA_DIR"
+    assert from_env.memory.path == str(tmp_path / "env-state" / "memory")
+    assert from_long_env.bot.data_dir == str(tmp_path / "long-state")
+    assert from_cli.bot.data_dir == str(tmp_path / "cli-state")
+    assert from_cli.unknown_env == ()
+
+
+def test_two_data_dir_variables_that_disagree_are_refused() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env={"HARKEN_DATA_DIR": "/a", "HARKEN_BOT_DATA_DIR": "/b"})
+    message = assert_one_line(caught.value)
+    assert message.startswith("config error: bot.data_dir (from HARKEN_DATA_DIR): ")
+
+
+def test_paths_set_apart_from_the_data_dir_stay_where_they_are_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(
+        tmp_path,
+        """
+        [memory]
+        path = "db/memory"
+        [scheduler]
+        path = "db/jobs.sqlite"
+        [log]
+        file = "logs/harken.log"
+        [inputs.xmpp]
+        ca_file = "certs/ca.pem"
+        """,
+        "etc/harken.toml",
+    )
+    monkeypatch.chdir(tmp_path)
+
+    settings = load_settings(path, env={})
+    from_env = load_settings(env={"HARKEN_MEMORY_PATH": "m", "HARKEN_XMPP_CA_FILE": "ca.pem"})
+
+    etc = tmp_path / "etc"
+    assert settings.bot.data_dir == str(tmp_path / "var")  # the default, from the cwd
+    assert settings.memory.path == str(etc / "db" / "memory")
+    assert settings.origins["memory.path"] == "file"
+    assert settings.scheduler.path == str(etc / "db" / "jobs.sqlite")
+    assert settings.log.file == str(etc / "logs" / "harken.log")
+    assert settings.inputs["xmpp"].options["ca_file"] == str(etc / "certs" / "ca.pem")
+    assert from_env.memory.path == str(tmp_path / "m")
+    assert from_env.inputs["xmpp"].options["ca_file"] == str(tmp_path / "ca.pem")
+
+
+def test_an_empty_memory_path_follows_the_data_dir(tmp_path: Path) -> None:
+    path = write(tmp_path, '[bot]\ndata_dir = "/srv/harken"\n[memory]\npath = ""\n')
+
+    settings = load_settings(path, env={})
+
+    assert settings.memory.path == "/srv/harken/memory"
+    assert settings.origins["memory.path"] == "derived from bot.data_dir"
+
+
+# --- tables from the command line, TCP-only services -------------------------------------
+
+
+def test_set_reaches_the_keys_of_tables(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        [services.web]
+        url = "http://web.internal:8080"
+        health = "/healthz"
+
+        [inputs.shell]
+        groups = { ops = ["alice"] }
+        """,
+    )
+    overrides = {
+        "services.web.url": "http://web2.internal:8080",
+        "services.web.tags": "front, public",
+        "services.db.tcp": "db1.internal:5432",
+        "runbooks.restart.argv": "systemctl,restart,web@{instance}",
+        "runbooks.restart.args.instance": "^[0-9]+$",
+        "runbooks.restart.timeout_seconds": "30",
+        "access.commands.watch": "ops,oncall",
+        "inputs.shell.groups.oncall": "carol",
+    }
+
+    settings = load_settings(path, env={}, overrides=overrides)
+
+    web = settings.services["web"]
+    assert (web.url, web.health, web.tags) == (
+        "http://web2.internal:8080",
+        "/healthz",  # the file's other keys stay
+        ("front", "public"),
+    )
+    assert settings.services["db"].tcp == "db1.internal:5432"
+    restart = settings.runbooks["restart"]
+    assert restart.argv == ("systemctl", "restart", "web@{instance}")
+    assert restart.args == {"instance": "^[0-9]+$"}
+    assert restart.timeout_seconds == 30.0
+    assert settings.access.commands["watch"] == ("ops", "oncall")
+    assert settings.access.commands["run"] == ("ops",)  # the defaults stay
+    assert settings.inputs["shell"].groups == {"ops": ("alice",), "oncall": ("carol",)}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"services.web": "http://x"},
+            "config error: services.web (from the command line): name a service key, "
+            "e.g. services.web.url",
+        ),
+        (
+            {"services.web.url": "ftp://x"},
+            "config error: services.web.url (from the command line): must be an http:// or "
+            "https:// URL with a host",
+        ),
+        (
+            {"services.web.urll": "http://x"},
+            "config error: services.web.urll (from the command line): unknown key "
+            "(known: url, health, tcp, tags, description, call)",
+        ),
+        (
+            {"runbooks.x.argv": "true", "runbooks.x.timeout_seconds": "soon"},
+            "config error: runbooks.x.timeout_seconds (from the command line): "
+            "must be a number > 0",
+        ),
+        (
+            {"access.watch": "ops"},
+            "config error: access.watch (from the command line): name a command, "
+            "e.g. access.commands.watch",
+        ),
+    ],
+)
+def test_bad_table_keys_on_the_command_line(overrides: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env={}, overrides=overrides)
+    assert assert_one_line(caught.value) == message
+
+
+def test_a_tcp_only_service_needs_no_url(tmp_path: Path) -> None:
+    path = write(tmp_path, '[services.postgres]\ntcp = "db1.internal:5432"\n')
+
+    service = load_settings(path, env={}).services["postgres"]
+
+    assert (service.url, service.tcp) == ("", "db1.internal:5432")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[services.x]\ndescription = "?"', "services.x.url: is required, or tcp"),
+        ('[services.x]\ntcp = "db:5432"\nhealth = "/h"', "services.x.health: needs url"),
+        ('[services.x]\ntcp = "db:5432"\ncall = ["/v1"]', "services.x.call: needs url"),
+    ],
+)
+def test_a_service_without_url_is_refused_what_needs_http(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    assert message in assert_one_line(error_for(text, tmp_path))
+
+
+def test_readme_config_examples_load_and_name_every_environment_prefix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    blocks = readme.split("```toml\n")[1:]
+    examples = [b.split("```")[0] for b in blocks if not b.lstrip().startswith("[project")]
+    assert len(examples) >= 3
+    monkeypatch.chdir(tmp_path)
+    for number, example in enumerate(examples):
+        load_settings(write(tmp_path, example, f"example{number}.toml"), env={})
+    for section in SECTIONS:
+        assert f"HARKEN_{section.upper()}_<KEY>" in readme, section
+    assert "HARKEN_DATA_DIR" in readme
+
+
+# --- harken check's output is a config file -----------------------------------------------
+
+
+def test_rendered_settings_load_back_as_the_same_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(
+        tmp_path,
+        """
+        [bot]
+        inputs = ["shell", "xmpp", "matrix"]
+        command_dirs = ["cmds"]
+        data_dir = "state"
+        [scheduler]
+        path = "jobs/jobs.sqlite"
+        [services.web]
+        url = "http://web.internal:8080"
+        call = ["/v1/*"]
+        [services."db.main"]
+        tcp = "db1.internal:5432"
+        [runbooks.restart]
+        argv = ["systemctl", "restart", "web"]
+        description = "Restart web"
+        [access.commands]
+        watch = ["ops"]
+        "odd name" = []
+        [inputs.shell]
+        groups = { ops = ["alice"] }
+        [inputs.xmpp]
+        jid = "bot@example.org"
+        nick = "del\\u007fete"
+        [inputs.matrix]
+        homeserver = "https://matrix.example.org"
+        limits = { rooms = 3, names = ["a", "b"] }
+        """,
+        "etc/harken.toml",
+    )
+    env = {"HARKEN_XMPP_PASSWORD": PASSWORD, "HARKEN_MATRIX_TOKEN": TOKEN}
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(path, env=env, overrides={"bot.workers": "3"})
+
+    rendered = render_settings(settings)
+    saved = write(tmp_path, rendered, "elsewhere/saved.toml")
+    again = load_settings(saved, env=env)
+
+    assert PASSWORD not in rendered
+    assert TOKEN not in rendered
+    assert again == dataclasses.replace(settings, source=str(saved))
+    assert again.inputs["xmpp"].secrets["password"] == Secret(PASSWORD)

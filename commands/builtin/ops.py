@@ -120,7 +120,7 @@ def list_services(ctx: Context) -> str:
     for service in services:
         tags = f" [{', '.join(service.tags)}]" if service.tags else ""
         about = f" - {service.description}" if service.description else ""
-        lines.append(f"  {service.name}  {service.url}{tags}{about}")
+        lines.append(f"  {service.name}  {service.url or service.target}{tags}{about}")
     return "\n".join(lines)
 
 
@@ -130,7 +130,7 @@ def get_service(ctx: Context, name: str) -> str:
     service = _registry(ctx).get(name.lower())
     if service is None:
         return _unknown_service(name)
-    lines = [f"{service.name}: {service.url}"]
+    lines = [f"{service.name}: {service.url or service.target}"]
     if service.description:
         lines.append(f"  about: {service.description}")
     lines.append(f"  health check: {service.target}")
