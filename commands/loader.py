@@ -7,6 +7,9 @@
 
 A plugin that fails to load is reported (logged, and listed by `harken check`) and
 skipped, so one broken file does not keep the bot from answering everyone else.
+Built-in commands are registered without a `max_chars` limit: their patterns are
+linear, which the tests check; a plugin's pattern is tried only on messages up to its
+`max_chars`.
 """
 
 from __future__ import annotations
@@ -66,7 +69,11 @@ def _load_file(path: Path) -> types.ModuleType:
 def _add_all(result: LoadResult, found: Iterable[Command], source: str) -> None:
     for cmd in found:
         try:
-            result.registry.add(replace(cmd, source=source) if source != "builtin" else cmd)
+            # Built-in patterns are linear (the tests check it): no length limit.
+            added = (
+                replace(cmd, max_chars=None) if source == "builtin" else replace(cmd, source=source)
+            )
+            result.registry.add(added)
         except CommandError as exc:
             result.problems.append(f"{source}: {exc}")
 
