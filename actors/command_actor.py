@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from actors.event import Event, EventType
 from actors.messages import InvocationDone, Invoke, MemoryBarrier
 from actors.pool import Dispatcher
 from actors.supervision import SupervisedPooledActor
+from commands.base import ReplyTypeError
 from commands.context import Context, MemoryRefused
 
 if TYPE_CHECKING:
@@ -109,8 +111,10 @@ class CommandActor(SupervisedPooledActor):
             event.input,
             error_id,
         )
+        wrong = sys.exc_info()[1]
+        why = f": {wrong.reason}" if isinstance(wrong, ReplyTypeError) else ""
         text = (
-            f"Sorry, `{self.command.name}` failed (error id {error_id}). "
+            f"Sorry, `{self.command.name}` failed{why} (error id {error_id}). "
             "The details are in Harken's log under that id."
         )
         return event.reply(text, type=EventType.ERROR)

@@ -63,6 +63,9 @@ def unknown_command_reply(text: str, registry: Registry) -> str:
     words = text.split()
     if not words:
         return "Say `help` to see what I can do."
+    too_long = registry.limit_reply(text)
+    if too_long is not None:
+        return too_long
     word = words[0].lower()
     known = registry.by_name(word)
     if known is not None:

@@ -35,6 +35,7 @@ import hashlib
 import itertools
 import json
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -53,6 +54,7 @@ from actors.messages import (
     MemoryGet,
     MemoryPut,
 )
+from commands.base import ReplyTypeError
 from commands.context import MAX_KEY_CHARS, MAX_VALUE_BYTES, Context, MemoryRefused
 from commands.dialogs import (
     Dialog,
@@ -389,11 +391,13 @@ class DialogTurn:
             self.event.input,
             error_id,
         )
+        wrong = sys.exc_info()[1]
+        why = f": {wrong.reason}" if isinstance(wrong, ReplyTypeError) else ""
         self.replies = [
             self.event.reply(
-                f"Sorry, `{name}` failed (error id {error_id}). The details are in Harken's "
-                "log under that id. Your answers so far are kept: answer again, or say "
-                "`cancel`.",
+                f"Sorry, `{name}` failed{why} (error id {error_id}). The details are in "
+                "Harken's log under that id. Your answers so far are kept: answer again, or "
+                "say `cancel`.",
                 type=EventType.ERROR,
             )
         ]

@@ -9,18 +9,30 @@ A command is a plain function under a decorator, as in Slack Bolt or Errbot:
 Arguments are injected by name: every named group of the pattern, plus `event` (the
 `Event`), `ctx` (the `Context`: memory, settings, time zone, ...) and `memory` (the
 person's own key/value memory). The return value is the reply: a string, a list of
-strings (several replies), or None (no reply).
+strings (several replies), or None (no reply); anything else is refused when the
+command returns it (`ReplyTypeError`), and what can be known wrong at declaration (not
+a function, a generator) is refused then (`CommandError`).
+
+An `async def` command is awaited on its own event loop (`asyncio.run` on the worker
+thread that runs it), so it may use asyncio libraries; nothing of the loop outlives
+the call.
 
 A command that computes its reply from its arguments alone (no memory, no network, no
 waiting) can be declared `quick=True`: it runs on its command actor's thread instead of
 a worker thread, which saves a thread hand-off on every call. Such a function may take
 named groups and `event` only; `ctx` and `memory` reach the memory actor, which can wait.
 
+A pattern is tried only on messages up to the command's `max_chars` (500 characters
+unless it says otherwise), so a pattern that backtracks badly cannot hold the
+dispatcher (and, since matching holds the interpreter lock, everyone) for long. Built-in
+commands have no such limit: their patterns are linear, which the tests check.
+
 The registry is keyed by pattern, as the Micro Bot's `Commands["^ping$"]` was.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -38,9 +50,70 @@ _INJECTABLE = frozenset({"event", "ctx", "memory"})
 _NOT_QUICK = frozenset({"ctx", "memory"})
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 
+DEFAULT_MAX_CHARS = 500
+"""Longest message a command's pattern is tried on, unless the command says otherwise."""
+
 
 class CommandError(ValueError):
     """A command was declared wrongly (bad pattern, clashing name, unknown argument)."""
+
+
+class ReplyTypeError(TypeError):
+    """A command's function returned something that is not a reply.
+
+    `reason` says what, in words fit for the person who asked.
+    """
+
+    def __init__(self, command: str, got: str) -> None:
+        self.reason = f"it returned {got} instead of a reply"
+        super().__init__(
+            f"command {command!r} returned {got}: a command returns a string, "
+            "a list of strings, or None"
+        )
+
+
+def check_function(what: str, func: object, *, quick: bool = False) -> None:
+    """Refuse, with a message that says what to change, a function that can never
+    return a reply: not callable, a generator (sync or async), or async but quick."""
+    if not callable(func):
+        raise CommandError(f"{what}: {func!r} is not a function")
+    if inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func):
+        kind = "an async generator" if inspect.isasyncgenfunction(func) else "a generator"
+        raise CommandError(
+            f"{what} is {kind} (it uses `yield`): return the reply instead, "
+            "a string, a list of strings, or None"
+        )
+    if quick and inspect.iscoroutinefunction(func):
+        raise CommandError(
+            f"{what} is declared quick, so it cannot be `async def`: a quick command runs "
+            "on its command actor's thread, which must not wait. Drop quick=True."
+        )
+
+
+def _described(value: object) -> str:
+    name = type(value).__name__
+    return f"an {name}" if name[:1].lower() in "aeiou" else f"a {name}"
+
+
+def replies_of(name: str, result: object, *, can_wait: bool = True) -> list[str]:
+    """The replies a command's function returned: a coroutine (from `async def`) is
+    awaited first on an event loop of its own; anything but a string, a list or tuple
+    of strings, or None raises `ReplyTypeError`."""
+    if inspect.iscoroutine(result):
+        if not can_wait:
+            result.close()
+            raise ReplyTypeError(name, "a coroutine, which a quick command cannot wait for,")
+        result = asyncio.run(result)
+    if result is None:
+        return []
+    if isinstance(result, str):
+        return [result]
+    if isinstance(result, list | tuple):
+        wrong = [item for item in result if not isinstance(item, str)]
+        if not wrong:
+            return list(result)
+        raise ReplyTypeError(name, f"{_described(result)} holding {_described(wrong[0])}")
+    raise ReplyTypeError(name, _described(result))
 
 
 @dataclass(frozen=True)
@@ -57,6 +130,9 @@ class Command:
     """Runs on the command actor's thread, not a worker: see the module's docstring."""
     source: str = "builtin"
     """Where the command came from: `builtin`, `entry point NAME`, or a file path."""
+    max_chars: int | None = DEFAULT_MAX_CHARS
+    """Longest message the pattern is tried on (None: any the router lets through);
+    a longer one gets a reply that says the limit (`Registry.limit_reply`)."""
     regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
     params: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
@@ -65,6 +141,11 @@ class Command:
             raise CommandError(
                 f"command name {self.name!r}: use lower-case letters, digits, '-' or '_'"
             )
+        check_function(f"command {self.name!r}", self.func, quick=self.quick)
+        if self.max_chars is not None and not (
+            isinstance(self.max_chars, int) and self.max_chars >= 1
+        ):
+            raise CommandError(f"command {self.name!r}: max_chars must be an integer >= 1")
         try:
             regex = re.compile(self.pattern, re.IGNORECASE | re.DOTALL)
         except re.error as exc:
@@ -89,6 +170,9 @@ class Command:
         object.__setattr__(self, "params", params)
 
     def match(self, text: str) -> re.Match[str] | None:
+        """The pattern's match, or None (also for text longer than `max_chars`)."""
+        if self.max_chars is not None and len(text) > self.max_chars:
+            return None
         return self.regex.match(text)
 
     def call(self, ctx: Context, groups: Mapping[str, str | None]) -> list[str]:
@@ -97,16 +181,17 @@ class Command:
 
     def call_quick(self, event: Event, groups: Mapping[str, str | None]) -> list[str]:
         """Run a quick command, which needs no `Context`; return the replies."""
-        return self._call(groups, {"event": event})
+        return self._call(groups, {"event": event}, can_wait=False)
 
-    def _call(self, groups: Mapping[str, str | None], available: dict[str, Any]) -> list[str]:
+    def _call(
+        self,
+        groups: Mapping[str, str | None],
+        available: dict[str, Any],
+        *,
+        can_wait: bool = True,
+    ) -> list[str]:
         kwargs = {p: groups[p] if p in groups else available[p] for p in self.params}
-        result = self.func(**kwargs)
-        if result is None:
-            return []
-        if isinstance(result, str):
-            return [result]
-        return [str(r) for r in result]
+        return replies_of(self.name, self.func(**kwargs), can_wait=can_wait)
 
 
 def command(
@@ -117,15 +202,18 @@ def command(
     description: str | None = None,
     admin_only: bool = False,
     quick: bool = False,
+    max_chars: int | None = DEFAULT_MAX_CHARS,
 ) -> Callable[[CommandFunc], Command]:
-    """Declare a plain function as a command.
+    """Declare a plain function (or an `async def` one) as a command.
 
     `name` defaults to the function's name, `usage` to the name, and `description` to
     the first line of the function's docstring. `quick=True` for a function that only
-    computes its reply from its arguments (see the module's docstring).
+    computes its reply from its arguments (see the module's docstring). `max_chars`:
+    the longest message the pattern is tried on (None for a pattern known to be linear).
     """
 
     def wrap(func: CommandFunc) -> Command:
+        check_function(f"command {name or getattr(func, '__name__', func)!r}", func, quick=quick)
         return declared(
             func,
             func,
@@ -135,6 +223,7 @@ def command(
             description=description,
             admin_only=admin_only,
             quick=quick,
+            max_chars=max_chars,
         )
 
     return wrap
@@ -150,6 +239,7 @@ def declared(
     description: str | None,
     admin_only: bool,
     quick: bool = False,
+    max_chars: int | None = DEFAULT_MAX_CHARS,
 ) -> Command:
     """The `Command` a decorator declares: what it leaves out comes from `declared_by`,
     the decorated function (name from its name, description from its docstring)."""
@@ -163,6 +253,7 @@ def declared(
         description=description or (doc[0] if doc else ""),
         admin_only=admin_only,
         quick=quick,
+        max_chars=max_chars,
     )
 
 
@@ -213,8 +304,31 @@ class Registry(Mapping[str, Command]):
         return list(self._by_pattern.values())
 
     def find(self, text: str) -> tuple[Command, re.Match[str]] | None:
+        """The first command whose pattern matches `text`, with its match. A command's
+        pattern is not tried on text longer than its `max_chars`."""
+        length = len(text)
         for cmd in self._by_pattern.values():
+            limit = cmd.max_chars
+            if limit is not None and length > limit:
+                continue
             match = cmd.regex.match(text)
             if match is not None:
                 return cmd, match
+        return None
+
+    def limit_reply(self, text: str) -> str | None:
+        """For text that matched nothing because it is longer than the `max_chars` of the
+        command its first word names: the reply that says so. Otherwise None."""
+        first = text.split(None, 1)
+        if not first:
+            return None
+        word = first[0].lower()
+        for cmd in self._by_pattern.values():
+            if cmd.max_chars is None or len(text) <= cmd.max_chars:
+                continue
+            if word in (cmd.name, cmd.usage.split(None, 1)[0].lower()):
+                return (
+                    f"`{cmd.name}` reads messages of up to {cmd.max_chars:,} characters; "
+                    f"that one has {len(text):,}. Nothing was done."
+                )
         return None

@@ -26,7 +26,7 @@ other, checks each answer, and hands every answer to a finish function at the en
   function of the answers so far (a summary before a confirmation).
 * The finish function gets, by name, `ctx` (the same `Context` commands get: memory,
   `say`, and whatever else commands can do), `answers`, `event` and `memory`; it
-  returns the reply like a command does.
+  returns the reply like a command does, and may be `async def` like a command.
 
 The conversation runs the dialog (see `actors.dialog_runner`): while it is open the
 person's next messages are its answers, `cancel`/`stop` end it, `help` works, and its
@@ -42,7 +42,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from commands.base import Command, CommandError, CommandResult, declared
+from commands.base import (
+    Command,
+    CommandError,
+    CommandResult,
+    check_function,
+    declared,
+    replies_of,
+)
 
 if TYPE_CHECKING:
     from commands.context import Context
@@ -220,6 +227,7 @@ class Dialog:
             self.timeout_seconds > 0 and math.isfinite(self.timeout_seconds)
         ):
             raise CommandError(f"dialog {self.name!r}: timeout_seconds must be > 0")
+        check_function(f"dialog {self.name!r}: the finish function", self.finish)
         params = tuple(inspect.signature(self.finish).parameters)
         unknown = [p for p in params if p not in _FINISH_INJECTABLE]
         if unknown:
@@ -257,12 +265,7 @@ class Dialog:
             "event": ctx.event,
             "memory": ctx.memory,
         }
-        result = self.finish(**{p: available[p] for p in self.params})
-        if result is None:
-            return []
-        if isinstance(result, str):
-            return [result]
-        return [str(r) for r in result]
+        return replies_of(self.name, self.finish(**{p: available[p] for p in self.params}))
 
 
 def dialog(

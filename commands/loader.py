@@ -3,17 +3,29 @@
 * Built-ins: every `Command` defined in the modules of `commands.builtin`.
 * Entry points in the group `harken.commands`: each names a `Command`, a list of
   them, or a module whose `Command`s are all taken.
-* Each `.py` file in the directories listed in `bot.command_dirs`.
+* Each `.py` file in the directories listed in `bot.command_dirs`, imported as an
+  ordinary module of a package named after its directory (`mycommands/oncall.py` is
+  `mycommands.oncall`, the module a test imports), so dataclasses, pickling and sibling
+  imports (`from .helpers import x`, `from mycommands.helpers import x`) work as
+  anywhere in Python. A directory whose name is not a module name, or names another
+  module (`commands`, `email`), gets a private package name instead.
 
 A plugin that fails to load is reported (logged, and listed by `harken check`) and
 skipped, so one broken file does not keep the bot from answering everyone else.
+Built-in commands are registered without a `max_chars` limit: their patterns are
+linear, which the tests check; a plugin's pattern is tried only on messages up to its
+`max_chars`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.machinery
 import importlib.util
+import keyword
 import logging
+import sys
 import types
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -22,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from commands.base import Command, CommandError, Registry
+from commands.dialogs import dialog_of
 
 logger = logging.getLogger(__name__)
 
@@ -53,20 +66,121 @@ def commands_in(obj: Any) -> list[Command]:
     return []
 
 
-def _load_file(path: Path) -> types.ModuleType:
-    module_name = f"harken_plugin_{path.stem}_{abs(hash(str(path))):x}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _serves(module: types.ModuleType, folder: Path) -> bool:
+    """Whether `module` is the package of `folder`."""
+    return any(Path(entry).resolve() == folder for entry in getattr(module, "__path__", ()))
+
+
+def _package_name(folder: Path) -> str:
+    """The package name the files of `folder` are imported under: the folder's own name
+    when that names nothing else, else a private one derived from its path."""
+    name = folder.name
+    if name.isidentifier() and not keyword.iskeyword(name):
+        existing = sys.modules.get(name)
+        if existing is not None:
+            if _serves(existing, folder):
+                return name
+        else:
+            try:
+                spec = importlib.util.find_spec(name)
+            except (ImportError, ValueError):
+                spec = importlib.machinery.ModuleSpec(name, None)  # taken, in some way
+            if spec is None or any(
+                Path(entry).resolve() == folder for entry in spec.submodule_search_locations or ()
+            ):
+                return name
+    digest = hashlib.sha256(str(folder).encode()).hexdigest()[:12]
+    return f"harken_command_dir_{digest}"
+
+
+def _import_package(folder: Path) -> str:
+    """Import `folder` as a package (running its `__init__.py`, if any); its name."""
+    name = _package_name(folder)
+    existing = sys.modules.get(name)
+    if existing is not None and _serves(existing, folder):
+        return name
+    init = folder / "__init__.py"
+    if init.is_file():
+        spec = importlib.util.spec_from_file_location(
+            name, init, submodule_search_locations=[str(folder)]
+        )
+    else:
+        spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+        spec.submodule_search_locations = [str(folder)]
+    if spec is None:
+        raise ImportError(f"cannot import {folder} as a package")
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[name] = package
+    try:
+        if init.is_file() and spec.loader is not None:
+            spec.loader.exec_module(package)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return name
+
+
+def _hint(exc: BaseException, folder: Path, package: str) -> str:
+    """What to write instead, for a top-level import of a file of the same directory."""
+    missing = exc.name if isinstance(exc, ImportError) else None
+    if missing is None or "." in missing or not (folder / f"{missing}.py").is_file():
+        return ""
+    return (
+        f" ({folder / missing}.py is the module `{package}.{missing}`: write "
+        f"`from .{missing} import ...` or `from {package}.{missing} import ...`)"
+    )
+
+
+def _defined_in(cmd: Command) -> str | None:
+    """The module that defines a command's function (a dialog's: its finish function)."""
+    flow = dialog_of(cmd)
+    func: object = flow.finish if flow is not None else cmd.func
+    module = getattr(func, "__module__", None)
+    return module if isinstance(module, str) else None
+
+
+def _load_dir(result: LoadResult, folder: Path) -> None:
+    try:
+        package = _import_package(folder.resolve())
+    except Exception as exc:
+        result.problems.append(f"{folder}: failed to load: {exc!r}")
+        return
+    modules: list[tuple[Path, types.ModuleType]] = []
+    for path in sorted(folder.glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        if "." in path.stem:
+            result.problems.append(f"{path}: not loaded: a module name cannot hold a '.'")
+            continue
+        try:
+            modules.append((path, importlib.import_module(f"{package}.{path.stem}")))
+        except Exception as exc:
+            result.problems.append(f"{path}: failed to load: {exc!r}{_hint(exc, folder, package)}")
+    # A file that imports a command from a sibling holds it too: register each command
+    # once, from the file that defines it.
+    holders: dict[int, list[Path]] = {}
+    for path, module in modules:
+        for cmd in commands_in(module):
+            holders.setdefault(id(cmd), []).append(path)
+    paths = {module.__name__: path for path, module in modules}
+    for path, module in modules:
+        own = []
+        for cmd in commands_in(module):
+            where = holders[id(cmd)]
+            home = paths.get(_defined_in(cmd) or "")
+            if path == (home if home in where else where[0]):
+                own.append(cmd)
+        _add_all(result, own, str(path))
 
 
 def _add_all(result: LoadResult, found: Iterable[Command], source: str) -> None:
     for cmd in found:
         try:
-            result.registry.add(replace(cmd, source=source) if source != "builtin" else cmd)
+            # Built-in patterns are linear (the tests check it): no length limit.
+            added = (
+                replace(cmd, max_chars=None) if source == "builtin" else replace(cmd, source=source)
+            )
+            result.registry.add(added)
         except CommandError as exc:
             result.problems.append(f"{source}: {exc}")
 
@@ -89,15 +203,7 @@ def load_commands(
         if not folder.is_dir():
             result.problems.append(f"{folder}: command directory does not exist")
             continue
-        for path in sorted(folder.glob("*.py")):
-            if path.name.startswith("_"):
-                continue
-            try:
-                module = _load_file(path)
-            except Exception as exc:
-                result.problems.append(f"{path}: failed to load: {exc!r}")
-                continue
-            _add_all(result, commands_in(module), str(path))
+        _load_dir(result, folder)
     for problem in result.problems:
         logger.error("command not loaded: %s", problem)
     return result

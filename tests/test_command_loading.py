@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import pickle
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,3 +106,130 @@ def test_commands_load_from_entry_points() -> None:
     greet = load_commands().registry.by_name("greet")
     assert greet is not None
     assert greet.source == "entry point greet"
+
+
+# --- command_dirs files are ordinary modules ------------------------------------------------
+
+HELPERS = """
+GREETING = "Hello"
+"""
+
+SHIFT = '''
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from harken import command
+
+from .helpers import GREETING
+from {package}.helpers import GREETING as SAME_GREETING
+
+
+@dataclass(frozen=True)
+class Shift:
+    team: str
+    person: str | None = None
+
+
+@command(r"^shift (?P<team>\\w+)$", usage="shift <team>")
+def shift(team: str) -> str:
+    """Say who holds a shift."""
+    assert GREETING is SAME_GREETING
+    return f"{{GREETING}}: {{Shift(team)}}"
+'''
+
+REUSE = '''
+from harken import command
+
+from .shift import Shift, shift
+
+
+@command(r"^both (?P<team>\\w+)$", usage="both <team>")
+def both(team: str) -> str:
+    """Say a shift twice."""
+    return shift.func(team) + " / " + repr(Shift(team, "ann"))
+'''
+
+
+@pytest.fixture
+def package_dir(tmp_path: Path) -> Path:
+    """A command directory whose name no other module has."""
+    folder = tmp_path / f"cmds_{tmp_path.name.replace('-', '_')}_{id(tmp_path):x}"
+    folder.mkdir()
+    return folder
+
+
+def test_command_files_are_ordinary_modules_of_a_package_named_after_the_directory(
+    package_dir: Path, tmp_path: Path
+) -> None:
+    package = package_dir.name
+    (package_dir / "helpers.py").write_text(HELPERS)
+    (package_dir / "shift.py").write_text(SHIFT.format(package=package))
+    (package_dir / "reuse.py").write_text(REUSE)
+    result = load_commands([package_dir], use_entry_points=False)
+    assert result.problems == []
+    module = importlib.import_module(f"{package}.shift")
+    assert sys.modules[f"{package}.shift"] is module
+    # A dataclass under `from __future__ import annotations` needs its module in
+    # sys.modules; pickling needs the module importable by its name.
+    shift = module.Shift("ops", "ann")
+    assert pickle.loads(pickle.dumps(shift)) == shift
+    cmd = result.registry.by_name("shift")
+    assert cmd is not None
+    assert cmd.func is module.shift.func
+    # `reuse.py` holds `shift` too (it imports it): registered once, from its own file.
+    assert cmd.source == str(package_dir / "shift.py")
+    both = result.registry.by_name("both")
+    assert both is not None
+    assert both.source == str(package_dir / "reuse.py")
+    bot = TestBot(tmp_path / "memory", commands=[cmd, both])
+    try:
+        assert bot.ask("shift ops") == "Hello: Shift(team='ops', person=None)"
+        assert bot.ask("both db") == (
+            "Hello: Shift(team='db', person=None) / Shift(team='db', person='ann')"
+        )
+    finally:
+        bot.stop()
+    # Loading again (a restart) finds the same modules, not second copies.
+    again = load_commands([package_dir], use_entry_points=False).registry.by_name("shift")
+    assert again is not None
+    assert again.func is cmd.func
+
+
+def test_a_top_level_import_of_a_sibling_is_refused_with_what_to_write(package_dir: Path) -> None:
+    (package_dir / "helpers.py").write_text(HELPERS)
+    (package_dir / "bare.py").write_text(
+        "from helpers import GREETING\nfrom harken import command\n\n"
+        "@command(r'^bare$')\ndef bare() -> str:\n    return GREETING\n"
+    )
+    result = load_commands([package_dir], use_entry_points=False)
+    assert len(result.problems) == 1
+    problem = result.problems[0]
+    assert problem.startswith(f"{package_dir / 'bare.py'}: failed to load: ")
+    assert problem.endswith(
+        f"({package_dir / 'helpers'}.py is the module `{package_dir.name}.helpers`: write "
+        f"`from .helpers import ...` or `from {package_dir.name}.helpers import ...`)"
+    )
+
+
+def test_a_directory_named_like_another_module_loads_under_a_private_name(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "commands"  # Harken's own package has this name
+    folder.mkdir()
+    (folder / "__init__.py").write_text("PACKAGE_RAN = True\n")
+    (folder / "helpers.py").write_text(HELPERS)
+    (folder / "greet.py").write_text(
+        "from .helpers import GREETING\nfrom harken import command\n\n"
+        "@command(r'^hi there$')\ndef hi_there() -> str:\n    return GREETING\n"
+    )
+    result = load_commands([folder], use_entry_points=False)
+    assert result.problems == []
+    cmd = result.registry.by_name("hi-there")
+    assert cmd is not None
+    assert cmd.func() == "Hello"
+    package = sys.modules[cmd.func.__module__.rpartition(".")[0]]
+    assert package.__name__.startswith("harken_command_dir_")
+    assert package.PACKAGE_RAN is True
+    assert "commands.builtin" in sys.modules  # Harken's own package is untouched
+    assert sys.modules["commands"].__file__ != str(folder / "__init__.py")

@@ -87,7 +87,7 @@ def remind(ctx: Context, spec: str | None) -> str:
 
 
 @command(
-    r"^(?P<spec>(?:in|at|on|today|tomorrow|every|next)\s.*?)\s+run\s+(?P<text>.+)$",
+    r"^(?P<spec>(?:in|at|on|today|tomorrow|every|next)(?:\s+\S+)+?)\s+run\s+(?P<text>.+)$",
     name="run-later",
     usage="<when> run <command>",
     description="Run a command later, as you (`in 5 minutes run ping`).",
