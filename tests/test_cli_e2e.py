@@ -190,7 +190,7 @@ def test_version_prints_the_installed_version(tmp_path: Path) -> None:
     [
         (("check", "--set", "bot.workers=lots"), "harken: config error: bot.workers"),
         (("run", "--inputs", "carrier_pigeon"), "harken: input 'carrier_pigeon'"),
-        (("shell", "--log-file", "."), "harken: cannot write the log file . (log.file)"),
+        (("shell", "--log-file", "/"), "harken: cannot write the log file / (log.file)"),
     ],
 )
 def test_a_fatal_configuration_problem_is_one_harken_line_and_exit_2(
