@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from actors.messages import InvocationDone, Invoke, MemoryBarrier
 from actors.pool import Dispatcher
 from actors.supervision import SupervisedPooledActor
 from commands.context import Context, MemoryRefused
+from memory.store import StoreError
 
 if TYPE_CHECKING:
     from actors.services import Services
@@ -113,6 +115,12 @@ class CommandActor(SupervisedPooledActor):
             f"Sorry, `{self.command.name}` failed (error id {error_id}). "
             "The details are in Harken's log under that id."
         )
+        failure = sys.exc_info()[1]
+        if isinstance(failure, StoreError):  # unreadable is not "not found": say so
+            text = (
+                f"Sorry, I can't use my memory right now: {failure.for_people} "
+                f"(error id {error_id})."
+            )
         return event.reply(text, type=EventType.ERROR)
 
     def _run(self, message: Invoke, is_admin: bool) -> None:
@@ -169,6 +177,8 @@ class CommandActor(SupervisedPooledActor):
                 f"Sorry, I could not save that (error id {error_id}); "
                 "it may not be remembered. Please try again."
             )
+            if isinstance(error, StoreError):
+                text = f"Sorry, I can't save right now: {error.for_people} (error id {error_id})."
             finish_call(self.services, event, [event.reply(text, type=EventType.ERROR)], message)
 
         return notify
