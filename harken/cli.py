@@ -3,6 +3,7 @@
     harken run [--inputs shell,slack]     start the configured inputs
     harken shell [--user NAME]            chat in the terminal (or pipe a script in)
     harken check                          validate the config and show what is in effect
+    harken check --repair                 move damaged memory store files aside, say what is lost
 
 Settings come from the config file (`--config`, else the shipped default), then
 `HARKEN_*` environment variables, then these flags. A config problem prints one line
@@ -28,6 +29,7 @@ from actors.supervision import Handle
 from actors.system import BotSystem, StartupError, freeze_startup_objects
 from commands.loader import load_commands
 from config import ConfigError, InputSettings, Settings, load_settings, render_settings
+from memory.repair import repair_command
 
 EXIT_CONFIG = 2
 
@@ -59,7 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     shell = sub.add_parser("shell", parents=[common], help="chat with Harken in this terminal")
     _shell_flags(shell)
 
-    sub.add_parser("check", parents=[common], help="validate the config and print it")
+    check = sub.add_parser("check", parents=[common], help="validate the config and print it")
+    check.add_argument(
+        "--repair",
+        action="store_true",
+        help="move damaged memory store files into its damaged/ folder, say what is lost",
+    )
     return parser
 
 
@@ -194,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_CONFIG
+    if args.action == "check" and args.repair:
+        return repair_command(settings.memory.path)
     if args.action == "check":
         return _check(settings)
     return _run(settings, args)
