@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 _CRC_DIGITS = 8
 # What the part of a record line that a cut-short write left can look like: hex digits,
 # a space, then printable ASCII (every payload is ASCII-only JSON).
-_CUT_RECORD = re.compile(rb"[0-9a-f]{0,8}(?: [\x20-\x7e]*)?")
+_CUT_RECORD = re.compile(rb"[0-9a-f]{0,7}|[0-9a-f]{8}(?: [\x20-\x7e]*)?")
 _JSON_STRING = rb'"((?:[^"\\]|\\.)*)"'
 _NAMES_GUESS = re.compile(rb'\["(put|del)",' + b",".join([_JSON_STRING] * 3))
 
@@ -107,9 +107,8 @@ class JournalContents(NamedTuple):
     after: list[Put | Delete]
     """Intact records found after the first damaged stretch (read on at each newline)."""
     torn: bool
-    """Whether the damage is what a crash during a commit leaves (and nothing else can
-    explain it): no intact record after it, and it is either zero bytes or a last line
-    cut short. Those writes were never acknowledged."""
+    """Whether the damage is what a crash during a commit leaves: a last line cut short,
+    maybe followed by zero bytes to the end. Those writes were never acknowledged."""
 
 
 def fsync_directory(path: str) -> None:
@@ -186,18 +185,19 @@ def _guesses(data: bytes) -> tuple[str, ...]:
     return tuple(found)
 
 
-def _looks_torn(first_line: bytes, terminated: bool) -> bool:
-    """Whether the first damaged line looks like a commit a crash interrupted.
+def _looks_torn(rest: bytes) -> bool:
+    """Whether `rest`, everything after the intact records, is what a crash can leave.
 
-    Unwritten blocks read back as zeros after a power cut; a write cut short leaves the
-    start of a record and no newline. A complete line with a bad checksum, or a record
-    whose newline was replaced by another byte, is damage to written data instead.
+    A write cut short leaves the start of a record and no newline; after a power cut,
+    blocks the file had grown into but that were never written read back as zeros, to
+    the end of the file. Anything else (a complete line with a bad checksum, a record
+    whose newline was replaced by another byte, zeros with data after them) is damage
+    to written data.
     """
-    if b"\0" in first_line:
-        return True
-    if terminated or not _CUT_RECORD.fullmatch(first_line):
+    body = rest.rstrip(b"\0")
+    if b"\0" in body or b"\n" in body or not _CUT_RECORD.fullmatch(body):
         return False
-    return len(first_line) < 2 or _parse(first_line[:-1]) is None
+    return len(body) < 2 or _parse(body[:-1]) is None
 
 
 def read_journal(path: str) -> JournalContents:
@@ -249,9 +249,7 @@ def read_journal(path: str) -> JournalContents:
             position = line_end + 1
         if start is not None:
             damaged.append(DamagedRange(start, len(data) - start, _guesses(data[start:])))
-        first_end = data.find(b"\n", valid)
-        first_line = data[valid:] if first_end < 0 else data[valid:first_end]
-        torn = not after and _looks_torn(first_line, first_end >= 0)
+        torn = not after and _looks_torn(data[valid:])
     return JournalContents(records, valid, len(data), zlib.crc32(data), seal, damaged, after, torn)
 
 

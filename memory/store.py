@@ -160,6 +160,11 @@ class Store(Protocol):
     Writes are visible to later reads at once; they are durable (they survive kill -9
     of the process) only once `commit()` has returned. Implementations are not
     thread-safe: one owner (the memory actor) uses each store.
+
+    Data a store cannot read is never answered as missing: `get`, `keys`, `put` and
+    `delete` raise `StoreCorrupt` (or another `StoreError`) instead of answering the
+    default, an empty list or False, and `commit` raises `StoreUnavailable` once the
+    store knows its writes can no longer be kept.
     """
 
     def get(self, namespace: str, owner: str, key: str, default: JSON = None) -> JSON:

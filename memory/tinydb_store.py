@@ -10,13 +10,15 @@ by the size of its own owner instead:
       journal-<n>.log           write-ahead journal segments, oldest first (see
                                 memory.journal); the newest is often an empty spare
       owners/<hh>/<sha256>.json one TinyDB file per owner
+      damaged/<UTC time>/       files that could not be read, kept (never deleted)
 
   The file name is the SHA-256 of the owner id, so any owner string is a safe name,
   and `<hh>` (its first two hex digits) spreads owners over 256 directories. Each
-  file holds a `_meta` table with the owner id (checked on load) and one table per
-  namespace, named `ns:<namespace>` so that no namespace can collide with `_meta`;
-  documents are `{"key": k, "value": v}`. (A `journal.log` left by an older version
-  is replayed as the oldest segment.)
+  file holds a `_meta` table with a CRC-32 of the rest of the file, the owner id
+  (checked on load) and the format version, then one table per namespace, named
+  `ns:<namespace>` so that no namespace can collide with `_meta`; documents are
+  `{"key": k, "value": v}`. (A `journal.log` left by an older version is replayed as
+  the oldest segment; owner files of version 1, without a checksum, are read.)
 
 * A write appends a record to the active journal segment's buffer and updates the
   owner's document in memory. `commit()` syncs the segment once for all writes since
@@ -42,9 +44,19 @@ by the size of its own owner instead:
   files; puts and deletes set a key to an absolute value, so replaying a record
   whose effect a file already holds changes nothing, and a newer segment's record
   always wins over an older segment's. A segment's torn tail holds only
-  unacknowledged writes and is ignored. Sealed segments are complete (the caller
-  committed them before sealing), so only the newest with records can be torn by a
-  crash.
+  unacknowledged writes and is ignored (and the segment kept in `damaged/`). Sealed
+  segments are complete (the caller committed them before sealing), so only the
+  newest with records can be torn by a crash.
+
+* Damage no crash can cause is never read as "no data": an owner file whose checksum
+  or shape is wrong, or that is empty, damage to journal records that were
+  acknowledged (see `find_journal_damage`), or an owners directory deleted under a
+  journal: opening raises `StoreCorrupt` naming the file and changes nothing. Opening
+  therefore reads every owner file once (a read and a CRC each). `memory.repair`
+  sets damaged files aside. A file damaged while the store is open fails every read
+  and write of its owner the same way. If the journal or the owners directory is
+  deleted while open (checked with `fstat` at each commit), the store stops taking
+  writes (`StoreUnavailable`) rather than acknowledge writes no file holds.
 
 * Loaded owners are kept in a bounded LRU cache, so a store with 100,000 owners does
   not hold them all in memory. Owners written since the last snapshot (dirty) and

@@ -50,9 +50,14 @@ from typing import Any
 import pytest
 
 from memory.journal import read_journal
-from memory.repair import repair_store
+from memory.repair import repair_command, repair_store
 from memory.store import StoreCorrupt, StoreUnavailable
-from memory.tinydb_store import WRITER_THREAD_NAME, TinyDBStore
+from memory.tinydb_store import (
+    WRITER_THREAD_NAME,
+    TinyDBStore,
+    lock_directory,
+    owner_file_paths,
+)
 
 WAIT = 30.0
 
@@ -214,6 +219,23 @@ def test_a_flipped_byte_in_the_journal_stops_the_store_from_opening(
     assert snapshot(crashed) == before  # the segment is kept, for a repair or by hand
 
 
+def test_a_byte_of_the_last_record_turned_to_zero_is_not_taken_for_a_torn_end(
+    store_dir: Path, tmp_path: Path
+) -> None:
+    crashed = crashed_with_records(store_dir, tmp_path)
+    store = TinyDBStore(crashed)
+    store.put("user", "alice", "pager", "555 0100")  # the space is 0x20: one bit from 0
+    store.commit()
+    again = tmp_path / "again"
+    shutil.copytree(crashed, again)
+    store.close()
+    segment = newest_segment(again)
+    flip(segment, segment.read_bytes().rindex(b" 0100"), bit=5)
+    with pytest.raises(StoreCorrupt) as raised:
+        TinyDBStore(again)
+    assert raised.value.path == str(segment)
+
+
 def test_a_crash_left_torn_end_keeps_every_acknowledged_write(
     store_dir: Path, tmp_path: Path
 ) -> None:
@@ -268,7 +290,8 @@ def crash_mid_checkpoint(store_dir: Path, dest: Path, gate: Gate) -> dict[tuple[
     try:
 
         def put(owner: str, key: str) -> None:
-            value = f"{owner}-{key}-" + "x" * (len(acked) % 13)
+            # Spaces and @ are one bit flip away from a zero byte.
+            value = f"{owner} {key}@" + "x" * (len(acked) % 13)
             store.put("user", owner, key, value)
             acked[owner, key] = value
 
@@ -430,6 +453,40 @@ def test_repair_of_the_journal_keeps_the_intact_records_after_the_damage(
         assert repaired.get("user", "alice", "k1") is None  # lost, and reported
         assert repaired.get("user", "alice", "k2") == "value-2"
         assert repaired.get("user", "alice", "k3") == "value-3"
+
+
+def test_repair_recreates_a_deleted_owners_directory_and_says_so(
+    filled: Path, tmp_path: Path
+) -> None:
+    store = TinyDBStore(filled)
+    store.put("user", "carol", "k", "in the journal")
+    store.commit()
+    crashed = tmp_path / "crashed"
+    shutil.copytree(filled, crashed)
+    store.close()
+    shutil.rmtree(crashed / "owners")
+    [finding] = repair_store(str(crashed)).findings
+    assert finding.startswith("owners/: the directory was missing")
+    with TinyDBStore(crashed) as repaired:
+        assert repaired.get("user", "carol", "k") == "in the journal"
+        assert repaired.keys("user", "alice") == []
+
+
+def test_repair_refuses_while_harken_has_the_store_open(
+    filled: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _empty(owner_file(filled, "alice"))
+    with pytest.raises(StoreCorrupt):
+        TinyDBStore(filled)
+    holder = lock_directory(str(filled))  # what a running Harken holds
+    try:
+        assert repair_command(str(filled)) == 1
+    finally:
+        os.close(holder)
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("harken: ")
+    assert "stop it" in line
+    assert owner_file_paths(str(filled))  # nothing was moved
 
 
 def test_repair_of_a_sound_store_changes_nothing(filled: Path) -> None:
