@@ -30,6 +30,7 @@ from actors.pool import Dispatcher
 from actors.supervision import SupervisedPooledActor
 from commands.base import ReplyTypeError
 from commands.context import Context, MemoryRefused
+from memory.store import StoreError
 
 if TYPE_CHECKING:
     from actors.services import Services
@@ -117,6 +118,12 @@ class CommandActor(SupervisedPooledActor):
             f"Sorry, `{self.command.name}` failed{why} (error id {error_id}). "
             "The details are in Harken's log under that id."
         )
+        failure = sys.exc_info()[1]
+        if isinstance(failure, StoreError):  # unreadable is not "not found": say so
+            text = (
+                f"Sorry, I can't use my memory right now: {failure.for_people} "
+                f"(error id {error_id})."
+            )
         return event.reply(text, type=EventType.ERROR)
 
     def _run(self, message: Invoke, is_admin: bool) -> None:
@@ -173,6 +180,8 @@ class CommandActor(SupervisedPooledActor):
                 f"Sorry, I could not save that (error id {error_id}); "
                 "it may not be remembered. Please try again."
             )
+            if isinstance(error, StoreError):
+                text = f"Sorry, I can't save right now: {error.for_people} (error id {error_id})."
             finish_call(self.services, event, [event.reply(text, type=EventType.ERROR)], message)
 
         return notify

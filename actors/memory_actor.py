@@ -21,13 +21,18 @@ Messages carry no sender, so "the next barrier" is whoever's barrier comes next:
 usual pattern (tell the writes, then the barrier, from one thread) that is the writer's
 own, but another caller's barrier may land in between and get the error instead.
 
-Failures never stop the actor. A read that fails (bad name, unreadable owner file)
-raises to its asker: reads must be asks. A write that fails is logged and dropped, and
-the next barrier is notified with the error; a `MemoryDelete` that fails returns False,
-since it may have been told rather than asked. A `MemoryDelete` of an invalid name is
-no failure (no such key can exist) and notifies no barrier. A failed commit is logged, its barriers
-are notified with the error, and its writes stay pending for the next commit. A read
-that arrives after writes and empties the inbox replies after their commit.
+Failures never stop the actor. A read that fails (bad name, a damaged owner file:
+`StoreCorrupt`) raises to its asker: reads must be asks, and an unreadable key is never
+answered as a missing one. A write that fails is logged and dropped, and the next
+barrier is notified with the error; a `MemoryDelete` that fails returns False, since it
+may have been told rather than asked, and its barrier carries the error, so that a
+caller who waits for it (as commands do) never reports a delete that did not happen. A
+`MemoryDelete` of an invalid name is no failure (no such key can exist) and notifies no
+barrier. A failed commit is logged, its barriers are notified with the error, and its writes stay
+pending for the next commit. Once the store's files are deleted under it, every write
+and commit fails with `StoreUnavailable` (logged at ERROR by the store), and every
+barrier with it. A read that arrives after writes and empties the inbox replies after
+their commit.
 
 Values may be secrets and are never logged; namespaces, owners and keys are logged at
 DEBUG only.
@@ -37,14 +42,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from actors.messages import MemoryBarrier, MemoryDelete, MemoryGet, MemoryKeys, MemoryPut
 from actors.supervision import SupervisedActor
-from memory.store import InvalidWrite, Store
-
-if TYPE_CHECKING:
-    pass
+from memory.store import InvalidWrite, Store, StoreError, StoreUnavailable
 
 __all__ = ["MemoryActor"]
 
@@ -155,6 +157,10 @@ class MemoryActor(SupervisedActor):
         except InvalidWrite as exc:
             logger.warning("dropped an invalid MemoryPut: %s", exc)
             self._note_write_error(exc)
+        except StoreError as exc:
+            # Says what and which file; a traceback would add nothing.
+            logger.error("a MemoryPut failed and was dropped: %s", exc)
+            self._note_write_error(exc)
         except Exception as exc:
             # A tell has nobody to raise to, and the actor must survive I/O errors.
             logger.exception("a MemoryPut failed and was dropped")
@@ -171,6 +177,10 @@ class MemoryActor(SupervisedActor):
             # that is not a valid name cannot exist, so nothing was to be deleted and
             # nothing failed: no barrier hears of it (another caller's barrier could).
             logger.warning("ignored an invalid MemoryDelete: %s", exc)
+            return False
+        except StoreError as exc:
+            logger.error("a MemoryDelete failed and was dropped: %s", exc)
+            self._note_write_error(exc)
             return False
         except Exception as exc:
             logger.exception("a MemoryDelete failed and was dropped")
@@ -201,6 +211,13 @@ class MemoryActor(SupervisedActor):
         else:
             try:
                 self._store.commit()
+            except StoreUnavailable as exc:
+                logger.error("memory commit failed: %s", exc)
+                error = exc
+                self._uncommitted = False  # they never can be: do not retry on every message
+            except StoreError as exc:
+                logger.error("memory commit failed: %s", exc)
+                error = exc
             except Exception as exc:
                 logger.exception("memory commit failed; the writes stay pending")
                 error = exc

@@ -4,6 +4,7 @@
     harken shell [--user NAME]            chat in the terminal (or pipe a script in)
     harken check                          validate the config and show what is in effect
     harken --version
+    harken check --repair                 move damaged memory store files aside, say what is lost
 
 Settings come from the config file (`--config`, else the shipped default), then
 `HARKEN_*` environment variables, then these flags. Secrets are read once and then
@@ -41,6 +42,7 @@ from config.validate import access_problems, input_problems, load_problems, path
 from harken import __version__
 from harken.environment import forget
 from harken.logs import Logs, setup_logging
+from memory.repair import repair_command
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +83,12 @@ def _parser() -> argparse.ArgumentParser:
     shell = sub.add_parser("shell", parents=[common], help="chat with Harken in this terminal")
     _shell_flags(shell)
 
-    sub.add_parser("check", parents=[common], help="validate the config and print it")
+    check = sub.add_parser("check", parents=[common], help="validate the config and print it")
+    check.add_argument(
+        "--repair",
+        action="store_true",
+        help="move damaged memory store files into its damaged/ folder, say what is lost",
+    )
     return parser
 
 
@@ -274,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     # The settings hold the secrets now; runbooks started later must not find them.
     forget(secret_env_vars(os.environ))
+    if args.action == "check" and args.repair:
+        return repair_command(settings.memory.path)
     if args.action == "check":
         return _check(settings)
     try:

@@ -24,8 +24,10 @@ __all__ = [
     "InvalidWrite",
     "Store",
     "StoreClosed",
+    "StoreCorrupt",
     "StoreError",
     "StoreLocked",
+    "StoreUnavailable",
     "check_names",
     "encode_value",
     "open_store",
@@ -44,8 +46,19 @@ BACKENDS: Final = ("tinydb",)
 """The backends `open_store` knows."""
 
 
+REPAIR_HINT: Final = (
+    "Run `harken check --repair` (with the same options as `harken run`) to move it aside "
+    "into the store's damaged/ folder, be told what is lost, and start without it; or stop "
+    'and restore the memory store from a backup (README: "Backups, restore and repair")'
+)
+"""How to proceed from a damaged file: part of every `StoreCorrupt` message."""
+
+
 class StoreError(Exception):
     """The store cannot do what was asked: corrupt file, locked directory, closed store."""
+
+    for_people = "my memory store cannot be used right now"
+    """What a person in chat is told (no file names: those are in the log)."""
 
 
 class StoreClosed(StoreError):
@@ -54,6 +67,39 @@ class StoreClosed(StoreError):
 
 class StoreLocked(StoreError):
     """Another store (in this or another process) already has the directory open."""
+
+
+class StoreCorrupt(StoreError):
+    """A file of the store is not as the store wrote it, so it cannot be read safely.
+
+    Raised instead of treating the file as empty: data that cannot be read is never
+    reported as missing. The store changed nothing. `path` names the file; the message
+    names it too and says how to proceed.
+    """
+
+    for_people = (
+        "a file of my memory store is damaged, so I can't use what it holds; nothing was "
+        "changed. An operator can repair it with `harken check --repair`"
+    )
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"memory store file {path} is damaged ({problem}). {REPAIR_HINT}.")
+
+
+class StoreUnavailable(StoreError):
+    """The store's files went away under it (deleted while open): it takes no more writes.
+
+    Writes acknowledged before are in those files, or lost with them; writes after
+    would be lost, so every write, commit, and read of an owner not in memory raises
+    this until the store is opened again.
+    """
+
+    for_people = (
+        "the files of my memory store were deleted while I was running, so nothing new "
+        "can be kept. An operator must restore them (or remove what is left) and restart me"
+    )
 
 
 class InvalidWrite(ValueError):
@@ -114,6 +160,11 @@ class Store(Protocol):
     Writes are visible to later reads at once; they are durable (they survive kill -9
     of the process) only once `commit()` has returned. Implementations are not
     thread-safe: one owner (the memory actor) uses each store.
+
+    Data a store cannot read is never answered as missing: `get`, `keys`, `put` and
+    `delete` raise `StoreCorrupt` (or another `StoreError`) instead of answering the
+    default, an empty list or False, and `commit` raises `StoreUnavailable` once the
+    store knows its writes can no longer be kept.
     """
 
     def get(self, namespace: str, owner: str, key: str, default: JSON = None) -> JSON:

@@ -10,13 +10,15 @@ by the size of its own owner instead:
       journal-<n>.log           write-ahead journal segments, oldest first (see
                                 memory.journal); the newest is often an empty spare
       owners/<hh>/<sha256>.json one TinyDB file per owner
+      damaged/<UTC time>/       files that could not be read, kept (never deleted)
 
   The file name is the SHA-256 of the owner id, so any owner string is a safe name,
   and `<hh>` (its first two hex digits) spreads owners over 256 directories. Each
-  file holds a `_meta` table with the owner id (checked on load) and one table per
-  namespace, named `ns:<namespace>` so that no namespace can collide with `_meta`;
-  documents are `{"key": k, "value": v}`. (A `journal.log` left by an older version
-  is replayed as the oldest segment.)
+  file holds a `_meta` table with a CRC-32 of the rest of the file, the owner id
+  (checked on load) and the format version, then one table per namespace, named
+  `ns:<namespace>` so that no namespace can collide with `_meta`; documents are
+  `{"key": k, "value": v}`. (A `journal.log` left by an older version is replayed as
+  the oldest segment; owner files of version 1, without a checksum, are read.)
 
 * A write appends a record to the active journal segment's buffer and updates the
   owner's document in memory. `commit()` syncs the segment once for all writes since
@@ -42,9 +44,19 @@ by the size of its own owner instead:
   files; puts and deletes set a key to an absolute value, so replaying a record
   whose effect a file already holds changes nothing, and a newer segment's record
   always wins over an older segment's. A segment's torn tail holds only
-  unacknowledged writes and is ignored. Sealed segments are complete (the caller
-  committed them before sealing), so only the newest with records can be torn by a
-  crash.
+  unacknowledged writes and is ignored (and the segment kept in `damaged/`). Sealed
+  segments are complete (the caller committed them before sealing), so only the
+  newest with records can be torn by a crash.
+
+* Damage no crash can cause is never read as "no data": an owner file whose checksum
+  or shape is wrong, or that is empty, damage to journal records that were
+  acknowledged (see `find_journal_damage`), or an owners directory deleted under a
+  journal: opening raises `StoreCorrupt` naming the file and changes nothing. Opening
+  therefore reads every owner file once (a read and a CRC each). `memory.repair`
+  sets damaged files aside. A file damaged while the store is open fails every read
+  and write of its owner the same way. If the journal or the owners directory is
+  deleted while open (checked with `fstat` at each commit), the store stops taking
+  writes (`StoreUnavailable`) rather than acknowledge writes no file holds.
 
 * Loaded owners are kept in a bounded LRU cache, so a store with 100,000 owners does
   not hold them all in memory. Owners written since the last snapshot (dirty) and
@@ -73,30 +85,46 @@ import json
 import logging
 import os
 import re
+import shutil
 import threading
+import time
+import zlib
 from collections import OrderedDict
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from tinydb import TinyDB
 from tinydb.storages import Storage
 
-from memory.journal import Journal, Put, fsync_directory, read_journal
+from memory.journal import Journal, JournalContents, Put, fsync_directory, read_journal
 from memory.store import (
     DEFAULT_MAX_VALUE_BYTES,
     JSON,
     StoreClosed,
+    StoreCorrupt,
     StoreError,
     StoreLocked,
+    StoreUnavailable,
     check_names,
     encode_value,
 )
 
 __all__ = [
+    "DAMAGED_DIR",
     "DEFAULT_CACHE_OWNERS",
     "DEFAULT_CHECKPOINT_BYTES",
     "DEFAULT_CHECKPOINT_OWNERS",
     "DEFAULT_JOURNAL_MAX_BYTES",
+    "JournalDamage",
     "TinyDBStore",
+    "aside_directory",
+    "check_owner_file",
+    "find_journal_damage",
+    "keep_copy",
+    "lock_directory",
+    "owner_file_name",
+    "owner_file_paths",
+    "parse_owner_file",
+    "segment_paths",
 ]
 
 logger = logging.getLogger(__name__)
@@ -108,11 +136,19 @@ DEFAULT_JOURNAL_MAX_BYTES: Final = 64 * 1024 * 1024
 
 META_TABLE: Final = "_meta"
 NAMESPACE_PREFIX: Final = "ns:"
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
+"""Owner files of version 2 carry a checksum; version 1 files (no checksum) are read."""
 WRITER_THREAD_NAME: Final = "memory-checkpoint"
+DAMAGED_DIR: Final = "damaged"
+"""Where damaged files are kept (in dated folders), never deleted."""
 _TEMP_SUFFIX: Final = ".tmp"
+_OWNER_SUFFIX: Final = ".json"
 _LEGACY_JOURNAL: Final = "journal.log"
 _SEGMENT: Final = re.compile(r"journal-(\d+)\.log")
+# Every owner file of version 2 starts with these bytes, then the CRC-32 (8 hex digits)
+# of everything after the digits: the rest of `_meta` (owner id, version) and the tables.
+_OWNER_HEAD: Final = b'{"_meta":{"1":{"crc32":"'
+_CRC_HEX: Final = re.compile(rb"[0-9a-f]{8}")
 
 Tables = dict[str, dict[str, str]]
 """namespace -> key -> the value's JSON text."""
@@ -144,15 +180,15 @@ class _Owner:
 
 
 def _owner_file_bytes(owner_id: str, tables: Tables) -> bytes:
-    """The owner's TinyDB file: table -> document id -> document.
+    """The owner's TinyDB file: table -> document id -> document, with a checksum.
 
     The values are already JSON text, so they are spliced in rather than parsed and
     serialised again: the writer thread holds the GIL (which the memory actor needs)
     for less time. Every piece is ASCII: `json.dumps` escapes non-ASCII names, and
-    values come from `encode_value` or `json.dumps`, which do too.
+    values come from `encode_value` or `json.dumps`, which do too. `_meta` is first and
+    its `crc32` first in it, so the checksum sits at a fixed place (see `_OWNER_HEAD`).
     """
-    meta = json.dumps({"owner": owner_id, "version": FORMAT_VERSION})
-    parts = ['{"', META_TABLE, '":{"1":', meta, "}"]
+    parts = ['","owner":', json.dumps(owner_id), ',"version":', str(FORMAT_VERSION), "}}"]
     for namespace, table in tables.items():
         parts += [",", json.dumps(NAMESPACE_PREFIX + namespace), ":{"]
         parts.append(
@@ -163,7 +199,271 @@ def _owner_file_bytes(owner_id: str, tables: Tables) -> bytes:
         )
         parts.append("}")
     parts.append("}")
-    return "".join(parts).encode("ascii")
+    rest = "".join(parts).encode("ascii")
+    return _OWNER_HEAD + b"%08x" % zlib.crc32(rest) + rest
+
+
+def _checksum_problem(raw: bytes) -> str | None:
+    """For a file that starts with `_OWNER_HEAD`: what is wrong with its checksum."""
+    start = len(_OWNER_HEAD)
+    digits = raw[start : start + 8]
+    if not _CRC_HEX.fullmatch(digits):
+        return "its checksum is unreadable"
+    if zlib.crc32(raw[start + 8 :]) != int(digits, 16):
+        return "its checksum does not match its content: it changed after Harken wrote it"
+    return None
+
+
+class _Malformed(ValueError):
+    """What `parse_owner_file` found wrong, worded for a report."""
+
+
+def parse_owner_file(raw: bytes) -> tuple[str, Tables]:
+    """The owner id and tables in an owner file's bytes, read through TinyDB.
+
+    Raises `ValueError` saying what is wrong unless the file is exactly as a checkpoint
+    wrote it: checksum (version 2), `_meta`, only `ns:` tables, `{"key", "value"}`
+    documents. A version 1 file, which has no checksum, is checked for its shape only.
+    An empty file is damage, not an empty owner: checkpoints write no file for those.
+    """
+    if not raw.strip():
+        raise ValueError("it is empty")
+    checked = raw.startswith(_OWNER_HEAD)
+    if checked and (problem := _checksum_problem(raw)) is not None:
+        raise ValueError(problem)
+    try:
+        db = TinyDB(raw, storage=_ReadOnlyFile)
+    except ValueError as exc:
+        raise ValueError(f"it is not valid JSON: {exc}") from None
+    tables: Tables = {}
+    try:
+        meta = db.table(META_TABLE, cache_size=0).all()
+        fields = {"crc32", "owner", "version"} if checked else {"owner", "version"}
+        version = FORMAT_VERSION if checked else 1
+        if len(meta) != 1 or set(meta[0]) != fields or meta[0]["version"] != version:
+            raise _Malformed("its _meta table is missing or not as Harken writes it")
+        owner_id = meta[0]["owner"]
+        if not isinstance(owner_id, str):
+            raise _Malformed("its _meta table names no owner")
+        for name in db.tables():
+            if name == META_TABLE:
+                continue
+            if not name.startswith(NAMESPACE_PREFIX) or name == NAMESPACE_PREFIX:
+                raise _Malformed("it has a table that Harken never writes")
+            table: dict[str, str] = {}
+            for doc in db.table(name, cache_size=0).all():
+                key = doc.get("key")
+                if set(doc) != {"key", "value"} or not isinstance(key, str) or key in table:
+                    raise _Malformed("it has a malformed document")
+                table[key] = json.dumps(doc["value"], separators=(",", ":"))
+            if not table:
+                raise _Malformed("it has an empty table, which Harken never writes")
+            tables[name[len(NAMESPACE_PREFIX) :]] = table
+    except _Malformed:
+        raise
+    except (AttributeError, TypeError, KeyError, ValueError) as exc:
+        # The JSON parsed but is not shaped like a TinyDB database.
+        raise _Malformed(f"it is not a valid TinyDB file: {exc!r}") from None
+    finally:
+        db.close()
+    return owner_id, tables
+
+
+def check_owner_file(path: str) -> str | None:
+    """What is wrong with the owner file at `path`, or None if it reads back whole.
+
+    A version 2 file with a matching checksum is accepted without parsing it, so that
+    checking every owner file when the store opens costs a read and a CRC per file.
+    """
+    try:
+        raw = _read_all(path)
+    except OSError as exc:
+        return f"it cannot be read: {exc.strerror or exc}"
+    if raw.startswith(_OWNER_HEAD) and _checksum_problem(raw) is None:
+        return None
+    try:
+        parse_owner_file(raw)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _read_all(path: str) -> bytes:
+    # Raw reads: half the system calls of open().read(), which shows on a write path
+    # that has just fsynced.
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+def owner_file_name(owner_id: str) -> str:
+    """The owner's file name (in the shard named by its first two characters)."""
+    return hashlib.sha256(owner_id.encode("utf-8", "surrogatepass")).hexdigest() + _OWNER_SUFFIX
+
+
+def owner_file_paths(root: str) -> list[str]:
+    """Every owner file under the store's directory `root`, in a stable order."""
+    owners = os.path.join(root, "owners")
+    found: list[str] = []
+    if not os.path.isdir(owners):
+        return found
+    with os.scandir(owners) as shards:
+        for shard in shards:
+            if shard.is_dir():
+                with os.scandir(shard.path) as entries:
+                    found += [e.path for e in entries if e.name.endswith(_OWNER_SUFFIX)]
+    return sorted(found)
+
+
+def segment_paths(root: str) -> list[str]:
+    """Every journal segment in `root`, oldest first (a legacy `journal.log` first)."""
+    return [os.path.join(root, name) for _, name in _numbered_segments(root)]
+
+
+def _numbered_segments(root: str) -> list[tuple[int, str]]:
+    numbered: list[tuple[int, str]] = []
+    for name in os.listdir(root):
+        if name == _LEGACY_JOURNAL:
+            numbered.append((0, name))
+        elif match := _SEGMENT.fullmatch(name):
+            numbered.append((int(match.group(1)), name))
+    numbered.sort()
+    return numbered
+
+
+class JournalDamage(NamedTuple):
+    """What `find_journal_damage` found wrong with the segments."""
+
+    corrupt: list[tuple[str, str]]
+    """(segment path, what is wrong): damage to acknowledged writes."""
+    torn: list[tuple[str, int]]
+    """(segment path, bytes ignored): a torn end a crash left; nothing acknowledged."""
+
+
+def find_journal_damage(segments: list[tuple[str, JournalContents]]) -> JournalDamage:
+    """Tell the torn end a crash leaves from damage to acknowledged writes.
+
+    A crash can only tear the end of the newest segment holding anything: sealed
+    segments were committed whole before the next one got a record. Any other damage
+    (damage in a sealed segment, intact records after a damaged one, a changed byte in
+    a complete line, a sealed segment whose size or checksum is not what the next
+    segment's seal mark recorded, a sealed segment missing between two others) means
+    acknowledged writes cannot be read.
+    """
+    corrupt: list[tuple[str, str]] = []
+    torn: list[tuple[str, int]] = []
+    newest = max((i for i, (_, c) in enumerate(segments) if c.total_bytes), default=-1)
+    index = {os.path.basename(path): i for i, (path, _) in enumerate(segments)}
+    for i, (path, contents) in enumerate(segments):
+        if contents.damaged:
+            ignored = contents.total_bytes - contents.valid_bytes
+            if i == newest and contents.torn:
+                torn.append((path, ignored))
+            else:
+                corrupt.append((path, _damage_problem(contents, sealed=i != newest)))
+        seal = contents.seal
+        if seal is None:
+            continue
+        j = index.get(seal.segment)
+        if j is not None:
+            sealed = segments[j][1]
+            if sealed.total_bytes < seal.size:
+                corrupt.append(
+                    (
+                        segments[j][0],
+                        f"it is {sealed.total_bytes} bytes long, but it was sealed at "
+                        f"{seal.size} bytes (as {os.path.basename(path)} records): the "
+                        "acknowledged writes in its missing end are lost",
+                    )
+                )
+            elif sealed.total_bytes != seal.size or sealed.crc != seal.crc:
+                corrupt.append(
+                    (segments[j][0], "its content changed after it was sealed (checksum)")
+                )
+        else:
+            match = _SEGMENT.fullmatch(seal.segment)
+            number = int(match.group(1)) if match else 0
+            older = [p for p, _ in segments[:i] if _segment_number(p) < number]
+            if older:
+                root = os.path.dirname(path)
+                corrupt.append(
+                    (
+                        os.path.join(root, seal.segment),
+                        f"it is missing, but the older {os.path.basename(older[-1])} and "
+                        f"the newer {os.path.basename(path)} are there: its writes are lost",
+                    )
+                )
+    return JournalDamage(corrupt, torn)
+
+
+def _segment_number(path: str) -> int:
+    match = _SEGMENT.fullmatch(os.path.basename(path))
+    return int(match.group(1)) if match else 0
+
+
+def _damage_problem(contents: JournalContents, *, sealed: bool) -> str:
+    first = contents.damaged[0]
+    where = f"{first.length} damaged bytes at byte {first.offset}"
+    if len(contents.damaged) > 1:
+        where += f" (and {len(contents.damaged) - 1} more damaged stretches)"
+    if sealed:
+        return f"{where} of a sealed segment, which no crash can leave"
+    if contents.after:
+        return f"{where}, followed by {len(contents.after)} intact records"
+    return f"{where}, not a write cut short by a crash (a changed byte or garbage)"
+
+
+def lock_directory(root: str) -> int:
+    """Create `root` if needed and lock it for this process; raise `StoreLocked` if taken.
+
+    Returns the lock's file descriptor: closing it releases the lock.
+    """
+    os.makedirs(root, 0o700, exist_ok=True)
+    fd = os.open(os.path.join(root, "LOCK"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreLocked(f"memory store {root} is already open") from None
+    return fd
+
+
+def aside_directory(root: str) -> str:
+    """Make a new, dated folder under `root`/damaged/ to keep damaged files in."""
+    damaged = os.path.join(root, DAMAGED_DIR)
+    os.makedirs(damaged, 0o700, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    for n in range(1, 1000):
+        path = os.path.join(damaged, stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue
+        fsync_directory(damaged)
+        fsync_directory(root)
+        return path
+    raise StoreError(f"cannot make a new folder in {damaged}")
+
+
+def keep_copy(path: str, folder: str) -> str:
+    """Keep the file at `path` in `folder` too (a hard link, else a synced copy)."""
+    dest = os.path.join(folder, os.path.basename(path))
+    try:
+        os.link(path, dest)
+    except OSError:
+        shutil.copyfile(path, dest)
+        fd = os.open(dest, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    fsync_directory(folder)
+    return dest
 
 
 class _Checkpoint:
@@ -188,28 +488,18 @@ class _Checkpoint:
 
 
 class _ReadOnlyFile(Storage):
-    """A TinyDB storage that parses its file once, when opened, and refuses writes.
+    """A TinyDB storage over bytes already read, parsed once, that refuses writes.
 
     TinyDB reads its storage again for every table it lists; parsing once keeps loading
     an owner as cheap as one `json.loads`. Writes never go through TinyDB: checkpoints
     write whole files atomically (see `TinyDBStore._write_owner_files`).
     """
 
-    def __init__(self, path: str) -> None:
-        # Raw reads: half the system calls of open().read(), which shows on a write
-        # path that has just fsynced.
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            chunks = []
-            while chunk := os.read(fd, 1 << 16):
-                chunks.append(chunk)
-        finally:
-            os.close(fd)
-        raw = b"".join(chunks)
-        data = json.loads(raw) if raw.strip() else None
-        if data is not None and not isinstance(data, dict):
+    def __init__(self, raw: bytes) -> None:
+        data = json.loads(raw)
+        if not isinstance(data, dict):
             raise ValueError("the top level is not an object")
-        self._data: dict[str, dict[str, Any]] | None = data
+        self._data: dict[str, dict[str, Any]] = data
 
     def read(self) -> dict[str, dict[str, Any]] | None:
         return self._data
@@ -241,10 +531,11 @@ class TinyDBStore:
     ) -> None:
         """Open (creating if needed) the store under `path`.
 
-        Opening removes temporary files left by an interrupted checkpoint, replays the
-        intact prefix of every journal segment (a torn tail holds only unacknowledged
-        writes and is dropped) and then checkpoints, on this thread, so that only an
-        empty segment is left.
+        Opening removes temporary files left by an interrupted checkpoint, checks every
+        owner file (checksum) and journal segment, replays the journal (a torn end holds
+        only unacknowledged writes: it is ignored, and a copy of its segment is kept in
+        `damaged/`) and then checkpoints, on this thread, so that only an empty segment
+        is left. A damaged file raises `StoreCorrupt` naming it, and nothing is changed.
 
         `checkpoint_bytes` and `checkpoint_owners` make a checkpoint due (active
         segment size, dirty owners); `journal_max_bytes` (at least `checkpoint_bytes`)
@@ -281,38 +572,45 @@ class TinyDBStore:
         # before trying again, so that a full disk does not make every write retry it.
         self._retry_checkpoint_at = 0
         self._closed = False
-        self._lock_fd = self._lock()
+        # Set once the store's files were found deleted under it: it takes no more writes.
+        self._unavailable: str | None = None
+        self._owners_fd = -1
+        self._lock_fd = lock_directory(self.root)
         try:
             self._prepare_directories()
             self._journal = self._recover()
         except BaseException:
+            if self._owners_fd >= 0:
+                os.close(self._owners_fd)
             os.close(self._lock_fd)
             raise
 
     # --- opening -------------------------------------------------------------------
 
-    def _lock(self) -> int:
-        os.makedirs(self.root, 0o700, exist_ok=True)
-        fd = os.open(os.path.join(self.root, "LOCK"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise StoreLocked(f"memory store {self.root} is already open") from None
-        return fd
-
     def _prepare_directories(self) -> None:
-        """Find the shard directories and delete leftover temporary files.
+        """Find the shard directories, delete leftover temporary files, check owner files.
 
         Shards are created when a checkpoint first needs them: creating directories
         is slow on some file systems, and a small store needs only a few of the 256.
+        Every owner file is checked now, not when first read, so that a damaged one
+        stops the store from opening instead of surfacing as an error (or, worse, an
+        empty owner) in the middle of a conversation.
         """
         owners = os.path.join(self.root, "owners")
         if not os.path.isdir(owners):
+            if any(number for number, _ in _numbered_segments(self.root)):
+                # A store is created with owners/ before its first segment.
+                raise StoreCorrupt(
+                    owners,
+                    "the directory is missing but the journal is there: the owner files "
+                    "were deleted",
+                )
             os.mkdir(owners, 0o700)
             if self._fsync:
                 fsync_directory(self.root)
+        self._owners_fd = os.open(owners, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         removed = 0
+        damaged: list[tuple[str, str]] = []
         with os.scandir(owners) as shards:
             for shard in shards:
                 if not shard.is_dir():
@@ -325,6 +623,15 @@ class TinyDBStore:
                             # would have deleted still hold every write it contained.
                             os.unlink(entry.path)
                             removed += 1
+                        elif entry.name.endswith(_OWNER_SUFFIX):
+                            problem = check_owner_file(entry.path)
+                            if problem is not None:
+                                damaged.append((entry.path, problem))
+        if damaged:
+            path, problem = min(damaged)
+            if len(damaged) > 1:
+                problem += f"; {len(damaged) - 1} other owner files are damaged too"
+            raise StoreCorrupt(path, problem)
         # Left by older versions, which replaced the journal through a temporary file.
         journal_temp = os.path.join(self.root, _LEGACY_JOURNAL + _TEMP_SUFFIX)
         if os.path.exists(journal_temp):
@@ -335,23 +642,34 @@ class TinyDBStore:
 
     def _segments_on_disk(self) -> list[str]:
         """Every journal segment in the root, oldest first (a legacy journal first)."""
-        numbered: list[tuple[int, str]] = []
-        for name in os.listdir(self.root):
-            if name == _LEGACY_JOURNAL:
-                numbered.append((0, name))
-            elif match := _SEGMENT.fullmatch(name):
-                numbered.append((int(match.group(1)), name))
-        numbered.sort()
+        numbered = _numbered_segments(self.root)
         if numbered:
             self._next_segment = numbered[-1][0] + 1
         return [os.path.join(self.root, name) for _, name in numbered]
 
     def _recover(self) -> Journal:
-        segments = self._segments_on_disk()
+        segments = [(path, read_journal(path)) for path in self._segments_on_disk()]
+        damage = find_journal_damage(segments)
+        if damage.corrupt:
+            path, problem = damage.corrupt[0]
+            raise StoreCorrupt(path, problem)
+        if damage.torn:
+            # Never delete what could not be read: the checkpoint below deletes the
+            # segment, so keep a copy aside first.
+            folder = aside_directory(self.root)
+            for path, ignored in damage.torn:
+                kept = keep_copy(path, folder)
+                logger.warning(
+                    "memory store %s: %s ends in %d bytes a crash left half-written (writes "
+                    "that were never acknowledged); ignored them, and kept a copy in %s",
+                    self.root,
+                    os.path.basename(path),
+                    ignored,
+                    kept,
+                )
         replayed = 0
-        torn: list[str] = []
-        for path in segments:
-            contents = read_journal(path)
+        for _, contents in segments:
+            # In order: a newer segment's writes came after, so they must win.
             for record in contents.records:
                 owner = self._owner(record.owner)
                 if isinstance(record, Put):
@@ -360,23 +678,9 @@ class TinyDBStore:
                     self._remove(owner, record.namespace, record.key)
                 self._mark_dirty(owner)
             replayed += len(contents.records)
-            if contents.total_bytes > contents.valid_bytes:
-                # Normally only the segment a killed process was writing, the newest
-                # with records. Reading goes on with the next segment either way: its
-                # writes came after, so they must win.
-                torn.append(
-                    f"{os.path.basename(path)}: {contents.total_bytes - contents.valid_bytes} bytes"
-                )
-        self._sealed = segments
+        self._sealed = [path for path, _ in segments]
         journal = self._open_segment()
-        if torn:
-            logger.warning(
-                "memory store %s: ignored torn or corrupt journal tails (writes that were "
-                "never acknowledged): %s",
-                self.root,
-                ", ".join(torn),
-            )
-        if replayed or torn:
+        if replayed:
             logger.info("memory store %s: replayed %d journal records", self.root, replayed)
         self._journal = journal
         try:
@@ -407,45 +711,35 @@ class TinyDBStore:
     # --- owners and the cache ------------------------------------------------------
 
     def _path(self, owner_id: str) -> str:
-        digest = hashlib.sha256(owner_id.encode("utf-8", "surrogatepass")).hexdigest()
-        return os.path.join(self.root, "owners", digest[:2], digest + ".json")
+        name = owner_file_name(owner_id)
+        return os.path.join(self.root, "owners", name[:2], name)
 
     def _load(self, owner_id: str) -> _Owner:
         """Read an owner's file through TinyDB (an owner without a file is empty).
 
-        Never called for an owner a checkpoint is writing: those are pinned.
+        Raises `StoreCorrupt` if the file cannot be read back whole: never an empty
+        owner for a file that exists. Never called for an owner a checkpoint is
+        writing: those are pinned.
         """
+        if self._unavailable is not None:
+            raise StoreUnavailable(self._unavailable)
         path = self._path(owner_id)
         owner = _Owner(owner_id)
         try:
-            db = TinyDB(path, storage=_ReadOnlyFile)
+            raw = _read_all(path)
         except FileNotFoundError:
+            # No file is no data, unless the owner files went away under us.
+            if os.fstat(self._owners_fd).st_nlink == 0:
+                self._fail("the owners directory was deleted while the store was open")
             return owner
-        except ValueError as exc:
-            raise StoreError(f"owner file {path} is not valid JSON: {exc}") from None
+        except OSError as exc:
+            raise StoreCorrupt(path, f"it cannot be read: {exc.strerror or exc}") from None
         try:
-            names = db.tables()
-            if not names:
-                return owner  # an empty file: TinyDB's own idea of an empty database
-            meta = db.table(META_TABLE, cache_size=0).all()
-            if len(meta) != 1 or meta[0].get("owner") != owner_id:
-                raise StoreError(f"owner file {path} is not this owner's (wrong or missing _meta)")
-            for name in names:
-                if not name.startswith(NAMESPACE_PREFIX):
-                    continue
-                table: dict[str, str] = {}
-                for doc in db.table(name, cache_size=0).all():
-                    key = doc.get("key")
-                    if not isinstance(key, str) or "value" not in doc:
-                        raise StoreError(f"owner file {path} has a malformed document")
-                    table[key] = json.dumps(doc["value"], separators=(",", ":"))
-                if table:
-                    owner.tables[name[len(NAMESPACE_PREFIX) :]] = table
-        except (ValueError, AttributeError, TypeError) as exc:
-            # The JSON parsed but is not shaped like a TinyDB database.
-            raise StoreError(f"owner file {path} is not a valid TinyDB file: {exc}") from None
-        finally:
-            db.close()
+            file_owner, owner.tables = parse_owner_file(raw)
+        except ValueError as exc:
+            raise StoreCorrupt(path, str(exc)) from None
+        if file_owner != owner_id:
+            raise StoreCorrupt(path, "it is not this owner's file: it holds another owner's data")
         return owner
 
     def _owner(self, owner_id: str) -> _Owner:
@@ -491,6 +785,33 @@ class TinyDBStore:
         if self._closed:
             raise StoreClosed(f"memory store {self.root} is closed")
 
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self._unavailable is not None:
+            raise StoreUnavailable(self._unavailable)
+
+    def _check_files(self) -> None:
+        """Raise `StoreUnavailable` if the journal or the owner files were deleted.
+
+        Two `fstat` calls, once per commit: a deleted file keeps taking writes (and
+        syncs) without complaint, so without this a store whose directory was removed
+        would go on acknowledging writes that no file holds.
+        """
+        if self._journal.deleted():
+            self._fail(f"its journal {self._journal.path} was deleted while the store was open")
+        if os.fstat(self._owners_fd).st_nlink == 0:
+            self._fail("the owners directory was deleted while the store was open")
+
+    def _fail(self, what: str) -> None:
+        """Stop taking writes for good (until reopened), log it at ERROR once, and raise."""
+        if self._unavailable is None:
+            self._unavailable = (
+                f"memory store {self.root}: {what}; writes since are lost and no more are "
+                "accepted until Harken is restarted"
+            )
+            logger.error("%s", self._unavailable)
+        raise StoreUnavailable(self._unavailable)
+
     def get(self, namespace: str, owner: str, key: str, default: JSON = None) -> JSON:
         """The value under (namespace, owner, key) as a fresh object, or `default`."""
         self._check_open()
@@ -506,7 +827,7 @@ class TinyDBStore:
 
     def put(self, namespace: str, owner: str, key: str, value: JSON) -> None:
         """Store a value (durable after the next `commit()`); `InvalidWrite` if invalid."""
-        self._check_open()
+        self._check_writable()
         check_names(namespace, owner, key)
         text = encode_value(value, self._max_value_bytes)
         record = self._owner(owner)  # may raise (unreadable file): nothing changed yet
@@ -517,7 +838,7 @@ class TinyDBStore:
 
     def delete(self, namespace: str, owner: str, key: str) -> bool:
         """Remove a key (durable after the next `commit()`); return whether it existed."""
-        self._check_open()
+        self._check_writable()
         check_names(namespace, owner, key)
         record = self._owner(owner)
         if key not in record.tables.get(namespace, {}):
@@ -531,10 +852,13 @@ class TinyDBStore:
     def commit(self) -> None:
         """Make every earlier write durable with one journal sync (group commit).
 
-        It never waits for a checkpoint running in the background.
+        It never waits for a checkpoint running in the background. Raises
+        `StoreUnavailable` if the store's files were deleted under it (checked after
+        the sync, so that a deletion during it is seen too).
         """
-        self._check_open()
+        self._check_writable()
         self._journal.commit()
+        self._check_files()
         self._maybe_checkpoint()
 
     def close(self) -> None:
@@ -547,7 +871,10 @@ class TinyDBStore:
         if self._closed:
             return
         try:
-            self.checkpoint()
+            if self._unavailable is None:
+                # (Else a checkpoint would only write owner files into whatever is
+                # left of a deleted directory.)
+                self.checkpoint()
         finally:
             # Never release the lock while the writer may still touch the files: the
             # next store to open the directory would race it.
@@ -559,6 +886,7 @@ class TinyDBStore:
                 # Unused; empty, so there is no need to sync its removal.
                 with contextlib.suppress(OSError):
                     os.unlink(self._spare)
+            os.close(self._owners_fd)
             os.close(self._lock_fd)
             self._clean.clear()
             self._dirty.clear()
@@ -662,6 +990,8 @@ class TinyDBStore:
         lost. The journal keeps everything until a later checkpoint succeeds.
         """
         self._collect_checkpoint()
+        if self._unavailable is not None:
+            return
         size = self._journal.size
         if size < self._retry_checkpoint_at or (
             size < self._checkpoint_bytes and len(self._dirty) < self._checkpoint_owners
@@ -692,7 +1022,7 @@ class TinyDBStore:
         Waits for a background checkpoint first, then checkpoints on this thread and
         raises if that fails.
         """
-        self._check_open()
+        self._check_writable()
         if self._running is not None:
             self._running.done.wait()
             self._collect_checkpoint()  # a failure is logged; this one retries it
@@ -713,13 +1043,15 @@ class TinyDBStore:
         """
         assert self._running is None
         assert not self._flushing
-        if self._journal.size:
+        if self._journal.has_records:
             # Sealed segments must be complete: every write in a snapshot is then
-            # durable in a segment before any owner file can hold it. (An empty active
-            # segment needs no sealing: after a failed checkpoint, the dirty owners'
-            # writes are all in the sealed segments.)
+            # durable in a segment before any owner file can hold it. (An active
+            # segment without records needs no sealing: after a failed checkpoint, the
+            # dirty owners' writes are all in the sealed segments.)
             self._journal.commit()
             old, self._journal = self._journal, self._open_segment()
+            # Written with the new segment's first commit: no sync of its own.
+            self._journal.append_seal(os.path.basename(old.path), old.size, old.crc)
             self._sealed.append(old.path)
             old.close()
         if not self._dirty and not self._sealed:
@@ -779,7 +1111,10 @@ class TinyDBStore:
                     continue
                 shard = os.path.basename(directory)
                 if shard not in self._shards:
-                    os.makedirs(directory, 0o700, exist_ok=True)
+                    # mkdir, not makedirs: never bring back an owners directory that
+                    # was deleted under the store.
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(directory, 0o700)
                     self._shards.add(shard)
                     new_shard = True
                 temp = final + _TEMP_SUFFIX

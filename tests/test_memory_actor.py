@@ -21,7 +21,14 @@ import pytest
 
 from actors.memory_actor import MemoryActor
 from actors.messages import MemoryBarrier, MemoryDelete, MemoryGet, MemoryKeys, MemoryPut
-from memory.store import InvalidName, InvalidWrite, Store, check_names, encode_value
+from memory.store import (
+    InvalidName,
+    InvalidWrite,
+    Store,
+    StoreUnavailable,
+    check_names,
+    encode_value,
+)
 from memory.tinydb_store import TinyDBStore
 
 TIMEOUT = 10.0
@@ -317,6 +324,32 @@ def test_a_put_that_fails_on_io_is_reported_to_the_barrier(
     actor.tell(barriers.barrier("b"))
     assert barriers.wait(1) == [("b", failure)]
     assert actor.ask(MemoryKeys("user", "alice"), timeout=TIMEOUT) == []
+
+
+def test_a_store_deleted_under_the_actor_fails_every_later_barrier(
+    tmp_path: Path, refs: list[pykka.ActorRef[Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    store_dir = tmp_path / "memory"
+    ref = MemoryActor.start(TinyDBStore(store_dir))
+    refs.append(ref)
+    barriers = Barriers()
+    ref.tell(MemoryPut("user", "alice", "before", 1))
+    ref.tell(barriers.barrier("before"))
+    assert barriers.wait(1) == [("before", None)]
+    shutil.rmtree(store_dir)
+    with caplog.at_level(logging.ERROR):
+        for name in ("first", "second"):
+            ref.tell(MemoryPut("user", "alice", name, 2))
+            ref.tell(barriers.barrier(name))
+        fired = barriers.wait(3)
+        assert [name for name, _ in fired] == ["before", "first", "second"]
+        assert all(isinstance(error, StoreUnavailable) for _, error in fired[1:])
+        # What it holds is still answered; a delete is refused, not reported as done.
+        assert ref.ask(MemoryGet("user", "alice", "before"), timeout=TIMEOUT) == 1
+        assert ref.ask(MemoryDelete("user", "alice", "before"), timeout=TIMEOUT) is False
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors
+    assert all("deleted" in r.getMessage() for r in errors)
 
 
 def test_a_failing_notify_callback_does_not_hurt_the_others(actor: pykka.ActorRef[Any]) -> None:

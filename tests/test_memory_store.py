@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import threading
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from memory.store import (
     InvalidWrite,
     Store,
     StoreClosed,
+    StoreCorrupt,
     StoreError,
     StoreLocked,
     open_store,
@@ -357,8 +359,10 @@ def _damage_truncate(data: bytes) -> bytes:
     return data[:-7]
 
 
-def _damage_flip(data: bytes) -> bytes:
-    return data[:-5] + bytes([data[-5] ^ 0x01]) + data[-4:]
+def _damage_zeros(data: bytes) -> bytes:
+    # A power cut after the file grew but before its last block was written.
+    last = data.rindex(b"\n", 0, len(data) - 1) + 1
+    return data[: last + 4] + bytes(len(data) - last - 4)
 
 
 def _damage_garbage(data: bytes) -> bytes:
@@ -373,7 +377,7 @@ def _damage_no_newline(data: bytes) -> bytes:
     ("damage", "last_record_survives"),
     [
         (_damage_truncate, False),
-        (_damage_flip, False),
+        (_damage_zeros, False),
         (_damage_no_newline, False),
         (_damage_garbage, True),  # the damage is a half-appended record after it
     ],
@@ -392,7 +396,8 @@ def test_a_torn_journal_tail_is_ignored(
     store.commit()
     crashed = crash_copy(store_dir, tmp_path / "crashed")
     path = journal(crashed)
-    path.write_bytes(damage(path.read_bytes()))
+    damaged = damage(path.read_bytes())
+    path.write_bytes(damaged)
     with TinyDBStore(crashed) as recovered:
         assert recovered.get("user", "alice", "first") == 1
         assert recovered.get("user", "alice", "second") == 2
@@ -404,6 +409,9 @@ def test_a_torn_journal_tail_is_ignored(
     with TinyDBStore(again) as reopened:
         expected = ["after", "first", "second"] + (["torn"] if last_record_survives else [])
         assert reopened.keys("user", "alice") == expected
+    # What could not be read was kept aside, not deleted with the segment.
+    [kept] = (crashed / "damaged").glob("*/journal-*.log")
+    assert kept.read_bytes() == damaged
 
 
 def test_a_failed_commit_is_retried_by_the_next(
@@ -531,7 +539,10 @@ def test_owner_files_are_plain_tinydb(store: TinyDBStore) -> None:
     assert path.parent.name == path.name[:2]
     db = TinyDB(path)
     try:
-        assert db.table("_meta").all() == [{"owner": "slack:U123", "version": 1}]
+        [meta] = db.table("_meta").all()
+        assert meta["owner"] == "slack:U123"
+        assert meta["version"] == 2
+        assert re.fullmatch("[0-9a-f]{8}", meta["crc32"])
         assert db.table("ns:user").all() == [{"key": "colour", "value": {"fav": "blue"}}]
         assert db.table("ns:plugin:weather").all() == [{"key": "city", "value": "Oslo"}]
     finally:
@@ -576,25 +587,55 @@ def test_leftover_temporary_files_are_removed_on_open(store_dir: Path) -> None:
 def test_a_damaged_owner_file_is_reported_not_overwritten(store_dir: Path) -> None:
     with TinyDBStore(store_dir) as store:
         store.put("user", "alice", "k", "v")
-    [path] = owner_files(store_dir)
-    path.write_text("{not json")
+        store.put("user", "bob", "k", "w")
+    [path] = [p for p in owner_files(store_dir) if b'"alice"' in p.read_bytes()]
     with TinyDBStore(store_dir) as reopened:
-        with pytest.raises(StoreError, match="not valid"):
+        path.write_text("{not json")  # damaged while the store is open, before a read
+        with pytest.raises(StoreCorrupt, match="not valid JSON") as raised:
             reopened.get("user", "alice", "k")
-        with pytest.raises(StoreError):
+        assert raised.value.path == str(path)
+        with pytest.raises(StoreCorrupt):
             reopened.put("user", "alice", "k", "new")
         reopened.put("user", "bob", "k", "fine")
     assert path.read_text() == "{not json"
 
 
-def test_an_owner_file_that_is_json_but_not_tinydb_is_reported(store_dir: Path) -> None:
+@pytest.mark.parametrize(
+    "content",
+    [
+        "[1, 2, 3]",
+        '{"_meta": {"1": {"owner": "alice"}}, "ns:user": [1]}',
+        '{"_meta": {"1": {"owner": "alice", "version": 1}}, "other": {}}',
+        '{"_meta": {"1": {"owner": "alice", "version": 1}}, "ns:user": {"1": {"key": "k"}}}',
+        "{}",
+        "",
+    ],
+)
+def test_an_owner_file_that_is_not_as_harken_writes_it_is_refused(
+    store_dir: Path, content: str
+) -> None:
     with TinyDBStore(store_dir) as store:
         store.put("user", "alice", "k", "v")
     [path] = owner_files(store_dir)
-    for content in ("[1, 2, 3]", '{"_meta": {"1": {"owner": "alice"}}, "ns:user": [1]}'):
-        path.write_text(content)
-        with TinyDBStore(store_dir) as reopened, pytest.raises(StoreError):
-            reopened.get("user", "alice", "k")
+    path.write_text(content)
+    with pytest.raises(StoreCorrupt) as raised:
+        TinyDBStore(store_dir)
+    assert raised.value.path == str(path)
+
+
+def test_an_owner_file_written_by_the_previous_format_is_read(store_dir: Path) -> None:
+    with TinyDBStore(store_dir) as store:
+        store.put("user", "alice", "k", "v")
+    [path] = owner_files(store_dir)
+    # Version 1 files have no checksum; they are checked for their shape only.
+    path.write_text(
+        '{"_meta": {"1": {"owner": "alice", "version": 1}}, '
+        '"ns:user": {"1": {"key": "k", "value": "old"}}}'
+    )
+    with TinyDBStore(store_dir) as reopened:
+        assert reopened.get("user", "alice", "k") == "old"
+        reopened.put("user", "alice", "k2", "new")
+    assert json.loads(path.read_text())["_meta"]["1"]["version"] == 2
 
 
 def test_an_owner_file_in_the_wrong_place_is_refused(store_dir: Path) -> None:
