@@ -151,7 +151,7 @@ def _check(settings: Settings) -> int:
     for name in settings.unknown_env:
         print(f"warning: {name} matches no setting and is ignored", file=sys.stderr)
     for problem in problems:
-        print(str(problem), file=sys.stderr)
+        print(f"harken: {problem}", file=sys.stderr)
     return EXIT_CONFIG if problems else 0
 
 

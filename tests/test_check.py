@@ -42,26 +42,26 @@ def one_error(tmp_path: Path, config: str, env: dict[str, str] | None = None) ->
 
 def test_an_unknown_input_name_is_an_error(tmp_path: Path) -> None:
     line = one_error(tmp_path, '[bot]\ninputs = ["shell", "irc"]\n')
-    assert line.startswith("config error: bot.inputs: input 'irc' is not available here")
+    assert line.startswith("harken: config error: bot.inputs: input 'irc' is not available here")
     assert "(available: shell, slack, xmpp)" in line
 
 
 def test_a_missing_slack_token_is_an_error(tmp_path: Path) -> None:
     env = {"HARKEN_SLACK_APP_TOKEN": SLACK_TOKENS["HARKEN_SLACK_APP_TOKEN"]}
     line = one_error(tmp_path, '[bot]\ninputs = ["slack"]\n', env)
-    assert line.startswith("config error: inputs.slack.bot_token: is not set")
+    assert line.startswith("harken: config error: inputs.slack.bot_token: is not set")
     assert "HARKEN_SLACK_BOT_TOKEN" in line
 
 
 def test_a_missing_xmpp_password_is_an_error(tmp_path: Path) -> None:
     line = one_error(tmp_path, '[bot]\ninputs = ["xmpp"]\n[inputs.xmpp]\njid = "h@example.org"\n')
-    assert line.startswith("config error: inputs.xmpp.password: is not set")
+    assert line.startswith("harken: config error: inputs.xmpp.password: is not set")
     assert "HARKEN_XMPP_PASSWORD" in line
 
 
 def test_a_missing_xmpp_account_is_an_error(tmp_path: Path) -> None:
     line = one_error(tmp_path, '[bot]\ninputs = ["xmpp"]\n', {"HARKEN_XMPP_PASSWORD": "pw"})
-    assert line.startswith("config error: inputs.xmpp.jid: is required")
+    assert line.startswith("harken: config error: inputs.xmpp.jid: is required")
 
 
 def test_a_network_input_with_its_secrets_passes(tmp_path: Path) -> None:
@@ -73,7 +73,7 @@ def test_a_command_file_that_fails_to_load_is_one_error_line(tmp_path: Path) -> 
     (tmp_path / "cmds").mkdir()
     (tmp_path / "cmds" / "broken.py").write_text("raise RuntimeError('boom')\n")
     line = one_error(tmp_path, '[bot]\ncommand_dirs = ["cmds"]\n')
-    assert line.startswith("config error: bot.command_dirs: ")
+    assert line.startswith("harken: config error: bot.command_dirs: ")
     assert "broken.py" in line
     assert "boom" in line
 
@@ -82,7 +82,7 @@ def test_an_access_rule_for_an_unknown_command_is_an_error_naming_the_close_one(
     tmp_path: Path,
 ) -> None:
     line = one_error(tmp_path, '[access.commands]\nwach = ["ops"]\n')
-    assert line.startswith("config error: access.commands.wach: no command is called 'wach'")
+    assert line.startswith("harken: config error: access.commands.wach: no command is called 'wach'")
     assert "(did you mean watch?)" in line
 
 
@@ -129,7 +129,7 @@ def test_an_unwritable_data_dir_is_one_error_line(tmp_path: Path) -> None:
     # A path under a regular file cannot be created, whoever runs the test (even root).
     (tmp_path / "file").write_text("")
     line = one_error(tmp_path, '[bot]\ndata_dir = "file/state"\n')
-    expected = f"config error: bot.data_dir: cannot create the data directory {tmp_path}/file/state"
+    expected = f"harken: config error: bot.data_dir: cannot create the data directory {tmp_path}/file/state"
     assert line.startswith(expected)
     assert "is not a directory" in line
 
