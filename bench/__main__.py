@@ -9,7 +9,6 @@ from bench import (
     bench_memory,
     bench_scheduler,
     bench_slack,
-    bench_slack_post,
     bench_xmpp,
 )
 
@@ -26,6 +25,4 @@ print()
 status |= bench_xmpp.main([])
 print()
 status |= bench_slack.main([])
-print()
-status |= bench_slack_post.main([])
 sys.exit(status)
