@@ -10,7 +10,6 @@ from bench import (
     bench_metrics,
     bench_scheduler,
     bench_slack,
-    bench_slack_post,
     bench_xmpp,
 )
 
@@ -29,6 +28,4 @@ print()
 status |= bench_xmpp.main([])
 print()
 status |= bench_slack.main([])
-print()
-status |= bench_slack_post.main([])
 sys.exit(status)

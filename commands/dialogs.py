@@ -164,6 +164,7 @@ class Choice(Step):
         return list(self.choices)
 
     def ask(self, answers: Answers) -> str:
+        # The answers listed at the end are what inputs with buttons offer (Slack).
         return f"{super().ask(answers)} ({' / '.join(self.labels())})"
 
     def accept(self, text: str) -> JSON:
@@ -187,6 +188,7 @@ class Confirm(Step):
     """The reply when the answer is no; None keeps `False` as the answer and goes on."""
 
     def ask(self, answers: Answers) -> str:
+        # `(yes/no)` at the end is what inputs with buttons offer as two buttons (Slack).
         return f"{super().ask(answers)} (yes/no)"
 
     def accept(self, text: str) -> JSON:

@@ -35,6 +35,8 @@ INPUT_OPTION_DEFAULTS: Final[Mapping[str, Mapping[str, Any]]] = MappingProxyType
                 "reply_burst": 4,
                 # Seconds between websocket pings; a dead connection is noticed within a few.
                 "ping_interval": 5.0,
+                # In channels, errors that concern only the asker are shown to them alone.
+                "ephemeral_errors": True,
             }
         ),
         "xmpp": MappingProxyType(

@@ -4,8 +4,11 @@ Slack cannot run locally, so the tests (and `bench/bench_slack.py`) start this i
 an aiohttp server with the Web API (`POST /api/<method>`, token in `Authorization:
 Bearer`, arguments as query, form or JSON, answers `{"ok": ...}` as Slack does) and
 Socket Mode (`apps.connections.open` hands out a `ws://` URL of this same server; the
-websocket says `hello`, carries `events_api` envelopes of Slack's shape, takes acks
-`{"envelope_id": ...}`, and can say `disconnect` or drop the connection).
+websocket says `hello`, carries `events_api` envelopes and `interactive` ones (a click
+on a button of a posted message, `block_actions`) of Slack's shape, takes acks
+`{"envelope_id": ...}`, and can say `disconnect` or drop the connection). Messages may
+carry Block Kit `blocks`, checked against Slack's limits for the blocks Harken uses;
+`chat.postEphemeral` and `chat.update` are recorded apart from the posts.
 
 It runs on a thread of its own with its own event loop; every control method is safe
 to call from the test's thread. Everything it sees (posts, acks, connections, calls) is
@@ -39,13 +42,27 @@ MAX_TEXT = 40_000
 
 @dataclass(frozen=True)
 class Post:
-    """One `chat.postMessage` the fake accepted."""
+    """One `chat.postMessage` the fake accepted (or `chat.postEphemeral`, `chat.update`)."""
 
     channel: str
     text: str
     thread_ts: str | None
     at: float
     """`time.monotonic()` when it arrived."""
+    ts: str = ""
+    """The message's id in its channel, as Slack answered it."""
+    blocks: list[Any] | None = None
+    user: str | None = None
+    """For an ephemeral message: the one person who sees it."""
+
+    def buttons(self) -> dict[str, str]:
+        """Label -> value of every button in the message's actions blocks."""
+        return {
+            element["text"]["text"]: element["value"]
+            for block in self.blocks or []
+            if block.get("type") == "actions"
+            for element in block["elements"]
+        }
 
 
 @dataclass
@@ -91,6 +108,8 @@ class FakeSlack:
         self.port = 0
         # Recorded (under _changed):
         self.posts: list[Post] = []
+        self.ephemerals: list[Post] = []
+        self.updates: list[Post] = []
         self.acks: dict[str, float] = {}
         self.sent: dict[str, float] = {}
         self.connections = 0
@@ -176,6 +195,8 @@ class FakeSlack:
             "auth.test": self._auth_test,
             "apps.connections.open": self._connections_open,
             "chat.postMessage": self._post_message,
+            "chat.postEphemeral": self._post_ephemeral,
+            "chat.update": self._update,
             "users.info": self._users_info,
             "conversations.open": self._conversations_open,
         }.get(method)
@@ -239,6 +260,10 @@ class FakeSlack:
             return _error("no_text")
         if len(text) > MAX_TEXT:
             return _error("msg_too_long")
+        try:
+            blocks = _blocks(args.get("blocks"))
+        except ValueError:
+            return _error("invalid_blocks")
         limited = False
         with self._changed:
             refusal = self._refuse_next.pop(0) if self._refuse_next else None
@@ -265,8 +290,10 @@ class FakeSlack:
                 headers={"Retry-After": str(self._retry_after)},
             )
         thread = args.get("thread_ts")
-        post = Post(str(channel), text, str(thread) if thread else None, time.monotonic())
         ts = self._ts()
+        post = Post(
+            str(channel), text, str(thread) if thread else None, time.monotonic(), ts, blocks
+        )
         with self._changed:
             self.posts.append(post)
             self._changed.notify_all()
@@ -280,6 +307,44 @@ class FakeSlack:
                 "message": {"type": "message", "text": text, "user": BOT_USER_ID, "ts": ts},
             }
         )
+
+    def _post_ephemeral(self, token: str, args: dict[str, Any]) -> web.Response:
+        if token != BOT_TOKEN:
+            return _error("invalid_auth")
+        channel, user, text = args.get("channel"), args.get("user"), args.get("text")
+        if not channel:
+            return _error("channel_not_found")
+        if not user:
+            return _error("user_not_in_channel")
+        if not isinstance(text, str) or not text:
+            return _error("no_text")
+        thread = args.get("thread_ts")
+        ts = self._ts()
+        post = Post(
+            str(channel), text, str(thread) if thread else None, time.monotonic(), ts, None, user
+        )
+        with self._changed:
+            self.ephemerals.append(post)
+            self._changed.notify_all()
+        return web.json_response({"ok": True, "message_ts": ts})
+
+    def _update(self, token: str, args: dict[str, Any]) -> web.Response:
+        if token != BOT_TOKEN:
+            return _error("invalid_auth")
+        channel, ts, text = args.get("channel"), args.get("ts"), args.get("text")
+        try:
+            blocks = _blocks(args.get("blocks"))
+        except ValueError:
+            return _error("invalid_blocks")
+        with self._changed:
+            known = any(p.channel == channel and p.ts == ts for p in self.posts)
+        if not known:
+            return _error("message_not_found")
+        post = Post(str(channel), str(text or ""), None, time.monotonic(), str(ts), blocks)
+        with self._changed:
+            self.updates.append(post)
+            self._changed.notify_all()
+        return web.json_response({"ok": True, "channel": channel, "ts": ts, "text": text})
 
     def _users_info(self, token: str, args: dict[str, Any]) -> web.Response:
         if token != BOT_TOKEN:
@@ -415,6 +480,74 @@ class FakeSlack:
         event.update(extra)
         return event
 
+    def click(
+        self, post: Post, label: str, *, user: str = "U0ALICE01", retry: bool = False
+    ) -> dict[str, Any]:
+        """`user` clicks the button labelled `label` under a posted message: send the
+        `interactive` envelope (a `block_actions` payload) Slack sends; return it."""
+        assert post.blocks, "the message has no blocks"
+        block, button = next(
+            (block, element)
+            for block in post.blocks
+            if block.get("type") == "actions"
+            for element in block["elements"]
+            if element["text"]["text"] == label
+        )
+        container: dict[str, Any] = {
+            "type": "message",
+            "message_ts": post.ts,
+            "channel_id": post.channel,
+            "is_ephemeral": False,
+        }
+        message: dict[str, Any] = {
+            "bot_id": BOT_ID,
+            "type": "message",
+            "text": post.text,
+            "user": BOT_USER_ID,
+            "ts": post.ts,
+            "team": TEAM_ID,
+            "blocks": post.blocks,
+        }
+        if post.thread_ts:
+            container["thread_ts"] = message["thread_ts"] = post.thread_ts
+        payload = {
+            "type": "block_actions",
+            "user": {
+                "id": user,
+                "username": user.lower(),
+                "name": user.lower(),
+                "team_id": TEAM_ID,
+            },
+            "api_app_id": APP_ID,
+            "token": "verification-token",
+            "container": container,
+            "trigger_id": f"{next(self._ticks)}.{TEAM_ID}.{uuid.uuid4().hex}",
+            "team": {"id": TEAM_ID, "domain": "fake"},
+            "enterprise": None,
+            "is_enterprise_install": False,
+            "channel": {"id": post.channel, "name": "directmessage"},
+            "message": message,
+            "state": {"values": {}},
+            "response_url": f"http://127.0.0.1:{self.port}/actions/{uuid.uuid4().hex}",
+            "actions": [
+                {
+                    "action_id": button["action_id"],
+                    "block_id": block.get("block_id", ""),
+                    "text": button["text"],
+                    "value": button.get("value"),
+                    "type": "button",
+                    "action_ts": f"{time.time():.6f}",
+                }
+            ],
+        }
+        envelope = {
+            "envelope_id": str(uuid.uuid4()),
+            "payload": payload,
+            "type": "interactive",
+            "accepts_response_payload": False,
+        }
+        return self.send_envelope(envelope)
+
     def say(self, text: str, **where: Any) -> dict[str, Any]:
         """Send what a person typed (a `message` event); return the envelope sent."""
         return self.send_envelope(self.envelope(self.message_event(text, **where)))
@@ -534,6 +667,29 @@ class FakeSlack:
         self._wait(lambda: envelope_id in self.acks, timeout, f"ack of {envelope_id}")
         return self.acks[envelope_id]
 
+    def wait_ephemeral(
+        self, predicate: Callable[[Post], bool], timeout: float = 10, what: str = "ephemeral"
+    ) -> Post:
+        found: list[Post] = []
+
+        def ready() -> bool:
+            found[:] = [p for p in self.ephemerals if predicate(p)]
+            return bool(found)
+
+        self._wait(ready, timeout, what)
+        return found[0]
+
+    def wait_update(self, ts: str, timeout: float = 10) -> Post:
+        """Wait for a `chat.update` of the message `ts`; return the first."""
+        found: list[Post] = []
+
+        def ready() -> bool:
+            found[:] = [p for p in self.updates if p.ts == ts]
+            return bool(found)
+
+        self._wait(ready, timeout, f"update of {ts}")
+        return found[0]
+
     def posts_to(self, channel: str) -> list[Post]:
         with self._changed:
             return [p for p in self.posts if p.channel == channel]
@@ -541,3 +697,44 @@ class FakeSlack:
 
 def _error(code: str) -> web.Response:
     return web.json_response({"ok": False, "error": code})
+
+
+def _blocks(raw: object) -> list[Any] | None:
+    """The message's blocks (None without any); ValueError when Slack would answer
+    `invalid_blocks`. Checked for sections, actions blocks of buttons, context blocks and rich
+    text, the limits Slack documents (text, ids, values, elements per block)."""
+    if raw is None:
+        return None
+    if isinstance(raw, str):  # form-encoded requests carry them as JSON text
+        raw = json.loads(raw)
+    if not isinstance(raw, list) or not 0 < len(raw) <= 50:
+        raise ValueError
+    for block in raw:
+        if not isinstance(block, dict) or len(str(block.get("block_id", ""))) > 255:
+            raise ValueError
+        kind = block.get("type")
+        if kind == "section":
+            text = block.get("text")
+            if not (isinstance(text, dict) and 0 < len(str(text.get("text", ""))) <= 3000):
+                raise ValueError
+        elif kind == "actions":
+            elements = block.get("elements")
+            if not isinstance(elements, list) or not 0 < len(elements) <= 25:
+                raise ValueError
+            ids = [e.get("action_id") for e in elements if isinstance(e, dict)]
+            if len(ids) != len(elements) or len(set(ids)) != len(ids):
+                raise ValueError
+            for button in elements:
+                label = button.get("text")
+                if button.get("type") != "button" or not isinstance(label, dict):
+                    raise ValueError
+                if label.get("type") != "plain_text" or not 0 < len(label.get("text", "")) <= 75:
+                    raise ValueError
+                if len(str(button.get("value", ""))) > 2000:
+                    raise ValueError
+        elif kind == "context":
+            if not isinstance(block.get("elements"), list) or not block["elements"]:
+                raise ValueError
+        elif kind != "rich_text":
+            raise ValueError
+    return raw

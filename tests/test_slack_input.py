@@ -9,7 +9,6 @@ handled, and the posts show whether it was answered.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import threading
@@ -17,20 +16,22 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 from fake_slack import APP_TOKEN, BOT_TOKEN, BOT_USER_ID, FakeSlack, Post
-from slack_sdk.web.async_client import AsyncWebClient
 
 from actors.event import Event, EventType
 from actors.system import BotSystem
 from commands.base import command
+from commands.dialogs import Answers, Choice, Confirm, dialog
 from commands.loader import load_commands
 from config import load_settings
 from harken.testbot import wait_until
 
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")
+ALICE = "U0ALICE01"
+BOB = "U0BOB0001"
 ALICE_DM = "D0ALICE01"
+OPS = {"channel": "C0OPS0001", "channel_type": "channel"}
 
 
 @pytest.fixture(autouse=True)
@@ -85,7 +86,19 @@ class Harness:
             gate.open.wait(10)
             return "done waiting"
 
+        @dialog(
+            r"^rota$",
+            steps=[
+                Choice("rota", "Which rota?", ["ops", "db", "network"]),
+                Confirm("ok", lambda a: f"Join the {a['rota']} rota?"),
+            ],
+        )
+        def rota(answers: Answers) -> str:
+            """Join an on-call rota."""
+            return f"You are on the {answers['rota']} rota."
+
         registry.add(wait)
+        registry.add(rota)
         self.system = BotSystem(settings, registry=registry)
         self.system.start()
         self.slack.wait_connections(1)
@@ -324,36 +337,6 @@ def test_a_server_error_on_post_message_is_retried(bot: Harness) -> None:
     assert bot.slack.calls["chat.postMessage"] == 2
 
 
-def test_replies_are_posted_exactly_as_slack_sdk_posts_them(bot: Harness) -> None:
-    # The input posts replies over its own keep-alive HTTP client, not AsyncWebClient
-    # (see `SlackInput._post_message`): Slack must not be able to tell the difference.
-    slack = bot.slack
-    slack.record_requests = True
-    thread = "1700000000.000500"
-    answer = bot.ask(
-        "!echo caf\u00e9 & <b>", channel="C0OPS0001", channel_type="channel", thread_ts=thread
-    )
-    assert answer.text == "caf\u00e9 &amp; &lt;b&gt;"
-    assert bot.ask("ping").text == "pong"
-
-    async def post_with_sdk() -> None:
-        async with aiohttp.ClientSession() as session:
-            web = AsyncWebClient(token=BOT_TOKEN, base_url=slack.api_url, session=session)
-            await web.chat_postMessage(
-                channel="C0OPS0001", text="caf\u00e9 &amp; &lt;b&gt;", thread_ts=thread
-            )
-            await web.chat_postMessage(channel=ALICE_DM, text="pong")
-
-    asyncio.run(post_with_sdk())
-    posts = [
-        (headers, body) for method, headers, body in slack.requests if method == "chat.postMessage"
-    ]
-    assert len(posts) == 4
-    ours, sdks = posts[:2], posts[2:]
-    assert ours == sdks
-    assert json.loads(ours[0][1])["thread_ts"] == thread
-
-
 def test_a_burst_of_replies_to_one_channel_is_paced_under_slacks_limit(
     slack: FakeSlack, tmp_path: Path
 ) -> None:
@@ -366,6 +349,24 @@ def test_a_burst_of_replies_to_one_channel_is_paced_under_slacks_limit(
         words = " ".join(f"w{i:05d}" for i in range(3000))  # 20,999 characters: 6 parts
         slack.say(f"echo {words}")
         posts = slack.wait_posts(6, timeout=15)
+        assert slack.rate_limited == 0
+        assert " ".join(p.text for p in posts) == words
+    finally:
+        harness.stop()
+
+
+def test_replies_paced_at_exactly_slacks_rate_never_trip_its_limit(
+    slack: FakeSlack, tmp_path: Path
+) -> None:
+    # The bot's bucket earns nothing while a post is on its way, so posts arrive at
+    # least a token's time apart even with no margin under the limit.
+    slack.channel_limit = (10.0, 2.0)
+    harness = Harness(slack, tmp_path)
+    try:
+        harness.start(replies_per_second="10", reply_burst="2")
+        words = " ".join(f"{i:07d}" for i in range(5000)) + "!"
+        slack.say(f"echo {words}")
+        posts = slack.wait_posts(11, timeout=15)
         assert slack.rate_limited == 0
         assert " ".join(p.text for p in posts) == words
     finally:
@@ -477,3 +478,105 @@ def test_the_connection_state_is_reported_for_health_checks(bot: Harness) -> Non
     wait_until(lambda: metrics.input_state("slack") == "connected")
     bot.slack.stop()  # Slack goes away: the socket closes and reconnecting fails
     wait_until(lambda: metrics.input_state("slack") == "disconnected")
+
+
+# --- questions with buttons -----------------------------------------------------------------
+
+
+def _after(slack: FakeSlack, channel: str, count: int) -> Post:
+    """Wait for the post number `count` (from 1) in `channel`; return it."""
+    slack.wait_post(lambda p: len(slack.posts_to(channel)) >= count, what=f"post #{count}")
+    return slack.posts_to(channel)[count - 1]
+
+
+def test_a_choice_is_posted_with_a_button_per_answer_and_its_text_as_fallback(
+    bot: Harness,
+) -> None:
+    question = bot.ask("rota")
+    assert question.text.startswith("Which rota? (ops / db / network)")
+    assert question.buttons() == {"ops": "ops", "db": "db", "network": "network"}
+    assert question.blocks is not None
+    section, actions = question.blocks
+    assert section["text"]["text"] == question.text
+    assert actions["type"] == "actions"
+    assert bot.ask("cancel").blocks is None  # a plain reply is plain text
+
+
+def test_a_click_is_the_persons_answer_and_the_buttons_give_way_to_it(bot: Harness) -> None:
+    slack = bot.slack
+    question = bot.ask("rota")
+    clicked = slack.click(question, "db")
+    confirm = _after(slack, ALICE_DM, 2)
+    assert confirm.text == "Join the db rota? (yes/no)"
+    assert confirm.buttons() == {"yes": "yes", "no": "no"}
+    slack.wait_acked(clicked["envelope_id"])
+    updated = slack.wait_update(question.ts)
+    assert updated.text == question.text
+    assert [b["type"] for b in updated.blocks or []] == ["section", "context"]
+    assert f"<@{ALICE}> answered: db" in json.dumps(updated.blocks)
+    slack.click(confirm, "yes")
+    assert _after(slack, ALICE_DM, 3).text == "You are on the db rota."
+
+
+def test_typed_answers_still_work_beside_the_buttons(bot: Harness) -> None:
+    assert bot.ask("rota").buttons()
+    assert bot.ask("Network").text == "Join the network rota? (yes/no)"
+    assert bot.ask("yes").text == "You are on the network rota."
+
+
+def test_a_click_by_someone_else_is_refused_to_them_alone_and_not_taken(bot: Harness) -> None:
+    slack = bot.slack
+    thread = {**OPS, "thread_ts": "1700000000.000700"}
+    question = bot.ask("!rota", **thread)
+    assert question.thread_ts == "1700000000.000700"
+    refused = slack.click(question, "ops", user=BOB)
+    notice = slack.wait_ephemeral(lambda p: p.user == BOB)
+    assert notice.text == f"This question is for <@{ALICE}>; only they can answer it."
+    assert (notice.channel, notice.thread_ts) == ("C0OPS0001", "1700000000.000700")
+    slack.wait_acked(refused["envelope_id"])
+    # Alice's click is the answer to the same question: Bob's did not move her dialog on.
+    slack.click(question, "db")
+    confirm = _after(slack, "C0OPS0001", 2)
+    assert (confirm.text, confirm.thread_ts) == ("Join the db rota? (yes/no)", "1700000000.000700")
+    assert slack.wait_update(question.ts).channel == "C0OPS0001"
+
+
+def test_a_question_takes_one_click(bot: Harness) -> None:
+    slack = bot.slack
+    question = bot.ask("rota")
+    slack.click(question, "db")
+    slack.click(question, "db")  # before the buttons are gone: a double click
+    confirm = _after(slack, ALICE_DM, 2)
+    slack.click(confirm, "no")
+    assert _after(slack, ALICE_DM, 3).text == "OK, I stopped there: nothing was saved."
+    bot.barrier()
+    assert [p.text for p in slack.posts_to(ALICE_DM)][1:] == [
+        "Join the db rota? (yes/no)",
+        "OK, I stopped there: nothing was saved.",
+        "pong",
+    ]
+
+
+# --- errors shown to the asker alone ---------------------------------------------------------
+
+
+def test_an_error_in_a_channel_is_shown_to_the_asker_alone(bot: Harness) -> None:
+    slack = bot.slack
+    slack.say("!audit", **OPS, thread_ts="1700000000.000800")
+    refusal = slack.wait_ephemeral(lambda p: p.user == ALICE)
+    assert refusal.text.startswith("Sorry, `audit` is for admins only")
+    assert (refusal.channel, refusal.thread_ts) == ("C0OPS0001", "1700000000.000800")
+    bot.barrier(**OPS)
+    assert [p.text for p in slack.posts_to("C0OPS0001")] == ["pong"]
+
+
+def test_with_ephemeral_errors_off_an_error_is_posted_in_the_channel(harness: Harness) -> None:
+    harness.start(ephemeral_errors="false")
+    post = harness.ask("!audit", **OPS)
+    assert post.text.startswith("Sorry, `audit` is for admins only")
+    assert harness.slack.ephemerals == []
+
+
+def test_in_a_direct_message_an_error_is_an_ordinary_reply(bot: Harness) -> None:
+    assert bot.ask("audit").text.startswith("Sorry, `audit` is for admins only")
+    assert bot.slack.ephemerals == []

@@ -1,10 +1,21 @@
-"""Text between Slack's wire format and commands: escaping, mentions, splitting."""
+"""Text between Slack's wire format and commands: escaping, mentions, splitting, buttons."""
 
 from __future__ import annotations
 
 import pytest
 
-from actors.inputs.slack_text import from_slack, split_reply, strip_mention, to_slack
+from actors.inputs.slack_text import (
+    MAX_BUTTONS,
+    answer_block_owner,
+    from_slack,
+    offered_answers,
+    question_blocks,
+    split_reply,
+    strip_mention,
+    text_from_blocks,
+    to_slack,
+)
+from commands.dialogs import Choice, Confirm
 
 
 def test_from_slack_undoes_escaping_and_unwraps_links() -> None:
@@ -70,3 +81,61 @@ def test_split_reply_never_cuts_an_escape_in_two() -> None:
 def test_split_reply_refuses_a_silly_limit() -> None:
     with pytest.raises(ValueError, match="at least"):
         split_reply("text", 3)
+
+
+def test_the_answers_dialogs_offer_are_found_in_their_questions() -> None:
+    # The contract between the dialog API's questions and the buttons Slack shows.
+    choice = Choice("rota", "Which rota?", ["ops", "db", "Network ops"])
+    assert offered_answers(choice.ask({})) == ("ops", "db", "Network ops")
+    asked_first = f"{choice.ask({})}\n(Say `cancel` at any time to stop.)"
+    assert offered_answers(asked_first) == ("ops", "db", "Network ops")
+    assert offered_answers(Confirm("ok", "Save it?").ask({})) == ("yes", "no")
+    assert offered_answers("Abandon it and start `rota`? (yes/no)") == ("yes", "no")
+
+
+def test_text_without_a_list_of_answers_offers_none() -> None:
+    for text in (
+        "pong",
+        "Which day? (YYYY-MM-DD)",
+        "You are U0ALICE01 (Alice).",
+        "(Say `cancel` at any time to stop.)",
+        "a (b / c) in the middle of a line",
+        "Which one? (" + " / ".join(str(i) for i in range(MAX_BUTTONS + 1)) + ")",
+        "Which one? (a /  / b)",
+    ):
+        assert offered_answers(text) == (), text
+
+
+def test_a_question_is_laid_out_as_a_section_and_a_button_per_answer() -> None:
+    long = "x" * 100
+    blocks = question_blocks("Which? (a / " + long + ")", ("a", long), "U0ALICE01", "17.5")
+    section, actions = blocks
+    assert section == {
+        "type": "section",
+        "text": {"type": "mrkdwn", "text": "Which? (a / " + long + ")"},
+    }
+    assert answer_block_owner(actions["block_id"]) == ("U0ALICE01", "17.5")
+    assert [b["value"] for b in actions["elements"]] == ["a", long]
+    assert len(actions["elements"][1]["text"]["text"]) == 75
+    assert len({b["action_id"] for b in actions["elements"]}) == 2
+
+
+def test_a_block_id_that_is_not_a_questions_has_no_owner() -> None:
+    assert answer_block_owner("harken-answer:U0ALICE01:") == ("U0ALICE01", "")
+    for block_id in (None, 7, "", "actions1", "harken-answer:", "harken-answer::17.5", "other:U1:"):
+        assert answer_block_owner(block_id) is None
+
+
+def test_text_is_read_from_rich_text_blocks() -> None:
+    section = {
+        "type": "rich_text_section",
+        "elements": [
+            {"type": "text", "text": "echo "},
+            {"type": "user", "user_id": "U0BOB0001"},
+            {"type": "link", "url": "https://example.org"},
+        ],
+    }
+    assert text_from_blocks([{"type": "rich_text", "elements": [section]}]) == (
+        "echo <@U0BOB0001>https://example.org"
+    )
+    assert text_from_blocks("not blocks") == ""

@@ -10,20 +10,37 @@ a mention again. `to_slack` escapes a reply, leaving those entities intact.
 Slack cuts a message's text at 40,000 characters and advises at most 4,000 per message;
 `split_reply` cuts long replies into parts under a limit, at line breaks where it can,
 so nothing is ever truncated silently.
+
+A question that lists its answers at the end of a line, as dialogs ask them (`Which
+rota? (ops / db / network)`, `Save it? (yes/no)`), is posted with a button per answer
+(Block Kit); `offered_answers` finds them and `question_blocks` lays them out. A button's
+value is the answer's text, so a click means what typing it would, and the person the
+question is for is written in the block's id, so a click by anyone else can be refused.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 MAX_REPLY_CHARS = 3900
 """Characters of (escaped) text per message: under the 4,000 Slack advises."""
+MAX_SECTION_CHARS = 3000
+"""Characters of text in a Block Kit section, Slack's limit (a question with buttons)."""
+MAX_BUTTONS = 25
+"""Elements in one actions block, Slack's limit; a question offering more gets none."""
+MAX_BUTTON_LABEL = 75
+MAX_BUTTON_VALUE = 2000
+ANSWER_BLOCK = "harken-answer"
+"""Start of the block id of the buttons under a question: `harken-answer:<person>:<thread>`."""
 
 # An entity Slack keeps in angle brackets: a person, a channel, a broadcast.
 _ENTITY = re.compile(r"<([@#!][^<>\s]*)>")
 # A link Slack made from a URL someone typed: <url> or <url|label>.
 _LINK = re.compile(r"<((?:https?|mailto|tel|ftp):[^<>|\s]*)(?:\|[^<>]*)?>")
 _MENTION_AT_START = re.compile(r"^\s*<@([A-Z0-9]+)(?:\|[^>]*)?>[\s,:]*")
+# Something in parentheses at the end of a line: maybe the answers a question offers.
+_LISTED_AT_LINE_END = re.compile(r"\S[ \t]*\(([^()\n]+)\)[ \t]*$", re.MULTILINE)
 
 
 def from_slack(text: str) -> str:
@@ -99,3 +116,90 @@ def split_reply(text: str, limit: int = MAX_REPLY_CHARS) -> list[str]:
     if rest or not parts:
         parts.append(rest)
     return parts
+
+
+def text_from_blocks(blocks: object) -> str:
+    """The plain text of a message's rich-text blocks (for messages sent without `text`)."""
+    if not isinstance(blocks, list):
+        return ""
+    out: list[str] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item)
+        elif isinstance(node, dict):
+            kind = node.get("type")
+            if kind == "text" and isinstance(node.get("text"), str):
+                out.append(node["text"])
+            elif kind == "user" and isinstance(node.get("user_id"), str):
+                out.append(f"<@{node['user_id']}>")
+            elif kind == "link" and isinstance(node.get("url"), str):
+                out.append(node["url"])
+            walk(node.get("elements"))
+
+    walk(blocks)
+    return "".join(out).strip()
+
+
+def offered_answers(text: str) -> tuple[str, ...]:
+    """The answers a question lists at the end of one of its lines, the last such list.
+
+    `(yes/no)` offers yes and no; `(ops / db / network)` offers each part between ` / `,
+    two to `MAX_BUTTONS` of them. Anything else in parentheses (`(YYYY-MM-DD)`, a hint)
+    offers nothing. Empty when there is no list: the reply is posted as plain text.
+    """
+    found: tuple[str, ...] = ()
+    for match in _LISTED_AT_LINE_END.finditer(text):
+        listed = match.group(1).strip()
+        if listed.lower() == "yes/no":
+            found = ("yes", "no")
+            continue
+        parts = tuple(part.strip() for part in listed.split(" / "))
+        if 2 <= len(parts) <= MAX_BUTTONS and all(
+            0 < len(part) <= MAX_BUTTON_VALUE for part in parts
+        ):
+            found = parts
+    return found
+
+
+def question_blocks(text: str, answers: tuple[str, ...], person: str, thread: str) -> list[Any]:
+    """Block Kit for a question (`text`, already escaped) with a button per answer."""
+    buttons = [
+        {
+            "type": "button",
+            "action_id": f"answer-{index}",
+            "text": {"type": "plain_text", "text": _label(answer), "emoji": True},
+            "value": answer,
+        }
+        for index, answer in enumerate(answers)
+    ]
+    return [
+        {"type": "section", "text": {"type": "mrkdwn", "text": text}},
+        {"type": "actions", "block_id": f"{ANSWER_BLOCK}:{person}:{thread}", "elements": buttons},
+    ]
+
+
+def answered_blocks(text: str, person: str, answer: str) -> list[Any]:
+    """The question again (`text`, as posted) with who answered what, without buttons."""
+    said = to_slack(answer if len(answer) <= 200 else answer[:200] + "…")
+    note = {"type": "mrkdwn", "text": f"<@{person}> answered: {said}"}
+    return [
+        {"type": "section", "text": {"type": "mrkdwn", "text": text}},
+        {"type": "context", "elements": [note]},
+    ]
+
+
+def answer_block_owner(block_id: object) -> tuple[str, str] | None:
+    """(person, thread) from the block id of a question's buttons; None if not one."""
+    if not isinstance(block_id, str):
+        return None
+    prefix, _, rest = block_id.partition(":")
+    person, sep, thread = rest.partition(":")
+    if prefix != ANSWER_BLOCK or not sep or not person:
+        return None
+    return person, thread
+
+
+def _label(answer: str) -> str:
+    return answer if len(answer) <= MAX_BUTTON_LABEL else answer[: MAX_BUTTON_LABEL - 1] + "…"
