@@ -82,7 +82,8 @@ def test_an_access_rule_for_an_unknown_command_is_an_error_naming_the_close_one(
     tmp_path: Path,
 ) -> None:
     line = one_error(tmp_path, '[access.commands]\nwach = ["ops"]\n')
-    assert line.startswith("harken: config error: access.commands.wach: no command is called 'wach'")
+    expected = "harken: config error: access.commands.wach: no command is called 'wach'"
+    assert line.startswith(expected)
     assert "(did you mean watch?)" in line
 
 
@@ -129,7 +130,10 @@ def test_an_unwritable_data_dir_is_one_error_line(tmp_path: Path) -> None:
     # A path under a regular file cannot be created, whoever runs the test (even root).
     (tmp_path / "file").write_text("")
     line = one_error(tmp_path, '[bot]\ndata_dir = "file/state"\n')
-    expected = f"harken: config error: bot.data_dir: cannot create the data directory {tmp_path}/file/state"
+    expected = (
+        "harken: config error: bot.data_dir: cannot create the data directory "
+        f"{tmp_path}/file/state"
+    )
     assert line.startswith(expected)
     assert "is not a directory" in line
 
