@@ -1,4 +1,4 @@
-"""The operations toolkit against real HTTP services on 127.0.0.1 (tests/ops_services.py).
+"""The operations toolkit against real HTTP services on 127.0.0.1 (tests/support/ops_services.py).
 
 Every command runs in the real bot (`TestBot`): services from a real config file, checks
 and `call` over real sockets, runbooks as real processes, watches on the real scheduler.
@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ops_services import ServiceState, dead_port, running_services
+from support.ops_services import ServiceState, dead_port, running_services
 
 from commands.ops.checks import DOWN, SLOW, UP, check, check_all
 from commands.ops.registry import Service
