@@ -88,14 +88,6 @@ run = ["ops"]
 """
 
 
-def with_groups(bot: TestBot, groups: dict[str, tuple[str, ...]]) -> TestBot:
-    """The testing input's groups (TestBot builds that input's settings itself)."""
-    inputs = dict(bot.settings.inputs)
-    inputs[INPUT_NAME] = dataclasses.replace(inputs[INPUT_NAME], groups=groups)
-    bot.settings = dataclasses.replace(bot.settings, inputs=inputs)
-    return bot
-
-
 @pytest.fixture
 def services() -> Iterator[tuple[str, ServiceState]]:
     with running_services() as found:
@@ -111,15 +103,8 @@ def settings(tmp_path: Path, services: tuple[str, ServiceState]) -> Settings:
 
 
 @pytest.fixture
-def bot(tmp_path: Path, settings: Settings) -> Iterator[TestBot]:
-    testbot = with_groups(
-        TestBot(tmp_path / "memory", settings=settings, admins=["carol"]),
-        {"ops": ("alice",)},
-    )
-    try:
-        yield testbot
-    finally:
-        testbot.stop()
+def bot(settings: Settings, testbot: TestBot) -> TestBot:
+    return testbot.configure(settings=settings, admins=["carol"], groups={"ops": ["alice"]})
 
 
 # --- Micro Bot parity ----------------------------------------------------------------
