@@ -36,7 +36,7 @@ from typing import Any
 from slixmpp import ClientXMPP
 from slixmpp.jid import JID
 
-from harken.xmpp_testing import PrivateProsody, prosody_missing
+from tests.support.xmpp import PrivateProsody, prosody_missing
 
 CLIENTS = 20
 LOST_AFTER = 10.0

@@ -8,7 +8,9 @@ and benchmarks:
 
 `send` never blocks and returns the `Event` it sent; `replies(event)` waits for every
 reply to it. A benchmark can pass its own `sink` to get the raw, thread-safe stream of
-`Reply` and `Done` items instead.
+`Reply` and `Done` items instead. `configure` sets admins, groups, the time zone and
+settings in plain values (no settings classes needed); `clock` is what dialogs expire
+by, which a test moves on instead of waiting.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import dataclasses
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +32,9 @@ from actors.system import BotSystem
 from commands.base import Command, Registry
 from commands.loader import load_commands
 from config.settings import InputSettings, Settings
+from harken.unit import INPUT_NAME, settings_for_tests
 
-INPUT_NAME = "testing"
+__all__ = ["INPUT_NAME", "Exchange", "TestBot", "TestClock", "wait_until"]
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
@@ -98,6 +101,29 @@ class Exchange:
             return self._replies.pop(event_id, [])
 
 
+class TestClock:
+    """The bot's clock in a test: the wall clock plus however far the test moved it on.
+
+    Dialogs expire by it, so a test can let half an hour pass at once:
+    `testbot.clock.advance(minutes=31)`. Time keeps flowing as well; a test that
+    never advances it sees the wall clock.
+    """
+
+    __test__ = False
+
+    def __init__(self) -> None:
+        self._ahead = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self._ahead
+
+    def advance(self, seconds: float = 0.0, *, minutes: float = 0.0, hours: float = 0.0) -> None:
+        step = seconds + 60 * minutes + 3600 * hours
+        if step < 0:
+            raise ValueError("a clock moves forward only")
+        self._ahead += step
+
+
 class TestBot:
     __test__ = False  # not a pytest test class, despite the name
 
@@ -105,28 +131,57 @@ class TestBot:
         self,
         memory_path: str | Path,
         *,
-        settings: Settings | None = None,
+        settings: Settings | Mapping[str, Any] | None = None,
         commands: Iterable[Command] = (),
         admins: Iterable[str] = (),
+        groups: Mapping[str, Iterable[str]] | None = None,
+        timezone: str | None = None,
         sink: Sink | None = None,
         timeout: float = 10.0,
     ) -> None:
-        base = settings or Settings()
-        inputs = dict(base.inputs)
-        inputs[INPUT_NAME] = InputSettings(name=INPUT_NAME, admins=tuple(admins))
-        self.settings = dataclasses.replace(
-            base,
-            bot=dataclasses.replace(base.bot, inputs=(INPUT_NAME,)),
-            memory=dataclasses.replace(base.memory, path=str(memory_path)),
-            scheduler=dataclasses.replace(base.scheduler, path=f"{memory_path}.jobs.sqlite"),
-            inputs=inputs,
-        )
+        self._memory_path = str(memory_path)
+        self._config: dict[str, Any] = {}
+        self.system: BotSystem | None = None
+        self._router: Handle | None = None
+        self.settings = Settings()
+        self.configure(settings=settings, admins=admins, groups=groups, timezone=timezone)
         self._extra = list(commands)
         self._exchange = Exchange()
         self._sink: Sink = sink or self._exchange
         self.timeout = timeout
-        self.system: BotSystem | None = None
-        self._router: Handle | None = None
+        self.clock = TestClock()
+        """What dialogs expire by: `testbot.clock.advance(minutes=31)`."""
+
+    def configure(
+        self,
+        *,
+        admins: Iterable[str] | None = None,
+        groups: Mapping[str, Iterable[str]] | None = None,
+        timezone: str | None = None,
+        settings: Settings | Mapping[str, Any] | None = None,
+    ) -> TestBot:
+        """Set who is an admin, the groups (name -> user ids), the default time zone
+        and settings (dotted keys, checked as `harken run --set` checks them:
+        `{"ops.audit_keep": 10}`; or a `Settings`), before the first message. What is
+        not given stays as it was."""
+        if self.system is not None:
+            raise RuntimeError("configure the bot before the first message: it is running")
+        given = {"admins": admins, "groups": groups, "timezone": timezone, "settings": settings}
+        config = {**self._config, **{k: v for k, v in given.items() if v is not None}}
+        base = settings_for_tests(
+            config.get("settings"),
+            timezone=config.get("timezone"),
+            admins=config.get("admins", ()),
+            groups=config.get("groups"),
+        )
+        self.settings = dataclasses.replace(
+            base,
+            bot=dataclasses.replace(base.bot, inputs=(INPUT_NAME,)),
+            memory=dataclasses.replace(base.memory, path=self._memory_path),
+            scheduler=dataclasses.replace(base.scheduler, path=f"{self._memory_path}.jobs.sqlite"),
+        )
+        self._config = config  # only once the settings are good
+        return self
 
     def add(self, *commands: Command) -> None:
         """Add commands under test; call before the first message."""
@@ -148,6 +203,8 @@ class TestBot:
 
         system = BotSystem(self.settings, inputs={INPUT_NAME: make_input}, registry=registry)
         system.start()
+        assert system.services is not None
+        system.services.dialogs.clock = self.clock
         self.system = system
         self._router = system.router
         return self

@@ -12,14 +12,12 @@ import random
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import pytest
 
 from commands.ops.registry import CallRefused, normalise_call_path
-from config.loader import load_settings
 from harken.testbot import TestBot
 
 DEEP = 5000
@@ -75,20 +73,12 @@ def server() -> Iterator[_Recorded]:
 
 
 @pytest.fixture
-def bot(tmp_path: Path, server: _Recorded) -> Iterator[TestBot]:
-    config = tmp_path / "harken.toml"
-    config.write_text(
-        f"""
-[services.web]
-url = "http://127.0.0.1:{server.server_address[1]}"
-call = ["/v1/items/*", "/v1/invoices/*"]
-"""
-    )
-    testbot = TestBot(tmp_path / "memory", settings=load_settings(config, env={}), admins=["al"])
-    try:
-        yield testbot
-    finally:
-        testbot.stop()
+def bot(server: _Recorded, testbot: TestBot) -> TestBot:
+    web = {
+        "services.web.url": f"http://127.0.0.1:{server.server_address[1]}",
+        "services.web.call": ["/v1/items/*", "/v1/invoices/*"],
+    }
+    return testbot.configure(settings=web, admins=["al"])
 
 
 def call(bot: TestBot, text: str) -> str:

@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from test_cli_e2e import harken
+from support.cli import harken
 
 from actors.system import StartupError
 from config import Settings

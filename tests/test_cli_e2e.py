@@ -12,28 +12,9 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from support.cli import harken
 
 pytestmark = pytest.mark.e2e
-
-
-def harken(
-    *args: str,
-    stdin: bytes = b"",
-    cwd: Path,
-    env: dict[str, str] | None = None,
-    timeout: float = 60,
-) -> subprocess.CompletedProcess[bytes]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("HARKEN_")}
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "harken", *args],
-        input=stdin,
-        capture_output=True,
-        cwd=cwd,
-        env=full_env,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def test_piped_ping_prints_pong_and_exits_zero(tmp_path: Path) -> None:

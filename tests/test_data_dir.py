@@ -6,17 +6,11 @@ looks at where files appear, and that nothing appears in the directory it starte
 
 from __future__ import annotations
 
-import os
-import pty
-import select
-import subprocess
-import sys
-import time
 import tomllib
 from pathlib import Path
 
 import pytest
-from test_cli_e2e import harken
+from support.cli import Terminal, harken
 
 pytestmark = pytest.mark.e2e
 
@@ -80,37 +74,15 @@ def test_the_default_data_dir_is_var_of_the_directory_harken_starts_in(tmp_path:
 
 
 def test_the_interactive_shell_logs_into_the_data_dir(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HARKEN_")}
-    env.update({"HOME": str(home), "XDG_STATE_HOME": str(home / "state"), "TERM": "xterm"})
-    master, slave = pty.openpty()
-    args = ["shell", "--user", "ann", "--data-dir", "state", "--memory-path", "db/memory"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harken", *args],
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        cwd=tmp_path,
-        env=env,
-        close_fds=True,
-    )
-    os.close(slave)
-    screen = ""
+    args = ("shell", "--user", "ann", "--data-dir", "state", "--memory-path", "db/memory")
+    term = Terminal(tmp_path, tmp_path / "home", args)
     try:
-        deadline = time.monotonic() + 20
-        while "you> " not in screen and time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], deadline - time.monotonic())
-            if ready:
-                screen += os.read(master, 4096).decode(errors="replace")
-        assert "you> " in screen, screen
-        assert f"(logs: {tmp_path / 'state' / 'harken.log'})" in screen
-        os.write(master, b"quit\r")
-        assert proc.wait(timeout=20) == 0
+        term.expect("you> ")
+        assert f"(logs: {tmp_path / 'state' / 'harken.log'})" in term.screen
+        term.type("quit\r")
+        assert term.close() == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(master)
+        term.kill()
     assert (tmp_path / "state" / "harken.log").is_file()
     # Set apart from the data directory, memory and its job store stay where they were put.
     assert (tmp_path / "db" / "memory").is_dir()

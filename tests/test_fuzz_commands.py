@@ -13,12 +13,10 @@ import random
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from config.loader import load_settings
 from harken.testbot import TestBot
 
 SEED = 20261204
@@ -133,30 +131,27 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def bot(tmp_path: Path) -> Iterator[TestBot]:
+def service() -> Iterator[_Service]:
     service = _Service()
     thread = threading.Thread(target=service.serve_forever, daemon=True)
     thread.start()
-    config = tmp_path / "harken.toml"
-    config.write_text(
-        f"""
-[scheduler]
-max_jobs_per_user = 1000
-
-[services.web]
-url = "http://127.0.0.1:{service.server_address[1]}"
-health = "/healthz"
-call = ["/v1/*"]
-"""
-    )
-    testbot = TestBot(tmp_path / "memory", settings=load_settings(config, env={}), admins=["al"])
     try:
-        yield testbot
+        yield service
     finally:
-        testbot.stop()
         service.shutdown()
         service.server_close()
         thread.join(5)
+
+
+@pytest.fixture
+def bot(service: _Service, testbot: TestBot) -> TestBot:
+    settings = {
+        "scheduler.max_jobs_per_user": 1000,
+        "services.web.url": f"http://127.0.0.1:{service.server_address[1]}",
+        "services.web.health": "/healthz",
+        "services.web.call": ["/v1/*"],
+    }
+    return testbot.configure(settings=settings, admins=["al"])
 
 
 def hostile_inputs() -> list[str]:

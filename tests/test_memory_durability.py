@@ -1,13 +1,12 @@
 """Acknowledged memory writes survive a real SIGKILL, and no file is ever left half-written.
 
-A child process (tests/helpers/memory_writer.py) writes through a MemoryActor and
+A child process (tests/support/memory_writer.py) writes through a MemoryActor and
 prints `acked <n>` each time a barrier fires; the test kills it with SIGKILL at some
 point, reopens the store and checks every acknowledged write.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import queue
 import random
@@ -17,28 +16,16 @@ import sys
 import threading
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from support import memory_writer as writer
 from tinydb import TinyDB
 
 from memory.tinydb_store import TinyDBStore
 
-HELPER = Path(__file__).parent / "helpers" / "memory_writer.py"
+HELPER = Path(writer.__file__)
 ACK_TIMEOUT = 30.0
-
-
-def _load_helper() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("memory_writer", HELPER)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-writer = _load_helper()
 
 
 class Expected:

@@ -11,97 +11,26 @@ at the store level, and the fuzz, are in test_memory_faults.py.
 from __future__ import annotations
 
 import json
-import os
-import queue
 import shutil
-import signal
 import subprocess
-import sys
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from support.cli import ShellSession, harken
 
 pytestmark = pytest.mark.e2e
 
 REPLY_TIMEOUT = 30.0
 
 
-def harken(*args: str, stdin: bytes = b"", cwd: Path) -> subprocess.CompletedProcess[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HARKEN_")}
-    return subprocess.run(
-        [sys.executable, "-m", "harken", *args],
-        input=stdin,
-        capture_output=True,
-        cwd=cwd,
-        env=env,
-        timeout=60,
-        check=False,
-    )
-
-
-class Session:
-    """A `harken shell` kept running: say a line, get its reply line."""
-
-    def __init__(self, cwd: Path, user: str, log: Path) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HARKEN_")}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "harken", "shell", "--user", user, "--log-file", str(log)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=cwd,
-            env=env,
-        )
-        self._lines: queue.Queue[bytes | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._pump, daemon=True)
-        self._reader.start()
-
-    def _pump(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self._lines.put(line)
-        self._lines.put(None)
-
-    def say(self, text: str) -> str:
-        assert self.process.stdin is not None
-        self.process.stdin.write(text.encode() + b"\n")
-        self.process.stdin.flush()
-        try:
-            line = self._lines.get(timeout=REPLY_TIMEOUT)
-        except queue.Empty:
-            pytest.fail(f"no reply to {text!r} within {REPLY_TIMEOUT} s")
-        assert line is not None, f"harken exited instead of answering {text!r}"
-        return line.decode().rstrip("\n")
-
-    def kill(self) -> None:
-        """SIGKILL: what a crash leaves (every acknowledged write is in the journal)."""
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=REPLY_TIMEOUT)
-        self._close_pipes()
-
-    def stop(self) -> int:
-        """End the input, as a person leaving does; the exit status."""
-        assert self.process.stdin is not None
-        self.process.stdin.close()
-        status = self.process.wait(timeout=REPLY_TIMEOUT)
-        self._close_pipes()
-        return status
-
-    def _close_pipes(self) -> None:
-        self._reader.join(timeout=REPLY_TIMEOUT)
-        for pipe in (self.process.stdin, self.process.stdout, self.process.stderr):
-            if pipe is not None and not pipe.closed:
-                pipe.close()
-
-
 @pytest.fixture
-def sessions(tmp_path: Path) -> Iterator[Callable[[str], Session]]:
-    started: list[Session] = []
+def sessions(tmp_path: Path) -> Iterator[Callable[[str], ShellSession]]:
+    started: list[ShellSession] = []
 
-    def start(user: str) -> Session:
-        session = Session(tmp_path, user, tmp_path / "harken.log")
+    def start(user: str) -> ShellSession:
+        log = tmp_path / "harken.log"
+        session = ShellSession("--user", user, "--log-file", str(log), cwd=tmp_path)
         started.append(session)
         return session
 
@@ -178,7 +107,7 @@ def test_a_damaged_owner_file_stops_harken_until_it_is_repaired(
 
 
 def test_a_flipped_byte_in_the_journal_stops_harken_until_it_is_repaired(
-    tmp_path: Path, sessions: Callable[[str], Session]
+    tmp_path: Path, sessions: Callable[[str], ShellSession]
 ) -> None:
     ann = sessions("ann")
     for n in range(1, 4):
@@ -206,7 +135,7 @@ def test_a_flipped_byte_in_the_journal_stops_harken_until_it_is_repaired(
 
 
 def test_a_torn_end_of_the_journal_is_ignored_and_every_acknowledged_write_kept(
-    tmp_path: Path, sessions: Callable[[str], Session]
+    tmp_path: Path, sessions: Callable[[str], ShellSession]
 ) -> None:
     ann = sessions("ann")
     assert ann.say("remember k1 is value-1") == "OK, I'll remember that k1 is value-1."
@@ -221,7 +150,7 @@ def test_a_torn_end_of_the_journal_is_ignored_and_every_acknowledged_write_kept(
 
 
 def test_an_owner_file_unreadable_while_running_is_an_error_not_unknown(
-    tmp_path: Path, sessions: Callable[[str], Session]
+    tmp_path: Path, sessions: Callable[[str], ShellSession]
 ) -> None:
     harken("shell", "--user", "ann", stdin=b"remember pager is 555-0100\n", cwd=tmp_path)
     ann = sessions("ann")
@@ -239,7 +168,7 @@ def test_an_owner_file_unreadable_while_running_is_an_error_not_unknown(
 
 
 def test_a_memory_directory_deleted_while_running_stops_writes_loudly(
-    tmp_path: Path, sessions: Callable[[str], Session]
+    tmp_path: Path, sessions: Callable[[str], ShellSession]
 ) -> None:
     ann = sessions("ann")
     assert ann.say("remember a is 1") == "OK, I'll remember that a is 1."

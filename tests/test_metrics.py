@@ -3,18 +3,15 @@ and HEAD), and the counters' own registry, so several bots in one process count 
 
 from __future__ import annotations
 
-import os
 import re
 import socket
-import subprocess
-import sys
-import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import prometheus_client
 import pytest
+from support.cli import ShellSession
 
 from actors.metrics import LATENCY_BUCKETS, Metrics
 
@@ -47,57 +44,17 @@ def raw_request(port: int, method: str, path: str) -> tuple[str, dict[str, str],
     return status, headers, body
 
 
-class RunningShell:
+class RunningShell(ShellSession):
     """`harken shell` with the health endpoint on a free port; stdin stays open."""
 
     def __init__(self, cwd: Path) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HARKEN_")}
-        env.update(HARKEN_HEALTH_ENABLED="true", HARKEN_HEALTH_PORT="0", PYTHONUNBUFFERED="1")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "harken", "shell", "--user", "ann"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=cwd,
-            env=env,
-            text=True,
-        )
-        self.stderr: list[str] = []
-        port = threading.Event()
-        self.port = 0
-
-        def read_stderr() -> None:
-            assert self.process.stderr is not None
-            for line in self.process.stderr:
-                self.stderr.append(line)
-                if found := HEALTH_LINE.search(line):
-                    self.port = int(found.group(1))
-                    port.set()
-            port.set()
-
-        self._reader = threading.Thread(target=read_stderr, daemon=True)
-        self._reader.start()
-        if not port.wait(60) or not self.port:
-            self.stop()
-            pytest.fail(f"harken shell served no health endpoint: {''.join(self.stderr)}")
-
-    def say(self, line: str) -> str:
-        assert self.process.stdin is not None
-        assert self.process.stdout is not None
-        self.process.stdin.write(line + "\n")
-        self.process.stdin.flush()
-        return self.process.stdout.readline().rstrip("\n")
-
-    def stop(self) -> int:
-        if self.process.stdin is not None:
-            self.process.stdin.close()
+        health = {"HARKEN_HEALTH_ENABLED": "true", "HARKEN_HEALTH_PORT": "0"}
+        super().__init__("--user", "ann", cwd=cwd, env={**health, "PYTHONUNBUFFERED": "1"})
         try:
-            code = self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = self.process.wait(30)
-        self._reader.join(10)
-        return code
+            self.port = int(self.wait_stderr(HEALTH_LINE).group(1))
+        except AssertionError:
+            self.stop()
+            raise
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The operations toolkit against real HTTP services on 127.0.0.1 (tests/ops_services.py).
+"""The operations toolkit against real HTTP services on 127.0.0.1 (tests/support/ops_services.py).
 
 Every command runs in the real bot (`TestBot`): services from a real config file, checks
 and `call` over real sockets, runbooks as real processes, watches on the real scheduler.
@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ops_services import ServiceState, dead_port, running_services
+from support.ops_services import ServiceState, dead_port, running_services
 
 from commands.ops.checks import DOWN, SLOW, UP, check, check_all
 from commands.ops.registry import Service
@@ -88,14 +88,6 @@ run = ["ops"]
 """
 
 
-def with_groups(bot: TestBot, groups: dict[str, tuple[str, ...]]) -> TestBot:
-    """The testing input's groups (TestBot builds that input's settings itself)."""
-    inputs = dict(bot.settings.inputs)
-    inputs[INPUT_NAME] = dataclasses.replace(inputs[INPUT_NAME], groups=groups)
-    bot.settings = dataclasses.replace(bot.settings, inputs=inputs)
-    return bot
-
-
 @pytest.fixture
 def services() -> Iterator[tuple[str, ServiceState]]:
     with running_services() as found:
@@ -111,15 +103,8 @@ def settings(tmp_path: Path, services: tuple[str, ServiceState]) -> Settings:
 
 
 @pytest.fixture
-def bot(tmp_path: Path, settings: Settings) -> Iterator[TestBot]:
-    testbot = with_groups(
-        TestBot(tmp_path / "memory", settings=settings, admins=["carol"]),
-        {"ops": ("alice",)},
-    )
-    try:
-        yield testbot
-    finally:
-        testbot.stop()
+def bot(settings: Settings, testbot: TestBot) -> TestBot:
+    return testbot.configure(settings=settings, admins=["carol"], groups={"ops": ["alice"]})
 
 
 # --- Micro Bot parity ----------------------------------------------------------------

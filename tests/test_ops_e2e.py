@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from ops_services import running_services
-from test_cli_e2e import harken
+from support.cli import harken
+from support.ops_services import running_services
 
 pytestmark = pytest.mark.e2e
 

@@ -7,16 +7,12 @@ linear; a plugin's pattern is tried only on messages up to its `max_chars`.
 
 from __future__ import annotations
 
-import dataclasses
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from commands.base import DEFAULT_MAX_CHARS, command
 from commands.loader import load_commands
-from config.settings import Settings
 from harken import TestBot
 
 RUN = 64_000
@@ -83,17 +79,9 @@ def test_built_in_commands_have_no_length_limit_and_plugins_have_one() -> None:
 
 
 @pytest.fixture
-def bot(tmp_path: Path) -> Iterator[TestBot]:
+def bot(testbot: TestBot) -> TestBot:
     # Big enough that a 64,000-character run of 3-byte spaces reaches the patterns.
-    base = Settings()
-    settings = dataclasses.replace(
-        base, bot=dataclasses.replace(base.bot, max_message_bytes=4 * (RUN + 100))
-    )
-    testbot = TestBot(tmp_path / "memory", settings=settings)
-    try:
-        yield testbot
-    finally:
-        testbot.stop()
+    return testbot.configure(settings={"bot.max_message_bytes": 4 * (RUN + 100)})
 
 
 def _answered_alongside_a_ping(bot: TestBot, text: str) -> list[str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,20 +21,14 @@ from config.settings import BotSettings, SchedulerSettings, Settings
 from harken import Context, command, parse_when
 from harken.testbot import TestBot
 
+# `root` is an admin for the `bot` fixture (tests/conftest.py).
+pytestmark = pytest.mark.harken(admins=["root"])
+
 ID = re.compile(r"Job id (\w+):")
 
 
 def settings(**scheduler: object) -> Settings:
     return Settings(scheduler=SchedulerSettings(**scheduler))  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def bot(tmp_path: Path) -> Iterator[TestBot]:
-    testbot = TestBot(tmp_path / "memory", admins=["root"])
-    try:
-        yield testbot
-    finally:
-        testbot.stop()
 
 
 def job_id(confirmation: str) -> str:

@@ -3,22 +3,18 @@ a shell whose input ends, log files that rotate, secrets hidden from runbooks.""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
 import pytest
 from fake_slack import APP_TOKEN, BOT_TOKEN, FakeSlack
-from test_cli_e2e import harken
+from support.cli import Background, harken
 
 pytestmark = pytest.mark.e2e
 
-PROXY_VARS = {"HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"}
 TOKENS = {"HARKEN_SLACK_BOT_TOKEN": BOT_TOKEN, "HARKEN_SLACK_APP_TOKEN": APP_TOKEN}
 
 
@@ -28,58 +24,11 @@ def slack() -> Iterator[FakeSlack]:
         yield fake
 
 
-class Harken:
-    """`python -m harken <args>` in the background; its output goes to files, read as
-    it grows."""
-
-    def __init__(self, *args: str, cwd: Path, stdin: int | IO[bytes] = subprocess.DEVNULL) -> None:
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith("HARKEN_") and k not in PROXY_VARS
-        }
-        env.update(TOKENS)
-        self.out = cwd / "stdout.txt"
-        self.err = cwd / "stderr.txt"
-        with self.out.open("wb") as out, self.err.open("wb") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "harken", *args],
-                stdin=stdin,
-                stdout=out,
-                stderr=err,
-                cwd=cwd,
-                env=env,
-            )
-
-    def wait_for(self, ready: Callable[[], bool], what: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while not ready():
-            if self.proc.poll() is not None and not ready():
-                raise AssertionError(
-                    f"harken exited ({self.proc.returncode}) before {what}; stderr:\n"
-                    + self.err.read_text(errors="replace")
-                )
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {what} within {timeout} s")
-            time.sleep(0.02)
-
-    def wait_stderr(self, text: str, timeout: float = 30) -> None:
-        self.wait_for(lambda: text in self.err.read_text(errors="replace"), repr(text), timeout)
-
-    def stop(self, timeout: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-
-def run_slack(slack: FakeSlack, cwd: Path, *args: str, **kwargs: object) -> Harken:
+def run_slack(
+    slack: FakeSlack, cwd: Path, *args: str, stdin: int | IO[bytes] = subprocess.DEVNULL
+) -> Background:
     url = f"inputs.slack.api_url={slack.api_url}"
-    return Harken("run", "--set", url, *args, cwd=cwd, **kwargs)  # type: ignore[arg-type]
+    return Background("run", "--set", url, *args, cwd=cwd, env=TOKENS, stdin=stdin)
 
 
 # --- a shell whose input ends -------------------------------------------------------

@@ -1,6 +1,6 @@
 """The XMPP input against a real Prosody server, with real slixmpp clients as people.
 
-Each test gets a private Prosody (harken/xmpp_testing.py) on 127.0.0.1 and a free port,
+Each test gets a private Prosody (tests/support/xmpp.py) on 127.0.0.1 and a free port,
 with accounts for the bot and for the people, and stops it afterwards. Without Prosody
 installed these tests skip, except under CI=true, where they must run.
 """
@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.cli import clean_env, harken
+from support.xmpp import Heard, PrivateProsody, XmppPerson, prosody_missing
 
 from actors.event import Event, EventType
 from actors.inputs.testing import Done, Reply, TestingInput
@@ -31,7 +33,6 @@ from actors.services import Services
 from actors.supervision import Handle
 from actors.system import BotSystem, StartupError
 from config import InputSettings, load_settings
-from harken.xmpp_testing import Heard, PrivateProsody, XmppPerson, prosody_missing
 
 BOT_PASSWORD = "bot-secret-7f3a"
 PEOPLE = {"alice": "alice-pw", "bob": "bob-pw", "mallory": "mallory-pw"}
@@ -646,21 +647,10 @@ def test_preflight_names_the_setting_at_fault(
 # --- the command line ----------------------------------------------------------------
 
 
-def _harken_env(extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HARKEN_")}
-    env.update(extra)
-    return env
-
-
 @pytest.mark.e2e
 def test_harken_run_without_a_password_exits_2_with_one_line(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "harken", "run", "--inputs", "xmpp"],
-        capture_output=True,
-        cwd=tmp_path,
-        env=_harken_env({"HARKEN_XMPP_JID": "bot@example.org"}),
-        timeout=60,
-        check=False,
+    done = harken(
+        "run", "--inputs", "xmpp", cwd=tmp_path, env={"HARKEN_XMPP_JID": "bot@example.org"}
     )
     assert done.returncode == 2
     assert done.stderr.decode().strip().splitlines() == [
@@ -681,7 +671,7 @@ def test_harken_run_with_a_wrong_password_exits_2_with_one_line(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        env=_harken_env(
+        env=clean_env(
             {
                 "HARKEN_XMPP_JID": prosody.jid("bot"),
                 "HARKEN_XMPP_PASSWORD": wrong,
@@ -717,7 +707,7 @@ def test_harken_run_answers_over_xmpp_and_stops_on_sigterm(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        env=_harken_env(
+        env=clean_env(
             {
                 "HARKEN_XMPP_JID": prosody.jid("bot"),
                 "HARKEN_XMPP_PASSWORD": BOT_PASSWORD,
