@@ -33,8 +33,9 @@ from actors.supervision import Handle, Supervised, Supervisor
 from actors.workers import WorkerPool
 from commands.base import Registry
 from commands.loader import load_commands
+from config.inputs import INPUTS_GROUP, installed_inputs
 from config.settings import InputSettings, Settings
-from config.validate import access_problems
+from config.validate import access_problems, unmet_needs
 from memory.store import Store, StoreError, open_store
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ __all__ = [
 ]
 
 InputFactory = Callable[[InputSettings, Services, Handle], InputActor]
-INPUT_ENTRY_POINT_GROUP = "harken.inputs"
+INPUT_ENTRY_POINT_GROUP = INPUTS_GROUP
 STOP_DRAIN_SECONDS = 6.0
 """On stop, how long commands already running get to finish and send their replies."""
 STOP_SYNC_SECONDS = 1.0
@@ -62,11 +63,6 @@ DISPATCHER_THREADS = 4
 They only pass messages on, so a few threads serve them all; a message between two of
 them usually finds a dispatcher thread already awake, instead of waking a sleeping one.
 """
-
-
-def installed_inputs() -> list[str]:
-    """Names of the inputs installed packages register under `harken.inputs`."""
-    return sorted(ep.name for ep in entry_points(group=INPUT_ENTRY_POINT_GROUP))
 
 
 def load_input(name: str) -> InputFactory | None:
@@ -150,6 +146,10 @@ class BotSystem:
             preflight = getattr(factory, "preflight", None)
             if preflight is not None:
                 preflight(settings.inputs.get(name) or InputSettings(name=name))
+        # What an input declares it needs and its own preflight did not already refuse.
+        for name in factories:
+            for problem in unmet_needs(settings, name):
+                raise StartupError(f"{problem.key}: {problem.problem}")
         check_job_store(settings.scheduler.job_store(settings.memory.path))
         store_factory = self._store_factory()
         if self._registry is None:

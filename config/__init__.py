@@ -5,9 +5,11 @@
 returns frozen `Settings`; any problem is one `ConfigError` line. `render_settings()`
 shows the effective settings with secrets masked, for `harken check`; `config.validate`
 checks what the settings need beyond valid values (installed inputs, secrets, commands
-named in access rules, a writable data directory).
+named in access rules, a writable data directory). What an input accepts is declared by
+the input itself (`config.inputs`), so an input from another package needs no change here.
 """
 
+from config.inputs import InputSpec
 from config.loader import ConfigError, load_settings, render_settings
 from config.settings import (
     BotSettings,
@@ -23,6 +25,7 @@ __all__ = [
     "BotSettings",
     "ConfigError",
     "InputSettings",
+    "InputSpec",
     "LogSettings",
     "MemorySettings",
     "SchedulerSettings",

@@ -16,10 +16,10 @@ Environment variables:
   `HARKEN_OPS_<KEY>`, `HARKEN_HEALTH_<KEY>` set the keys of those sections, e.g.
   `HARKEN_BOT_WORKERS=32`; `HARKEN_DATA_DIR` is short for `HARKEN_BOT_DATA_DIR`.
 * `HARKEN_<INPUT>_ADMINS` and `HARKEN_<INPUT>_<OPTION>` set an input's admins or an option
-  it already has (a built-in default or a key in the file), e.g. `HARKEN_XMPP_JID`.
-* `HARKEN_<INPUT>_<SECRET>` sets a secret: `HARKEN_SLACK_BOT_TOKEN`,
-  `HARKEN_SLACK_APP_TOKEN`, `HARKEN_XMPP_PASSWORD`, and for any input an option named
-  `token`, `password`, `secret` or ending in `_token`, `_password`, `_secret`.
+  it already has (one the input declares, or a key in the file), e.g.
+  `HARKEN_CHAT_SERVER` for an option `server` of an input `chat`.
+* `HARKEN_<INPUT>_<SECRET>` sets a secret: one the input declares, and for any input a
+  key named `token`, `password`, `secret` or ending in `_token`, `_password`, `_secret`.
 * `HARKEN_CONFIG` names the config file when no path is given.
 
 Values are parsed from text: lists are comma-separated, numbers are numbers, booleans
@@ -27,6 +27,11 @@ are true/false/yes/no/on/off/1/0. Other `HARKEN_*` variables are ignored and lis
 `Settings.unknown_env` so `harken check` can warn about typos. Command-line overrides
 reach every key, the tables' too (`services.web.url`, `access.commands.watch`,
 `inputs.shell.groups.ops`).
+
+What an input accepts comes from its own declaration (`config.inputs`): the types of
+its options, which are paths, which are secrets, which it needs. An input that registers
+its declaration in a light module (as the built-in ones do) is not itself imported, so
+reading the settings loads no chat library.
 
 Paths come out absolute, resolved once here: relative ones from a user config file
 against the file's directory, the others (shipped default, environment, command line)
@@ -51,6 +56,15 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final
 
+from config.inputs import (
+    DeclarationError,
+    InputSpec,
+    input_env_var,
+    input_spec,
+    installed_inputs,
+    installed_specs,
+    is_secret_key,
+)
 from config.ops_config import (
     TableError,
     read_access,
@@ -60,10 +74,7 @@ from config.ops_config import (
     render_ops_tables,
 )
 from config.settings import (
-    BUILTIN_INPUTS,
-    INPUT_OPTION_DEFAULTS,
-    INPUT_PATH_OPTIONS,
-    INPUT_SECRETS,
+    SHELL_INPUT,
     SHIPPED_DEFAULT,
     AccessSettings,
     BotSettings,
@@ -75,8 +86,6 @@ from config.settings import (
     SchedulerSettings,
     Secret,
     Settings,
-    input_env_var,
-    is_secret_key,
 )
 
 log = logging.getLogger(__name__)
@@ -265,7 +274,7 @@ def _port(value: int) -> int:
 # in the tests); what is valid beyond the type is stated here, next to the message.
 _RULES: Final[Mapping[str, _Rule]] = {
     "bot.name": _Rule(str, "a non-empty string", _non_empty),
-    "bot.inputs": _Rule(tuple, 'a list of input names, e.g. ["shell", "slack"]', _input_names),
+    "bot.inputs": _Rule(tuple, 'a list of input names, e.g. ["shell"]', _input_names),
     "bot.timezone": _Rule(str, 'an IANA time zone name such as "Europe/Berlin"', _timezone),
     "bot.command_dirs": _Rule(tuple, "a list of directory paths", _paths),
     "bot.data_dir": _Rule(str, "a non-empty directory path", lambda v: _path(_non_empty(v))),
@@ -385,7 +394,8 @@ def _suggest(key: str, known: Iterable[str]) -> str:
 
 
 def _known_keys() -> list[str]:
-    return [*_RULES, *_TABLES, *(f"inputs.{name}" for name in BUILTIN_INPUTS)]
+    inputs = [SHELL_INPUT, *installed_inputs()]
+    return [*_RULES, *_TABLES, *(f"inputs.{name}" for name in inputs)]
 
 
 # --- reading the file ----------------------------------------------------------------
@@ -453,10 +463,15 @@ class _Builder:
         self.file_label = "default" if source == SHIPPED_DEFAULT else "file"
         self.values: dict[str, Any] = {}
         self.origins: dict[str, str] = {}
-        # Input name -> option name -> value, in the order inputs were first mentioned.
-        self.options: dict[str, dict[str, Any]] = {
-            name: dict(INPUT_OPTION_DEFAULTS[name]) for name in BUILTIN_INPUTS
-        }
+        # Input name -> option name -> value, in the order inputs were first mentioned:
+        # the shell and the installed inputs first, each with the defaults it declares.
+        self.options: dict[str, dict[str, Any]] = {SHELL_INPUT: {}}
+        # Input name -> its declaration (None: it declares nothing, or is not installed).
+        self.specs: dict[str, InputSpec | None] = {SHELL_INPUT: None}
+        # Inputs whose declaration cannot be loaded -> why; an error once one is started.
+        self.broken: dict[str, str] = {}
+        for name, found in installed_specs().items():
+            self._declare(name, found)
         self.admins: dict[str, tuple[str, ...]] = {}
         self.groups: dict[str, dict[str, tuple[str, ...]]] = {}
         self.tables: dict[str, Any] = {}
@@ -466,8 +481,26 @@ class _Builder:
         self.values[key] = value
         self.origins[key] = origin
 
+    def _declare(self, name: str, found: InputSpec | DeclarationError | None) -> None:
+        spec = found if isinstance(found, InputSpec) else None
+        if isinstance(found, DeclarationError):
+            self.broken[name] = str(found)
+        self.specs[name] = spec
+        self.options[name] = dict(spec.defaults) if spec else {}
+
     def input(self, name: str) -> dict[str, Any]:
-        return self.options.setdefault(name, {})
+        """The options of input `name` so far; its declared defaults when first named."""
+        if name not in self.options:
+            try:
+                found: InputSpec | DeclarationError | None = input_spec(name)
+            except DeclarationError as exc:
+                found = exc
+            self._declare(name, found)
+        return self.options[name]
+
+    def is_path(self, name: str, leaf: str) -> bool:
+        spec = self.specs.get(name)
+        return spec is not None and leaf in spec.paths
 
     # -- file --
 
@@ -530,9 +563,9 @@ class _Builder:
                         self.origins[key] = "cli"
                         continue
                 elif leaf in options:
-                    # A built-in option: the default's type says what is valid.
+                    # A declared option: the default's type says what is valid.
                     options[leaf] = self._typed_option(key, options[leaf], value)
-                    if leaf in INPUT_PATH_OPTIONS.get(name, ()):
+                    if self.is_path(name, leaf):
                         options[leaf] = _absolute(options[leaf], self.file_dir)
                 else:
                     options[leaf] = _freeze(value)
@@ -570,7 +603,7 @@ class _Builder:
             current = options.get(leaf, "")
             kind = type(current) if type(current) in _TEXT_KINDS else str
             options[leaf] = _apply(_Rule(kind, _TEXT_KINDS[kind]), key, text, where, text=True)
-            if leaf in INPUT_PATH_OPTIONS.get(name, ()):
+            if self.is_path(name, leaf):
                 options[leaf] = _absolute(options[leaf], self.cwd)
         self.origins[key] = "cli" if origin == _CLI else f"env {origin}"
 
@@ -596,6 +629,12 @@ class _Builder:
         bot: BotSettings = sections["bot"]
         for name in bot.inputs:
             self.input(name)
+            if name in self.broken:
+                raise ConfigError(
+                    "bot.inputs",
+                    f"input {name!r} is installed but what it accepts cannot be read: "
+                    f"{self.broken[name]}",
+                )
         inputs = {
             name: InputSettings(
                 name=name,
@@ -603,6 +642,7 @@ class _Builder:
                 groups=self.groups.get(name, {}),
                 options=options,
                 secrets=self.secrets.get(name, {}),
+                spec=self.specs.get(name),
             )
             for name, options in self.options.items()
         }
@@ -800,7 +840,7 @@ def load_settings(
 
     `path` is the config file (`--config`); without it, `$HARKEN_CONFIG` if set, else the
     shipped `config/harken.toml`. `env` defaults to `os.environ`. `overrides` maps dotted
-    keys to values as typed on the command line, e.g. `{"bot.inputs": "shell,slack"}` or
+    keys to values as typed on the command line, e.g. `{"bot.inputs": "shell"}` or
     `{"services.web.url": "http://web:8080"}`; they are parsed like environment values.
     Relative paths are resolved against the current directory as it is now.
     """
@@ -939,7 +979,8 @@ def render_settings(settings: Settings) -> str:
         ]
         started = "started" if name in settings.bot.inputs else "not started (not in bot.inputs)"
         out += ["", *_table(f"[{_toml_key_path(prefix)}]  # {started}", rows)]
-        secret_names = dict.fromkeys([*INPUT_SECRETS.get(name, ()), *settings_for.secrets])
+        declared = settings_for.spec.secrets if settings_for.spec else ()
+        secret_names = dict.fromkeys([*declared, *settings_for.secrets])
         for leaf in secret_names:
             var = input_env_var(name, leaf)
             shown = '"***"' if leaf in settings_for.secrets else "(unset)"
@@ -961,7 +1002,8 @@ def _env_hint(var: str, settings: Settings) -> str:
     """` (did you mean HARKEN_X?)` for an ignored variable close to a real one, else ''."""
     known = [DATA_DIR_ENV_VAR, *(f"HARKEN_{key.replace('.', '_')}".upper() for key in _RULES)]
     for name, settings_for in settings.inputs.items():
-        leaves = ["admins", *settings_for.options, *INPUT_SECRETS.get(name, ())]
+        declared = settings_for.spec.secrets if settings_for.spec else ()
+        leaves = ["admins", *settings_for.options, *declared]
         known += [input_env_var(name, leaf) for leaf in leaves]
     match = difflib.get_close_matches(var, known, n=1, cutoff=0.8)
     return f" (did you mean {match[0]}?)" if match else ""

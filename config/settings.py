@@ -4,7 +4,8 @@ These dataclasses are plain, frozen values. They do not validate themselves: the
 (`config.loader`) checks every value before building them, so a bad file, environment
 variable or flag is reported as one clear `ConfigError` instead of failing somewhere deep
 inside an actor. The defaults here are the single source of truth; the shipped
-`config/harken.toml` repeats them for readers, and a test keeps the two equal.
+`config/harken.toml` repeats them for readers, and a test keeps the two equal. An input's
+options are not listed here: each input declares its own (`config.inputs`).
 """
 
 from __future__ import annotations
@@ -15,103 +16,14 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
 
+from config.inputs import InputSpec, installed_specs
+
 SHIPPED_DEFAULT: Final = "<shipped default>"
 """`Settings.source` when the settings came from the shipped `config/harken.toml`."""
 
-BUILTIN_INPUTS: Final = ("shell", "slack", "xmpp")
-"""Inputs that ship with Harken; `Settings.inputs` always has an entry for each."""
-
-INPUT_OPTION_DEFAULTS: Final[Mapping[str, Mapping[str, Any]]] = MappingProxyType(
-    {
-        "shell": MappingProxyType({}),
-        "slack": MappingProxyType(
-            {
-                # Web API base URL; tests point it at a local fake Slack.
-                "api_url": "https://slack.com/api/",
-                # In channels, a message starting with this is for the bot ("" turns it off).
-                "prefix": "!",
-                # Replies per channel: sustained rate and burst (Slack allows ~1/s per channel).
-                "replies_per_second": 1.0,
-                "reply_burst": 4,
-                # Seconds between websocket pings; a dead connection is noticed within a few.
-                "ping_interval": 5.0,
-                # In channels, errors that concern only the asker are shown to them alone.
-                "ephemeral_errors": True,
-            }
-        ),
-        "xmpp": MappingProxyType(
-            {
-                # The bot's own account; empty means the XMPP input cannot start.
-                "jid": "",
-                # Multi-user chat rooms to join, e.g. "ops@conference.example.org".
-                "rooms": (),
-                # Nickname used in rooms.
-                "nick": "harken",
-                # Server host and port; an empty host means "look it up from the JID's domain".
-                "host": "",
-                "port": 5222,
-                # Allow login without TLS: only for a test server on loopback.
-                "allow_plaintext": False,
-                # TLS from the first byte (port 5223 style) instead of STARTTLS.
-                "direct_tls": False,
-                # CA bundle to verify the server's certificate; empty uses the system's.
-                "ca_file": "",
-                # In rooms, also answer messages starting with this (e.g. "!"); the nick
-                # ("harken: ping") always works.
-                "prefix": "",
-                # Bare JIDs or domains allowed to talk to the bot; empty allows everyone.
-                "allow_from": (),
-                # Reconnect backoff: first delay, doubling up to the maximum (seconds).
-                "reconnect_delay": 1.0,
-                "reconnect_max_delay": 60.0,
-                # Replies kept while disconnected, sent after reconnecting; the oldest
-                # beyond this are dropped (and logged).
-                "queue_limit": 1000,
-                # Ping the server this often (seconds) to notice a dead connection; 0: off.
-                "ping_interval": 60.0,
-            }
-        ),
-    }
-)
-"""Options each built-in input understands, with their defaults.
-
-Options have no fixed schema here because each input validates its own; but knowing the
-built-in ones lets the loader type-check them and map environment variables onto them.
-"""
-
-INPUT_SECRETS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
-    {
-        "shell": (),
-        "slack": ("bot_token", "app_token"),
-        "xmpp": ("password",),
-    }
-)
-"""Secrets each built-in input reads, always from `HARKEN_<INPUT>_<NAME>` in the environment."""
-
-INPUT_REQUIRED_OPTIONS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType({"xmpp": ("jid",)})
-"""Options a built-in input cannot start without, so `harken check` can say so."""
-
-INPUT_PATH_OPTIONS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType({"xmpp": ("ca_file",)})
-"""Options of built-in inputs that are file paths, resolved like the other paths."""
-
-
-def is_secret_key(key: str) -> bool:
-    """Whether an input option name denotes a secret.
-
-    A naming rule rather than a list, so third-party inputs get the same protection
-    (refused in files, read from the environment, masked in output) without registering
-    anything: `token`, `password`, `secret`, or a name ending in `_token`, `_password` or
-    `_secret` (e.g. Slack's `signing_secret`).
-    """
-    key = key.lower()
-    return key in {"token", "password", "passwd", "secret"} or key.endswith(
-        ("_token", "_password", "_secret")
-    )
-
-
-def input_env_var(input_name: str, key: str) -> str:
-    """The environment variable for an input key: `HARKEN_<INPUT>_<KEY>`, upper case."""
-    return f"HARKEN_{input_name}_{key}".upper()
+SHELL_INPUT: Final = "shell"
+"""The terminal input: wired by the command line rather than an entry point, and without
+options of its own. `Settings.inputs` always has an entry for it."""
 
 
 class Secret:
@@ -175,7 +87,7 @@ class BotSettings:
     name: str = "harken"
     """Name the bot answers to and signs with."""
     inputs: tuple[str, ...] = ("shell",)
-    """Inputs to start, by name (`shell`, `slack`, `xmpp`, or a third-party input)."""
+    """Inputs to start, by name: `shell`, or any input installed under `harken.inputs`."""
     timezone: str = "UTC"
     """Default IANA time zone for users who have not set their own."""
     command_dirs: tuple[str, ...] = ()
@@ -344,9 +256,13 @@ class InputSettings:
     groups: Mapping[str, tuple[str, ...]] = field(default_factory=_no_options)
     """Named groups of user ids on this input (`ops = ["alice"]`), for `[access.commands]`."""
     options: Mapping[str, Any] = field(default_factory=_no_options)
-    """Every other key of the section, read-only; each input validates its own."""
+    """Every other key of the section, read-only: the declared options (each with its
+    default unless set) and any key the input does not declare; the input checks them."""
     secrets: Mapping[str, Secret] = field(default_factory=_no_secrets)
     """Secrets from `HARKEN_<INPUT>_<NAME>` environment variables; only those set."""
+    spec: InputSpec | None = field(default=None, compare=False, repr=False)
+    """What the input declares (`config.inputs`), or None for an input that declares
+    nothing or is not installed here. How the options were read, not configuration."""
 
     def __post_init__(self) -> None:
         # Callers (tests, other code) may pass plain dicts; keep the object read-only.
@@ -358,13 +274,14 @@ class InputSettings:
 
 
 def default_inputs() -> Mapping[str, InputSettings]:
-    """The `inputs` of default settings: every built-in input with its default options."""
-    return MappingProxyType(
-        {
-            name: InputSettings(name=name, options=INPUT_OPTION_DEFAULTS[name])
-            for name in BUILTIN_INPUTS
-        }
-    )
+    """The `inputs` of default settings: the shell, and each installed input with the
+    defaults it declares (an input whose declaration cannot be loaded gets none)."""
+    inputs = {SHELL_INPUT: InputSettings(name=SHELL_INPUT)}
+    for name, found in installed_specs().items():
+        spec = found if isinstance(found, InputSpec) else None
+        options = spec.defaults if spec else {}
+        inputs[name] = InputSettings(name=name, options=options, spec=spec)
+    return MappingProxyType(inputs)
 
 
 @dataclass(frozen=True)
@@ -381,8 +298,8 @@ class Settings:
     runbooks: Mapping[str, RunbookSettings] = field(default_factory=_no_options)
     access: AccessSettings = field(default_factory=AccessSettings)
     inputs: Mapping[str, InputSettings] = field(default_factory=default_inputs)
-    """Always has `shell`, `slack` and `xmpp`, plus every input named in the file or in
-    `bot.inputs`."""
+    """Always has `shell` and every installed input, plus every input named in the file or
+    in `bot.inputs`."""
     source: str = SHIPPED_DEFAULT
     """Path of the config file used, or `<shipped default>`."""
     origins: Mapping[str, str] = field(default_factory=_no_options, compare=False, repr=False)

@@ -1,10 +1,11 @@
 """What a configuration needs beyond well-formed values, checked before Harken starts.
 
 `load_settings` checks each value on its own. Whether the settings can run depends on
-more: the inputs installed, the commands loaded, the environment's secrets, the disk.
-`harken check` runs every check here so that it passes exactly the configurations
-`harken run` accepts, and `run` itself refuses the access rules that would otherwise
-be misapplied (a rule for a misspelt command leaves the real one open to everyone).
+more: the inputs installed and what each declares it needs, the commands loaded, the
+disk. `harken check` runs every check here so that it passes exactly the configurations
+`harken run` accepts; `run` itself refuses an input lacking what it declares it needs,
+and the access rules that would otherwise be misapplied (a rule for a misspelt command
+leaves the real one open to everyone).
 
 Each problem is a `ConfigError` naming the key, one line, as the loader's are.
 """
@@ -15,15 +16,18 @@ import difflib
 import os
 from collections.abc import Collection, Iterable
 from pathlib import Path
+from typing import Any
 
+from config.inputs import input_env_var
 from config.loader import ConfigError
-from config.settings import INPUT_REQUIRED_OPTIONS, INPUT_SECRETS, Settings, input_env_var
+from config.settings import Settings
 
 __all__ = [
     "access_problems",
     "input_problems",
     "load_problems",
     "path_problems",
+    "unmet_needs",
 ]
 
 
@@ -33,7 +37,8 @@ def _closest(name: str, known: Iterable[str]) -> str:
 
 
 def input_problems(settings: Settings, available: Collection[str]) -> list[ConfigError]:
-    """Inputs in `bot.inputs` that are not installed, or lack a secret or option they need."""
+    """Inputs in `bot.inputs` that are not installed, or lack a secret or option they
+    declare they need."""
     problems = []
     for name in settings.bot.inputs:
         if name not in available:
@@ -45,27 +50,40 @@ def input_problems(settings: Settings, available: Collection[str]) -> list[Confi
                 )
             )
             continue
-        input_settings = settings.inputs.get(name)
-        secrets = input_settings.secrets if input_settings else {}
-        options = input_settings.options if input_settings else {}
-        for secret in INPUT_SECRETS.get(name, ()):
-            if secret not in secrets:
-                var = input_env_var(name, secret)
-                problems.append(
-                    ConfigError(
-                        f"inputs.{name}.{secret}",
-                        f"is not set: the {name} input needs {var} in the environment",
-                    )
-                )
-        for option in INPUT_REQUIRED_OPTIONS.get(name, ()):
-            if not str(options.get(option, "")).strip():
-                problems.append(
-                    ConfigError(
-                        f"inputs.{name}.{option}",
-                        f"is required to start the {name} input (or "
-                        f"{input_env_var(name, option)} in the environment)",
-                    )
-                )
+        problems += unmet_needs(settings, name)
+    return problems
+
+
+def _empty(value: Any) -> bool:
+    if isinstance(value, str):
+        return not value.strip()
+    return value is None or (isinstance(value, Collection) and not value)
+
+
+def unmet_needs(settings: Settings, name: str) -> list[ConfigError]:
+    """The secrets and options input `name` declares required (`config.inputs`) that are
+    unset or empty: secrets first, each in the order declared."""
+    input_settings = settings.inputs.get(name)
+    spec = input_settings.spec if input_settings else None
+    if input_settings is None or spec is None:
+        return []
+    problems = [
+        ConfigError(
+            f"inputs.{name}.{secret}",
+            f"is not set: the {name} input needs {input_env_var(name, secret)} in the environment",
+        )
+        for secret in spec.secrets
+        if secret in spec.required and secret not in input_settings.secrets
+    ]
+    problems += [
+        ConfigError(
+            f"inputs.{name}.{option}",
+            f"is required to start the {name} input (or {input_env_var(name, option)} in "
+            "the environment)",
+        )
+        for option in spec.required
+        if option not in spec.secrets and _empty(input_settings.options.get(option))
+    ]
     return problems
 
 

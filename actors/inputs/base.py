@@ -5,7 +5,9 @@ router (`Inbound`) and sends what it is told to send: `Outbound` (one message, n
 `Answered` (the complete answer to one of its events).
 
 A new input is a subclass registered under the `harken.inputs` entry point group, so a
-third party can add one without touching Harken's code.
+third party can add one without touching Harken's code. It declares what it can be
+configured with in a dataclass (`options_class`; see `config.inputs`), which the config
+loader reads to check `[inputs.<name>]` and find its secrets.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from actors.event import Event
 from actors.messages import Answered, Inbound, Outbound
@@ -33,6 +35,12 @@ class InputActor(SupervisedActor):
     calls before any actor starts: raise `StartupError` there (a missing token, a
     credential the server refuses) and Harken stops with that one line and exit 2.
     """
+
+    options_class: ClassVar[type[Any] | None] = None
+    """The dataclass declaring this input's options and secrets (`config.inputs`), or
+    None for an input without any. The loader reads it through the `harken.inputs` entry
+    point, which imports the input's module: an input whose module is heavy also
+    registers the dataclass alone under `harken.input_options`."""
 
     @classmethod
     def preflight(cls, settings: InputSettings) -> None:

@@ -40,10 +40,10 @@ from actors.errors import StartupError
 from actors.event import Event
 from actors.inputs.base import InputActor, RepliesInbox
 from actors.inputs.slack_intake import Intake
-from actors.inputs.slack_options import SlackOptions, tokens
+from actors.inputs.slack_options import SlackOptions
 from actors.inputs.slack_outbox import Outbox, answer_tracing, why
 from actors.messages import Answered
-from config.settings import input_env_var
+from config.inputs import input_env_var
 
 if TYPE_CHECKING:
     from actors.services import Services
@@ -70,6 +70,7 @@ class SlackInput(InputActor):
     """Harken on Slack: answers DMs, mentions, the prefix in channels, and button clicks."""
 
     actor_inbox: RepliesInbox
+    options_class = SlackOptions
 
     @staticmethod
     def _create_actor_inbox() -> Any:
@@ -78,8 +79,9 @@ class SlackInput(InputActor):
     @classmethod
     def preflight(cls, settings: InputSettings) -> None:
         """Check options and both tokens against Slack before anything starts."""
-        url = SlackOptions.of(settings).api_url
-        bot_token, app_token = tokens(settings)
+        options = SlackOptions.of(settings)
+        url = options.api_url
+        bot_token, app_token = options.bot_token.reveal(), options.app_token.reveal()
         web = WebClient(base_url=url, timeout=15, logger=_preflight_logger)
         bot_var = input_env_var(settings.name, "bot_token")
         app_var = input_env_var(settings.name, "app_token")
@@ -96,7 +98,8 @@ class SlackInput(InputActor):
     def __init__(self, settings: InputSettings, services: Services, router: Handle) -> None:
         super().__init__(settings, services, router)
         self.options = SlackOptions.of(settings)
-        self._bot_token, self._app_token = tokens(settings)
+        self._bot_token = self.options.bot_token.reveal()
+        self._app_token = self.options.app_token.reveal()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._run_loop, name=f"slack-loop:{settings.name}", daemon=True

@@ -61,6 +61,8 @@ _WARNED_SENDERS_MAX = 10_000
 
 
 class XmppInput(InputActor):
+    options_class = XmppOptions
+
     @classmethod
     def preflight(cls, settings: InputSettings) -> None:
         """Check the options, then log in once: a password the server refuses stops

@@ -1,25 +1,29 @@
 """The XMPP input's settings, checked once: `[inputs.xmpp]` plus `HARKEN_XMPP_PASSWORD`.
 
-The config loader type-checks the options against their defaults
-(`config.settings.INPUT_OPTION_DEFAULTS["xmpp"]`); what makes a value valid beyond its
-type (a JID with a local part, a port in range, a positive delay) is checked here, so
-that `harken run --inputs xmpp` stops with one line naming the key instead of failing
-later on a thread nobody watches.
+`XmppOptions` is also the input's declaration (the `harken.input_options` entry point):
+the config loader type-checks the options against its defaults, resolves `ca_file` as a
+path and reads the password from the environment. `harken check` imports this module,
+so it imports slixmpp only when options are checked for a start. What makes a value
+valid beyond its type (a JID with a local part, a port in range, a positive delay) is
+checked here, so that `harken run --inputs xmpp` stops with one line naming the key
+instead of failing later on a thread nobody watches.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from slixmpp.jid import JID, InvalidJID
-
 from actors.errors import StartupError
-from config.settings import INPUT_OPTION_DEFAULTS, InputSettings, Secret, input_env_var
+from config.inputs import InputSpec, input_env_var
+from config.settings import InputSettings, Secret
 
 
 def _bare_jid(key: str, text: str, *, need_user: bool = True) -> str:
+    # slixmpp is imported here, not at the top: the loader imports this module.
+    from slixmpp.jid import JID, InvalidJID
+
     try:
         jid = JID(text.strip())
     except InvalidJID as exc:
@@ -29,34 +33,51 @@ def _bare_jid(key: str, text: str, *, need_user: bool = True) -> str:
     return str(jid.bare)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class XmppOptions:
-    jid: str
-    """The bot's account as written (a resource, if given, is kept)."""
-    password: Secret
-    rooms: tuple[str, ...]
-    """Bare room JIDs, normalised (lower case)."""
-    nick: str
-    host: str
-    port: int
-    allow_plaintext: bool
-    direct_tls: bool
-    ca_file: str
-    prefix: str
-    allow_from: tuple[str, ...]
+    """`[inputs.xmpp]` options and the password, checked; the defaults are the input's."""
+
+    jid: str = field(default="", metadata={"required": True})
+    """The bot's account as written (a resource, if given, is kept); required."""
+    password: Secret = field(metadata={"secret": True, "required": True})
+    rooms: tuple[str, ...] = ()
+    """Multi-user chat rooms to join; once checked, bare room JIDs in lower case."""
+    nick: str = "harken"
+    """Nickname used in rooms."""
+    host: str = ""
+    """Server host; empty means "look it up from the JID's domain"."""
+    port: int = 5222
+    allow_plaintext: bool = False
+    """Allow login without TLS: only for a test server on loopback."""
+    direct_tls: bool = False
+    """TLS from the first byte (port 5223 style) instead of STARTTLS."""
+    ca_file: str = field(default="", metadata={"path": True})
+    """CA bundle to verify the server's certificate; empty uses the system's."""
+    prefix: str = ""
+    """In rooms, also answer messages starting with this (e.g. "!"); the nick
+    ("harken: ping") always works."""
+    allow_from: tuple[str, ...] = ()
     """Bare JIDs and domains allowed to talk to the bot; empty allows everyone."""
-    reconnect_delay: float
-    reconnect_max_delay: float
-    queue_limit: int
-    ping_interval: float
+    reconnect_delay: float = 1.0
+    """Reconnect backoff: the first delay, doubling up to the maximum (seconds)."""
+    reconnect_max_delay: float = 60.0
+    queue_limit: int = 1000
+    """Replies kept while disconnected, sent after reconnecting; the oldest beyond this
+    are dropped (and logged)."""
+    ping_interval: float = 60.0
+    """Ping the server this often (seconds) to notice a dead connection; 0: off."""
 
     @property
     def bare_jid(self) -> str:
+        from slixmpp.jid import JID
+
         return str(JID(self.jid).bare)
 
     @property
     def server(self) -> str:
         """Where the bot connects, for log lines."""
+        from slixmpp.jid import JID
+
         return f"{self.host}:{self.port}" if self.host else f"{JID(self.jid).domain} (DNS)"
 
     def allows(self, bare_jid: str) -> bool:
@@ -70,7 +91,7 @@ class XmppOptions:
     def from_settings(cls, settings: InputSettings) -> XmppOptions:
         """Check the settings; raise `StartupError` naming the first bad key."""
         name = settings.name
-        raw: Mapping[str, Any] = {**INPUT_OPTION_DEFAULTS["xmpp"], **settings.options}
+        raw: Mapping[str, Any] = {**InputSpec.of(cls).defaults, **settings.options}
 
         def key(leaf: str) -> str:
             return f"inputs.{name}.{leaf}"
