@@ -57,6 +57,9 @@ class Command:
     """Runs on the command actor's thread, not a worker: see the module's docstring."""
     source: str = "builtin"
     """Where the command came from: `builtin`, `entry point NAME`, or a file path."""
+    hidden: bool = False
+    """Harken's own: run by the scheduler only, never matched for what a person types,
+    listed nowhere (e.g. `watch-check`, what a watch runs)."""
     regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
     params: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
@@ -117,12 +120,14 @@ def command(
     description: str | None = None,
     admin_only: bool = False,
     quick: bool = False,
+    hidden: bool = False,
 ) -> Callable[[CommandFunc], Command]:
     """Declare a plain function as a command.
 
     `name` defaults to the function's name, `usage` to the name, and `description` to
     the first line of the function's docstring. `quick=True` for a function that only
-    computes its reply from its arguments (see the module's docstring).
+    computes its reply from its arguments (see the module's docstring). `hidden=True`
+    for a command only scheduled jobs run (see `Command.hidden`).
     """
 
     def wrap(func: CommandFunc) -> Command:
@@ -135,6 +140,7 @@ def command(
             description=description,
             admin_only=admin_only,
             quick=quick,
+            hidden=hidden,
         )
 
     return wrap
@@ -150,6 +156,7 @@ def declared(
     description: str | None,
     admin_only: bool,
     quick: bool = False,
+    hidden: bool = False,
 ) -> Command:
     """The `Command` a decorator declares: what it leaves out comes from `declared_by`,
     the decorated function (name from its name, description from its docstring)."""
@@ -163,6 +170,7 @@ def declared(
         description=description or (doc[0] if doc else ""),
         admin_only=admin_only,
         quick=quick,
+        hidden=hidden,
     )
 
 
@@ -204,16 +212,23 @@ class Registry(Mapping[str, Command]):
         return len(self._by_pattern)
 
     def by_name(self, name: str) -> Command | None:
-        return self._by_name.get(name.lower())
+        """The command called `name`; hidden commands are not found."""
+        cmd = self._by_name.get(name.lower())
+        return None if cmd is None or cmd.hidden else cmd
 
     def names(self) -> list[str]:
-        return list(self._by_name)
+        """The names people may use (hidden commands left out)."""
+        return [name for name, cmd in self._by_name.items() if not cmd.hidden]
 
     def commands(self) -> list[Command]:
         return list(self._by_pattern.values())
 
-    def find(self, text: str) -> tuple[Command, re.Match[str]] | None:
+    def find(self, text: str, *, hidden: bool = False) -> tuple[Command, re.Match[str]] | None:
+        """The first command matching `text`; hidden ones only with `hidden=True` (for
+        the text of a scheduled job, never for what a person typed)."""
         for cmd in self._by_pattern.values():
+            if cmd.hidden and not hidden:
+                continue
             match = cmd.regex.match(text)
             if match is not None:
                 return cmd, match
