@@ -84,6 +84,11 @@ class Shell:
             self.proc.send_signal(signal.SIGTERM)
         try:
             return self.proc.wait(timeout=WAIT)
+        except subprocess.TimeoutExpired:
+            tail = "\n".join(self.log[-40:])
+            raise AssertionError(
+                f"harken did not stop within {WAIT} s; it logged:\n{tail}"
+            ) from None
         finally:
             self._reader.join(timeout=WAIT)
             self._log_reader.join(timeout=WAIT)

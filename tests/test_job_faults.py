@@ -155,7 +155,7 @@ def test_kill_9_during_a_burst_of_due_jobs_loses_none_and_repeats_none_recorded(
         line = second.expect(r"\bjob-[rc]\d\d\b")
         waiting -= {j for j in list(waiting) if mentions([line], j)}
     listening(second)
-    assert second.stop() == 0
+    assert second.stop() == 0, second.log
     after = second.printed()
 
     for job_id in REMINDERS + COMMANDS:
