@@ -175,7 +175,8 @@ class ConversationActor(PooledActor):
             services.workers.submit(self._dialog_job(event).answer, self.dialog)
             return
         text = event.data.strip()
-        found = services.registry.find(text)
+        # Harken's hidden commands match only the text of a scheduled job.
+        found = services.registry.find(text, hidden=bool(event.meta.get("scheduled")))
         if found is not None and dialog_of(found[0]) is not None:
             services.workers.submit(self._dialog_job(event).start, found[0])
             return

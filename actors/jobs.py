@@ -9,6 +9,12 @@ is read by the next.
 spec and a `Due` (the scheduled run times, now, the grace time): on time, late with a
 note saying how late, or, beyond the grace time, a message telling the person what
 was missed. It returns the actor messages to send; the scheduler actor sends them.
+A quiet job (one running a hidden command, such as a watch's check) says nothing
+about being late or missed: it just runs, once for all the runs that were due.
+
+A `Delivery` is a due run as the job store's outbox records it before anything is
+sent (see actors/scheduler_actor.py); `when_interrupted` is what the person is told
+when Harken stopped after handing a deferred command over and before its answer.
 """
 
 from __future__ import annotations
@@ -25,14 +31,21 @@ from actors.messages import Inbound, Outbound
 
 __all__ = [
     "LATE_NOTE_AFTER",
+    "MAX_RUN_TIMES",
     "CancelResult",
+    "Delivery",
     "Due",
     "JobInfo",
     "JobKind",
     "JobSpec",
     "say_delay",
     "when_due",
+    "when_interrupted",
 ]
+
+MAX_RUN_TIMES = 1000
+"""Run times a delivery keeps: a job missed for a year every minute is one message
+saying how many runs were due, not half a million timestamps."""
 
 LATE_NOTE_AFTER = timedelta(seconds=60)
 """A run later than this is marked late even if Harken was up (a suspended machine)."""
@@ -119,6 +132,12 @@ class Due:
     grace: timedelta
     next_run: datetime | None = None
     """The next run of a recurring job, None for a one-off."""
+    runs: int = 0
+    """How many runs were due, when `run_times` holds only the latest (0: all of them)."""
+
+    @property
+    def count(self) -> int:
+        return max(self.runs, len(self.run_times))
 
     @property
     def scheduled(self) -> datetime:
@@ -142,6 +161,34 @@ class Due:
         return self.late_by > self.grace
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """Due runs of one job, recorded in the job store's outbox before they are sent.
+
+    Usually one record (`ids`) for one firing; records of the same job left unsent
+    while Harken was down are sent as one, like the runs of a coalesced job.
+    """
+
+    ids: tuple[int, ...]
+    """The outbox records this delivery stands for."""
+    job_id: str
+    spec: JobSpec
+    run_times: tuple[datetime, ...]
+    """The runs this delivery is for, oldest first (the latest `MAX_RUN_TIMES` of them)."""
+    runs: int
+    """How many runs it is for."""
+    zone: str
+    """The time zone to show times in (IANA name)."""
+    next_run: datetime | None
+    """The next run of a recurring job when it fell due; None for a one-off."""
+    handed: bool = False
+    """A deferred command was handed over to run, and no answer was recorded."""
+    final: bool = False
+    """The job was removed as this firing was recorded (a one-off's only run)."""
+    spec_json: str = ""
+    """`spec` as the job stores it, when at hand (saves encoding it again)."""
+
+
 def say_delay(delta: timedelta) -> str:
     """`3 h 2 min`, `45 s`, `1.2 s`: short and exact enough for a person."""
     seconds = delta.total_seconds()
@@ -159,7 +206,12 @@ def say_delay(delta: timedelta) -> str:
 
 
 def when_due(
-    spec: JobSpec, due: Due, *, bot_name: str, show: Callable[[datetime], str] | None = None
+    spec: JobSpec,
+    due: Due,
+    *,
+    bot_name: str,
+    show: Callable[[datetime], str] | None = None,
+    quiet: bool = False,
 ) -> list[Inbound | Outbound]:
     """The messages to send for a job that fell due.
 
@@ -167,12 +219,14 @@ def when_due(
     A reminder becomes an `Outbound` to the person; a command becomes an `Inbound` as the
     person, whose answer the conversation sends to the same place. A late run gets a
     note saying by how much; a run beyond the grace time is not done, and the person is
-    told what was missed (and, for a recurring job, when it runs next).
+    told what was missed (and, for a recurring job, when it runs next). A `quiet`
+    command (Harken's own, such as a watch's check) runs however late, without a note:
+    missed runs are caught up silently, and only what the command says is heard.
     """
     fmt = show or (lambda moment: moment.isoformat(timespec="seconds"))
     event = spec.event
     person = event.display_name or event.user
-    count = len(due.run_times)
+    count = due.count
     runs = f" ({count} runs were due; this is one for all of them)" if count > 1 else ""
     why = " while I was not running" if due.fell_due_while_down else ""
     nxt = f" Next run: {fmt(due.next_run)}." if due.next_run is not None else ""
@@ -180,6 +234,9 @@ def when_due(
         "scheduled_for": due.scheduled.isoformat(),
         "late_seconds": round(due.late_by.total_seconds(), 3),
     }
+
+    if quiet and spec.kind is JobKind.RUN:
+        return [_as_person(spec, meta)]
 
     if due.missed:
         late = (
@@ -209,22 +266,47 @@ def when_due(
     if note:
         text = f"Running `{spec.text}` for {person}{note}."
         messages.append(Outbound(_to_person(event, text, bot_name, meta)))
-    messages.append(
-        Inbound(
-            Event(
-                type=EventType.TEXT,
-                sender=event.user,
-                to=event.to,
-                data=spec.text,
-                input=event.input,
-                channel=event.channel,
-                thread=event.thread,
-                display_name=event.display_name,
-                meta={"scheduled": True, **meta},
-            )
+    messages.append(_as_person(spec, meta))
+    return messages
+
+
+def when_interrupted(
+    spec: JobSpec,
+    scheduled: datetime,
+    *,
+    bot_name: str,
+    show: Callable[[datetime], str] | None = None,
+) -> Outbound:
+    """What the person is told about a deferred command that Harken handed over to run
+    but stopped before its answer: it may have run, so it is not run again."""
+    fmt = show or (lambda moment: moment.isoformat(timespec="seconds"))
+    event = spec.event
+    person = event.display_name or event.user
+    text = (
+        f"{person}, I stopped while `{spec.text}` (due {fmt(scheduled)}) was running or "
+        "about to run, so I cannot tell whether it did; I did not run it again. "
+        "Say it again if you still want it."
+    )
+    meta = {"scheduled_for": scheduled.isoformat(), "interrupted": True}
+    return Outbound(_to_person(event, text, bot_name, meta, EventType.ERROR))
+
+
+def _as_person(spec: JobSpec, meta: dict[str, Any]) -> Inbound:
+    """The deferred command, said as the person, where they scheduled it."""
+    event = spec.event
+    return Inbound(
+        Event(
+            type=EventType.TEXT,
+            sender=event.user,
+            to=event.to,
+            data=spec.text,
+            input=event.input,
+            channel=event.channel,
+            thread=event.thread,
+            display_name=event.display_name,
+            meta={"scheduled": True, **meta},
         )
     )
-    return messages
 
 
 def _to_person(

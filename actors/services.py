@@ -8,6 +8,7 @@ handles, which the supervisor updates when it restarts an actor.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -49,6 +50,10 @@ class Services:
     """Counters for `/metrics` and `status` (actors/metrics.py); thread-safe."""
     started_at: float = 0.0
     """When the system finished starting (time.time()), for `status`'s uptime."""
+    job_answered: Callable[[Event], None] | None = None
+    """Set by the scheduler actor: called once the answer to a scheduled command (an
+    event with `meta["scheduled"]`) is on its way to the input, so that the job's
+    delivery can be recorded (actors/scheduler_actor.py)."""
 
     def is_admin(self, event: Event) -> bool:
         settings = self.settings.inputs.get(event.input)
@@ -63,6 +68,10 @@ class Services:
         """Send the complete answer to a person's message back to its input."""
         self.metrics.messages_out(event.input, len(replies))
         self._tell_input(event.input, Answered(event.id, tuple(replies)))
+        if event.meta.get("scheduled"):
+            hook = self.job_answered
+            if hook is not None:
+                hook(event)
 
     def _tell_input(self, name: str, message: Outbound | Answered) -> None:
         handle = self.inputs.get(name)

@@ -133,6 +133,9 @@ class Command:
     max_chars: int | None = DEFAULT_MAX_CHARS
     """Longest message the pattern is tried on (None: any the router lets through);
     a longer one gets a reply that says the limit (`Registry.limit_reply`)."""
+    hidden: bool = False
+    """Harken's own: run by the scheduler only, never matched for what a person types,
+    listed nowhere (e.g. `watch-check`, what a watch runs)."""
     regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
     params: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
@@ -203,6 +206,7 @@ def command(
     admin_only: bool = False,
     quick: bool = False,
     max_chars: int | None = DEFAULT_MAX_CHARS,
+    hidden: bool = False,
 ) -> Callable[[CommandFunc], Command]:
     """Declare a plain function (or an `async def` one) as a command.
 
@@ -210,6 +214,7 @@ def command(
     the first line of the function's docstring. `quick=True` for a function that only
     computes its reply from its arguments (see the module's docstring). `max_chars`:
     the longest message the pattern is tried on (None for a pattern known to be linear).
+    `hidden=True` for a command only scheduled jobs run (see `Command.hidden`).
     """
 
     def wrap(func: CommandFunc) -> Command:
@@ -224,6 +229,7 @@ def command(
             admin_only=admin_only,
             quick=quick,
             max_chars=max_chars,
+            hidden=hidden,
         )
 
     return wrap
@@ -240,6 +246,7 @@ def declared(
     admin_only: bool,
     quick: bool = False,
     max_chars: int | None = DEFAULT_MAX_CHARS,
+    hidden: bool = False,
 ) -> Command:
     """The `Command` a decorator declares: what it leaves out comes from `declared_by`,
     the decorated function (name from its name, description from its docstring)."""
@@ -254,6 +261,7 @@ def declared(
         admin_only=admin_only,
         quick=quick,
         max_chars=max_chars,
+        hidden=hidden,
     )
 
 
@@ -295,19 +303,25 @@ class Registry(Mapping[str, Command]):
         return len(self._by_pattern)
 
     def by_name(self, name: str) -> Command | None:
-        return self._by_name.get(name.lower())
+        """The command called `name`; hidden commands are not found."""
+        cmd = self._by_name.get(name.lower())
+        return None if cmd is None or cmd.hidden else cmd
 
     def names(self) -> list[str]:
-        return list(self._by_name)
+        """The names people may use (hidden commands left out)."""
+        return [name for name, cmd in self._by_name.items() if not cmd.hidden]
 
     def commands(self) -> list[Command]:
         return list(self._by_pattern.values())
 
-    def find(self, text: str) -> tuple[Command, re.Match[str]] | None:
-        """The first command whose pattern matches `text`, with its match. A command's
-        pattern is not tried on text longer than its `max_chars`."""
+    def find(self, text: str, *, hidden: bool = False) -> tuple[Command, re.Match[str]] | None:
+        """The first command matching `text`, with its match. A command's pattern is not
+        tried on text longer than its `max_chars`; hidden commands only with `hidden=True`
+        (for the text of a scheduled job, never for what a person typed)."""
         length = len(text)
         for cmd in self._by_pattern.values():
+            if cmd.hidden and not hidden:
+                continue
             limit = cmd.max_chars
             if limit is not None and length > limit:
                 continue
@@ -324,7 +338,7 @@ class Registry(Mapping[str, Command]):
             return None
         word = first[0].lower()
         for cmd in self._by_pattern.values():
-            if cmd.max_chars is None or len(text) <= cmd.max_chars:
+            if cmd.hidden or cmd.max_chars is None or len(text) <= cmd.max_chars:
                 continue
             if word in (cmd.name, cmd.usage.split(None, 1)[0].lower()):
                 return (

@@ -1,4 +1,5 @@
-"""Test helper: write a job into a stopped bot's job store, as if scheduled long ago.
+"""Test helper: write a job into a stopped bot's job store, as if scheduled long ago
+(`store_job`), or move a stored job's next run into the past (`move_job`).
 
 This is how the tests make "the bot was down when the job fell due" happen without
 waiting: the job's next run time is put in the past, then the bot starts on the store.
@@ -73,5 +74,35 @@ def store_job(
             next_run_time=next_run_time,
         )
         store.add_job(job)
+    finally:
+        store.shutdown()
+
+
+def move_job(path: str | Path, job_id: str, next_run_time: datetime) -> None:
+    """Give a stored job a new next run time, as if Harken had been down since then.
+
+    The job is rebuilt from its public attributes and written back over itself.
+    """
+    store = SQLAlchemyJobStore(engine=open_engine(str(path)))
+    scheduler = BackgroundScheduler(timezone=UTC)  # never started: only for the job
+    store.start(scheduler, "default")
+    try:
+        job = store.lookup_job(job_id)
+        assert job is not None, f"no job {job_id} in {path}"
+        moved = Job(
+            scheduler,
+            id=job.id,
+            func=job.func,
+            trigger=job.trigger,
+            executor=job.executor,
+            args=job.args,
+            kwargs=job.kwargs,
+            name=job.name,
+            misfire_grace_time=job.misfire_grace_time,
+            coalesce=job.coalesce,
+            max_instances=job.max_instances,
+            next_run_time=next_run_time,
+        )
+        store.update_job(moved)
     finally:
         store.shutdown()

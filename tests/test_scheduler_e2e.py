@@ -9,12 +9,9 @@ SIGTERM, or `kill -9` where that is the point.
 from __future__ import annotations
 
 import os
-import queue
 import re
-import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,70 +19,11 @@ from pathlib import Path
 import pytest
 from apscheduler.triggers.date import DateTrigger
 from past_jobs import spec, store_job
+from shell_process import WAIT, Shell, run, run_logged
 
 from actors.jobs import JobKind
 
 pytestmark = pytest.mark.e2e
-
-WAIT = 30.0
-
-
-class Shell:
-    """A running `harken shell`, its output read line by line on a thread."""
-
-    def __init__(self, cwd: Path, script: str, *args: str) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HARKEN_")}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "harken", "shell", "--user", "ann", *args],
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(script.encode())
-        self.proc.stdin.close()
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.seen: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            self.lines.put(raw.decode("utf-8", "replace").rstrip("\n"))
-        self.lines.put(None)
-
-    def expect(self, pattern: str, timeout: float = WAIT) -> str:
-        """The next printed line matching `pattern` (a regex), waiting up to `timeout`."""
-        deadline = datetime.now() + timedelta(seconds=timeout)
-        while True:
-            remaining = (deadline - datetime.now()).total_seconds()
-            try:
-                line = self.lines.get(timeout=max(0.0, remaining))
-            except queue.Empty:
-                raise AssertionError(
-                    f"no line matching {pattern!r}; printed: {self.seen}"
-                ) from None
-            if line is None:
-                raise AssertionError(f"harken exited before printing {pattern!r}: {self.seen}")
-            self.seen.append(line)
-            if re.search(pattern, line):
-                return line
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=WAIT)
-        finally:
-            self._reader.join(timeout=WAIT)
-
-    def kill9(self) -> None:
-        self.proc.kill()  # SIGKILL: no clean-up of any kind
-        self.proc.wait(timeout=WAIT)
-        self._reader.join(timeout=WAIT)
 
 
 @pytest.fixture
@@ -98,21 +36,6 @@ def shells() -> Iterator[list[Shell]]:
             if shell.proc.poll() is None:
                 shell.proc.kill()
                 shell.proc.wait(timeout=WAIT)
-
-
-def run(cwd: Path, script: str, *args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HARKEN_")}
-    done = subprocess.run(
-        [sys.executable, "-m", "harken", "shell", "--user", "ann", *args],
-        input=script.encode(),
-        capture_output=True,
-        cwd=cwd,
-        env=env,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr.decode()
-    return done.stdout.decode()
 
 
 def test_a_reminder_set_in_the_shell_arrives_while_it_lingers(
@@ -217,3 +140,40 @@ def test_a_job_store_that_cannot_be_opened_is_one_line_and_exit_2(tmp_path: Path
     lines = done.stderr.decode().strip().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("harken: cannot open the job store at ")
+
+
+def test_jobs_due_while_harken_was_down_are_delivered_once_over_short_starts(
+    tmp_path: Path,
+) -> None:
+    out = run(
+        tmp_path,
+        "remind me in 1 second to dup-reminder\nin 1 second run echo dup-run\n",
+    )
+    assert out.count("OK, I'll") == 2
+    # More that fell due while Harken was down, so the first short start finds them.
+    store = tmp_path / "var" / "jobs.sqlite"
+    past = datetime.now(UTC) - timedelta(seconds=5)
+    for i in range(3):
+        job = spec(JobKind.REMIND, f"past-reminder-{i}", user="ann", input="shell")
+        store_job(store, job, DateTrigger(past), past, f"rem{i:03}")
+        job = spec(JobKind.RUN, f"echo past-run-{i}", user="ann", input="shell")
+        store_job(store, job, DateTrigger(past), past, f"run{i:03}")
+
+    # Five short starts: each answers one line and stops at once, while jobs fire.
+    printed: list[str] = []
+    logged: list[str] = []
+    for _ in range(5):
+        stdout, stderr = run_logged(tmp_path, "ping\n")
+        printed += stdout.splitlines()
+        logged.append(stderr)
+    reminders = [line for line in printed if line.startswith("Reminder for ann: ")]
+    said = sorted(
+        line.split(" (late by")[0].removeprefix("Reminder for ann: ") for line in reminders
+    )
+    assert said == ["dup-reminder", "past-reminder-0", "past-reminder-1", "past-reminder-2"]
+    ran = sorted(
+        line for line in printed if line in ("dup-run", *(f"past-run-{i}" for i in range(3)))
+    )
+    assert ran == ["dup-run", "past-run-0", "past-run-1", "past-run-2"], printed
+    assert run(tmp_path, "jobs\n").startswith("You have no pending")
+    assert not [log for log in logged if "Traceback" in log]

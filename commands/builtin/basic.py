@@ -39,6 +39,8 @@ def help(ctx: Context, name: str | None) -> str:
         return f"{cmd.usage}{admin}\n{cmd.description}"
     lines = ["Commands:"]
     for cmd in sorted(registry.commands(), key=lambda c: c.name):
+        if cmd.hidden:
+            continue
         admin = " (admins only)" if cmd.admin_only else ""
         lines.append(f"  {cmd.usage} - {cmd.description}{admin}")
     lines.append("Say `help <command>` for one of them.")

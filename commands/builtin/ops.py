@@ -477,6 +477,7 @@ def watch(ctx: Context, name: str, every: str) -> str:
     name=WATCH_COMMAND,
     usage=f"{WATCH_COMMAND} <service>",
     description="What a watch runs: check a watched service; speaks only when it changed.",
+    hidden=True,  # the scheduler runs it; people neither see nor type it
 )
 def watch_check(ctx: Context, name: str) -> str | None:
     name = name.lower()
@@ -484,7 +485,7 @@ def watch_check(ctx: Context, name: str) -> str | None:
     state = watches.get(name)
     service = _registry(ctx).get(name)
     if not isinstance(state, dict):
-        return f"You do not watch {name}." if not ctx.event.meta.get("scheduled") else None
+        return None  # unwatched meanwhile: nothing to say
     if service is None:
         return None  # deregistered: the watch stays quiet until unwatched
     result = _check_now(ctx, service)
