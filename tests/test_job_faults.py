@@ -1,6 +1,6 @@
 """Faults: jobs. Crashes during delivery, and a job store that is damaged.
 
-Through the real `harken shell` as a subprocess (tests/shell_process.py), on a job store
+Through the real `harken shell` as a subprocess (tests/support/shell_process.py), on a job store
 in a temporary directory. The cases covered:
 
 * `kill -9` during a burst of 100 due jobs (50 reminders, 50 deferred commands), at six
@@ -38,10 +38,10 @@ import pytest
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.date import DateTrigger
-from past_jobs import spec, store_job
-from shell_process import WAIT, Shell, run
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
+from support.past_jobs import spec, store_job
+from support.shell_process import WAIT, Shell, run
 
 from actors.jobs import JobKind
 from actors.scheduler_actor import APPLICATION_ID, DELIVERIES, check_job_store, open_engine

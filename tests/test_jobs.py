@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from past_jobs import spec
+from support.past_jobs import spec
 
 from actors.event import EventType
 from actors.jobs import Due, JobKind, JobSpec, say_delay, when_due

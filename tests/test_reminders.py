@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from past_jobs import spec, store_job
+from support.past_jobs import spec, store_job
 
 from actors.errors import StartupError
 from actors.jobs import JobKind

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 from apscheduler.triggers.date import DateTrigger
-from past_jobs import spec, store_job
-from shell_process import WAIT, Shell, run, run_logged
+from support.past_jobs import spec, store_job
+from support.shell_process import WAIT, Shell, run, run_logged
 
 from actors.jobs import JobKind
 

@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from ops_services import ServiceState, running_services
-from past_jobs import move_job
+from support.ops_services import ServiceState, running_services
+from support.past_jobs import move_job
 
 from config.loader import load_settings
 from config.settings import Settings
