@@ -244,9 +244,10 @@ def test_a_damaged_job_store_stops_start_up_with_one_line_and_a_way_out(
     assert done.returncode == 2, done.stderr
     assert done.stdout == ""
     [line] = done.stderr.strip().splitlines()
-    assert line.startswith("harken: the job store var/jobs.sqlite is damaged ("), line
+    var = tmp_path / "var"
+    assert line.startswith(f"harken: the job store {var}/jobs.sqlite is damaged ("), line
     assert why in line
-    way_out = "mkdir -p var/damaged && mv var/jobs.sqlite* var/damaged/"
+    way_out = f"mkdir -p {var}/damaged && mv {var}/jobs.sqlite* {var}/damaged/"
     assert way_out in line
     assert store.read_bytes() == damaged_bytes  # refusing changed nothing
 
@@ -264,7 +265,8 @@ def test_a_job_store_missing_beside_its_write_ahead_log_is_refused(tmp_path: Pat
     done = harken(tmp_path)
     assert done.returncode == 2
     [line] = done.stderr.strip().splitlines()
-    assert line.startswith("harken: the job store var/jobs.sqlite is damaged (it is missing, ")
+    expected = f"harken: the job store {tmp_path}/var/jobs.sqlite is damaged (it is missing, "
+    assert line.startswith(expected)
 
 
 def test_a_new_job_store_is_made_marked_and_an_unmarked_one_is_adopted(tmp_path: Path) -> None:
