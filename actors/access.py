@@ -4,13 +4,20 @@ Groups are defined per input (`[inputs.shell] groups = { ops = ["alice"] }`), be
 user id means something only on its input: `alice` in the shell and `alice` on XMPP are
 two people. A command listed in `[access.commands]` is for the members of those groups
 and the input's admins; a command not listed is open to everyone (unless it is declared
-`admin_only`). The command actor applies this before a call reaches a worker.
+`admin_only`). `authorize` applies both rules, for commands (in the command actor,
+before a call reaches a worker) and for dialogs (before a dialog starts, or is offered
+as the one to switch to), so that one decision covers every way in.
 """
 
 from __future__ import annotations
 
+import logging
+
 from actors.event import Event
+from actors.metrics import Metrics
 from config.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 
 def groups_of(settings: Settings, event: Event) -> list[str]:
@@ -34,3 +41,27 @@ def group_refusal(settings: Settings, command: str, event: Event, is_admin: bool
         f"({event.user} on {event.input}) are in none of them. An admin can add you to "
         f"`groups` in the [inputs.{event.input}] section of Harken's config."
     )
+
+
+def authorize(
+    settings: Settings,
+    metrics: Metrics,
+    name: str,
+    *,
+    admin_only: bool,
+    event: Event,
+    is_admin: bool,
+) -> str | None:
+    """Why this person may not run command or dialog `name` (a reply for them; the
+    refusal is logged and counted), or None if they may."""
+    if admin_only and not is_admin:
+        reason = "admins only"
+        text = f"Sorry, `{name}` is for admins only, and you are not an admin on {event.input}."
+    else:
+        refused = group_refusal(settings, name, event, is_admin)
+        if refused is None:
+            return None
+        reason, text = "not in an allowed group", refused
+    metrics.refused(name)
+    logger.warning("refused %s for %s on %s: %s", name, event.user, event.input, reason)
+    return text

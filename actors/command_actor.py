@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import pykka
 
-from actors.access import group_refusal
+from actors.access import authorize
 from actors.event import Event, EventType
 from actors.messages import InvocationDone, Invoke, MemoryBarrier
 from actors.pool import Dispatcher
@@ -57,29 +57,15 @@ class CommandActor(SupervisedPooledActor):
     def _invoke(self, message: Invoke) -> None:
         event = message.event
         is_admin = self.services.is_admin(event)
-        if self.command.admin_only and not is_admin:
-            self.services.metrics.refused(self.command.name)
-            logger.warning(
-                "refused %s for %s on %s: admins only",
-                self.command.name,
-                event.user,
-                event.input,
-            )
-            text = (
-                f"Sorry, `{self.command.name}` is for admins only, and you are not an "
-                f"admin on {event.input}."
-            )
-            finish_call(self.services, event, [event.reply(text, type=EventType.ERROR)], message)
-            return
-        refusal = group_refusal(self.services.settings, self.command.name, event, is_admin)
+        refusal = authorize(
+            self.services.settings,
+            self.services.metrics,
+            self.command.name,
+            admin_only=self.command.admin_only,
+            event=event,
+            is_admin=is_admin,
+        )
         if refusal is not None:
-            self.services.metrics.refused(self.command.name)
-            logger.warning(
-                "refused %s for %s on %s: not in an allowed group",
-                self.command.name,
-                event.user,
-                event.input,
-            )
             finish_call(self.services, event, [event.reply(refusal, type=EventType.ERROR)], message)
             return
         if self.command.quick:

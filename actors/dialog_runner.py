@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import pykka
 
+from actors.access import authorize
 from actors.command_actor import new_error_id
 from actors.event import Event, EventType
 from actors.messages import (
@@ -207,6 +208,8 @@ class DialogTurn:
         self.state: DialogState | None = None
         self.wrote = False
         self.again = False
+        self.denied = False
+        """Refused by the access rules: not counted as a call."""
 
     # --- entry points (worker threads) --------------------------------------------------
 
@@ -215,12 +218,15 @@ class DialogTurn:
         with self.services.dialogs.exclusive(self.talk):
             if not self._current(None):
                 return
+            started, failed = time.perf_counter(), False
             try:
                 self._start(cmd)
             except MemoryRefused as exc:
                 self._refused(exc)
             except Exception:
+                failed = True
                 self._failed(cmd.name)
+            self._count(cmd.name, started, failed)
             self._write_state(None)
         self._finish()
 
@@ -230,30 +236,26 @@ class DialogTurn:
             if not self._current(state):
                 return
             self.state = state
+            started, failed = time.perf_counter(), False
             try:
                 self._answer(state)
             except MemoryRefused as exc:
                 self._refused(exc)
             except Exception:
+                failed = True
                 self._failed(state.dialog)
+            self._count(state.dialog, started, failed)
             self._write_state(state)
         self._finish()
 
     # --- what a message does ------------------------------------------------------------
 
     def _start(self, cmd: Command) -> None:
-        services, event = self.services, self.event
         flow = dialog_of(cmd)
         assert flow is not None
-        if cmd.admin_only and not services.is_admin(event):
-            logger.warning(
-                "refused %s for %s on %s: admins only", cmd.name, event.user, event.input
-            )
-            self._say(
-                f"Sorry, `{cmd.name}` is for admins only, and you are not an admin on "
-                f"{event.input}.",
-                EventType.ERROR,
-            )
+        refusal = self._refusal(cmd)
+        if refusal is not None:
+            self._say(refusal, EventType.ERROR)
             return
         outcome = begin(flow, self._now())
         if outcome.complete:
@@ -303,10 +305,10 @@ class DialogTurn:
         found = services.registry.find(text)
         if found is not None and dialog_of(found[0]) is not None:
             other = found[0].name
-            if found[0].admin_only and not services.is_admin(self.event):
+            refusal = self._refusal(found[0])
+            if refusal is not None:
                 self._say(
-                    f"Sorry, `{other}` is for admins only. We are still in `{state.dialog}`: "
-                    f"{current_question(flow, state)}",
+                    f"{refusal} We are still in `{state.dialog}`: {current_question(flow, state)}",
                     EventType.ERROR,
                 )
                 return
@@ -471,6 +473,25 @@ class DialogTurn:
     def _say(self, text: str, type: EventType = EventType.REPLY) -> None:
         self.replies.append(self.event.reply(text, type=type))
 
+    def _count(self, name: str, started: float, failed: bool) -> None:
+        """A dialog turn is a call of its dialog in the metrics, as a command's run is."""
+        if not self.denied:
+            self.services.metrics.command_done(name, time.perf_counter() - started, failed=failed)
+
+    def _refusal(self, cmd: Command) -> str | None:
+        """The same access rules as for a command (admins only, `[access.commands]`)."""
+        services = self.services
+        refusal = authorize(
+            services.settings,
+            services.metrics,
+            cmd.name,
+            admin_only=cmd.admin_only,
+            event=self.event,
+            is_admin=services.is_admin(self.event),
+        )
+        self.denied = self.denied or refusal is not None
+        return refusal
+
     def _flow(self, name: str) -> Dialog | None:
         cmd = self.services.registry.by_name(name)
         return dialog_of(cmd) if cmd is not None else None
@@ -487,8 +508,10 @@ class DialogTurn:
             registry=services.registry,
             is_admin=services.is_admin(event),
             say=lambda text: services.deliver(event.reply(text)),
-            # The same Context a command gets, so a finish function can schedule work too.
+            # The same Context a command gets, so a finish function can schedule work
+            # and reach the ops services too.
             scheduler=services.scheduler,
+            services=services,
         )
 
 
