@@ -9,8 +9,8 @@ and the input's admins; a command not listed is open to everyone (unless it is d
 
 from __future__ import annotations
 
-from actors.event import Event
 from config.settings import Settings
+from core.event import Event
 
 
 def groups_of(settings: Settings, event: Event) -> list[str]:

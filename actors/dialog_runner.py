@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 import pykka
 
 from actors.command_actor import new_error_id
+from actors.context import Context
 from actors.event import Event, EventType
 from actors.messages import (
     DialogLoaded,
@@ -55,7 +56,6 @@ from actors.messages import (
     MemoryPut,
 )
 from commands.base import ReplyTypeError
-from commands.context import MAX_KEY_CHARS, MAX_VALUE_BYTES, Context, MemoryRefused
 from commands.dialogs import (
     Dialog,
     DialogState,
@@ -67,6 +67,7 @@ from commands.dialogs import (
     is_stop_word,
     parse_yes_no,
 )
+from core.context import MAX_KEY_CHARS, MAX_VALUE_BYTES, MemoryRefused
 from memory.store import InvalidWrite, encode_value
 
 if TYPE_CHECKING:

@@ -33,25 +33,19 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import pykka
 
 from actors.access import group_refusal
-from actors.event import Event, EventType
-from actors.jobs import CancelResult, JobInfo
+from actors.context import Context, MemoryView
 from actors.memory_actor import MemoryActor
 from actors.messages import CancelJob, ListJobs, MemoryBarrier, ScheduleJob
 from actors.supervision import Handle
 from actors.text import clean_text
 from commands.base import Command, Registry
-from commands.context import (
-    TEAM_OWNER,
-    USER_NS,
-    Context,
-    MemoryRefused,
-    MemoryView,
-    owner_of,
-)
 from commands.dialogs import dialog_of
 from commands.loader import load_commands
 from config.loader import load_settings
 from config.settings import InputSettings, Settings
+from core.context import TEAM_OWNER, USER_NS, MemoryRefused, owner_of
+from core.event import Event, EventType
+from core.jobs import CancelResult, JobInfo
 from memory.store import (
     DEFAULT_MAX_VALUE_BYTES,
     JSON,

@@ -9,8 +9,8 @@ from __future__ import annotations
 import threading
 import zoneinfo
 
-from commands.context import Context
 from commands.dialogs import Answers, Ask, Invalid, dialog
+from core.context import Context
 
 MAX_NAME_CHARS = 80
 
