@@ -387,7 +387,7 @@ def call(
     `ctx.schedule_command` answer as the bot does and record the job in
     `result.scheduled` (nothing runs later); `ctx.jobs()` and `ctx.cancel_job` see the
     jobs of this call only, and the per-person job limit is not applied.
-    `ctx.services` (the running bot's parts, for `status`) is None, as for any command
+    `ctx.status()` (the running bot's health, for `status`) is None, as for any command
     run outside the bot. A dialog raises `TypeError`: it takes several messages (use
     the `testbot` fixture). `text` the command's pattern does not match raises
     `ValueError`. An exception the command raises is raised here (the bot would log it
