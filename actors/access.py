@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import logging
 
-from actors.event import Event
 from actors.metrics import Metrics
 from config.settings import Settings
+from core.event import Event
 
 logger = logging.getLogger(__name__)
 

@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING, Any
 import pykka
 
 from actors.access import authorize
+from actors.context import Context
 from actors.event import Event, EventType
 from actors.messages import InvocationDone, Invoke, MemoryBarrier
 from actors.pool import Dispatcher
 from actors.supervision import SupervisedPooledActor
 from commands.base import ReplyTypeError
-from commands.context import Context, MemoryRefused
+from core.context import MemoryRefused
 from memory.store import StoreError
 
 if TYPE_CHECKING:

@@ -45,6 +45,7 @@ import pykka
 
 from actors.access import authorize
 from actors.command_actor import new_error_id
+from actors.context import Context
 from actors.event import Event, EventType
 from actors.messages import (
     DialogLoaded,
@@ -56,7 +57,6 @@ from actors.messages import (
     MemoryPut,
 )
 from commands.base import ReplyTypeError
-from commands.context import MAX_KEY_CHARS, MAX_VALUE_BYTES, Context, MemoryRefused
 from commands.dialogs import (
     Dialog,
     DialogState,
@@ -68,6 +68,7 @@ from commands.dialogs import (
     is_stop_word,
     parse_yes_no,
 )
+from core.context import MAX_KEY_CHARS, MAX_VALUE_BYTES, MemoryRefused
 from memory.store import InvalidWrite, encode_value
 
 if TYPE_CHECKING:

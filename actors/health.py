@@ -18,7 +18,6 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +27,8 @@ from prometheus_client.core import GaugeMetricFamily
 
 from actors.dialog_runner import CONVERSATION_NS, STATE_SHARDS
 from actors.messages import JobCount, MemoryKeys, RouterStats
-from actors.metrics import HEALTHY_STATES, MetricsSnapshot
+from actors.metrics import HEALTHY_STATES
+from core.status import StatusReport
 
 if TYPE_CHECKING:
     from actors.services import Services
@@ -37,23 +37,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _ASK_TIMEOUT = 2.0
-
-
-@dataclass(frozen=True)
-class StatusReport:
-    uptime_seconds: float
-    inputs: dict[str, str]
-    """Input name -> state: up, connected, disconnected, down, unknown."""
-    down: list[str]
-    """What is down, for people: `memory`, `router`, `input slack (disconnected)`."""
-    active_conversations: int | None
-    open_dialogs: int | None
-    pending_jobs: int | None
-    metrics: MetricsSnapshot
-
-    @property
-    def healthy(self) -> bool:
-        return not self.down
 
 
 def _ask(handle: Handle | None, message: Any) -> Any:

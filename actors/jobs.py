@@ -1,9 +1,7 @@
-"""What a scheduled job is, and what happens when one falls due.
+"""What happens when a scheduled job falls due: the messages the scheduler sends.
 
-A job is stored by APScheduler with one argument, the JSON of a `JobSpec`: what to do
-(remind, or run a command) and the `Event` that asked for it, which says who asked and
-where (input, channel, thread). Plain JSON, so a job written by one version of Harken
-is read by the next.
+What a job is (`JobSpec`, `Due`, ...) lives in core/jobs.py, the floor the commands see
+too; this module turns a due job into actor messages (actors/messages.py).
 
 `when_due` is the policy for a job whose time has come, as a pure function of the
 spec and a `Due` (the scheduled run times, now, the grace time): on time, late with a
@@ -19,146 +17,21 @@ when Harken stopped after handing a deferred command over and before its answer.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
-from enum import StrEnum
+from datetime import datetime
 from typing import Any
 
-from actors.event import Event, EventType
 from actors.messages import Inbound, Outbound
+from core.event import Event, EventType
+from core.jobs import Due, JobKind, JobSpec
+from core.timefmt import say_delay
 
-__all__ = [
-    "LATE_NOTE_AFTER",
-    "MAX_RUN_TIMES",
-    "CancelResult",
-    "Delivery",
-    "Due",
-    "JobInfo",
-    "JobKind",
-    "JobSpec",
-    "say_delay",
-    "when_due",
-    "when_interrupted",
-]
+__all__ = ["MAX_RUN_TIMES", "Delivery", "when_due", "when_interrupted"]
 
 MAX_RUN_TIMES = 1000
 """Run times a delivery keeps: a job missed for a year every minute is one message
 saying how many runs were due, not half a million timestamps."""
-
-LATE_NOTE_AFTER = timedelta(seconds=60)
-"""A run later than this is marked late even if Harken was up (a suspended machine)."""
-
-
-class JobKind(StrEnum):
-    REMIND = "remind"
-    """Send `text` to the person."""
-    RUN = "run"
-    """Run `text` as a command, as the person, in the same conversation."""
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    """What a job does, and for whom: the JSON argument of every stored job."""
-
-    kind: JobKind
-    text: str
-    """The reminder's text, or the command to run."""
-    event: Event
-    """The message that scheduled the job: its person, input, channel and thread."""
-    schedule: str
-    """The schedule as understood, e.g. `every weekday at 09:00 (Europe/Paris)`."""
-
-    @property
-    def owner(self) -> str:
-        """The memory owner of the person (`<input>:<user>`), who alone may cancel it."""
-        return f"{self.event.input}:{self.event.user}"
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "v": 1,
-                "kind": self.kind.value,
-                "text": self.text,
-                "event": self.event.to_dict(),
-                "schedule": self.schedule,
-            },
-            ensure_ascii=False,
-            separators=(",", ":"),
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> JobSpec:
-        try:
-            raw: Any = json.loads(text)
-            return cls(
-                kind=JobKind(raw["kind"]),
-                text=str(raw["text"]),
-                event=Event.from_dict(raw["event"]),
-                schedule=str(raw.get("schedule", "")),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"not a job spec: {exc!r}") from exc
-
-
-@dataclass(frozen=True)
-class JobInfo:
-    """A pending job as `reminders` lists it."""
-
-    id: str
-    spec: JobSpec
-    next_run: datetime | None
-    """When it runs next (aware, UTC); None for a job that will not run again."""
-
-
-@dataclass(frozen=True)
-class CancelResult:
-    """What `cancel <id>` did: `cancelled`, `missing` (no such job) or `refused`."""
-
-    outcome: str
-    job: JobInfo | None = None
-
-
-@dataclass(frozen=True)
-class Due:
-    """A job's time has come: when it was meant to run, and when it does."""
-
-    run_times: tuple[datetime, ...]
-    """Every scheduled run not yet done, oldest first (several if the bot was down)."""
-    now: datetime
-    started_at: datetime
-    """When this scheduler started: runs due before it fell due while Harken was down."""
-    grace: timedelta
-    next_run: datetime | None = None
-    """The next run of a recurring job, None for a one-off."""
-    runs: int = 0
-    """How many runs were due, when `run_times` holds only the latest (0: all of them)."""
-
-    @property
-    def count(self) -> int:
-        return max(self.runs, len(self.run_times))
-
-    @property
-    def scheduled(self) -> datetime:
-        return self.run_times[-1]
-
-    @property
-    def late_by(self) -> timedelta:
-        return max(timedelta(0), self.now - self.scheduled)
-
-    @property
-    def fell_due_while_down(self) -> bool:
-        return self.scheduled < self.started_at
-
-    @property
-    def is_late(self) -> bool:
-        return self.fell_due_while_down or self.late_by > LATE_NOTE_AFTER
-
-    @property
-    def missed(self) -> bool:
-        """Too late to do: beyond the grace time."""
-        return self.late_by > self.grace
 
 
 @dataclass(frozen=True)
@@ -187,22 +60,6 @@ class Delivery:
     """The job was removed as this firing was recorded (a one-off's only run)."""
     spec_json: str = ""
     """`spec` as the job stores it, when at hand (saves encoding it again)."""
-
-
-def say_delay(delta: timedelta) -> str:
-    """`3 h 2 min`, `45 s`, `1.2 s`: short and exact enough for a person."""
-    seconds = delta.total_seconds()
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    whole = int(seconds)
-    days, whole = divmod(whole, 86400)
-    hours, whole = divmod(whole, 3600)
-    minutes, secs = divmod(whole, 60)
-    parts = [(days, "d"), (hours, "h"), (minutes, "min")]
-    shown = [f"{n} {unit}" for n, unit in parts if n]
-    if not days and not hours:
-        shown.append(f"{secs} s")
-    return " ".join(shown[:2])
 
 
 def when_due(

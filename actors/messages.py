@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from actors.event import Event
+from core.event import Event
 
 if TYPE_CHECKING:
     from apscheduler.triggers.base import BaseTrigger
     from pykka import ActorRef
 
-    from actors.jobs import JobSpec
     from commands.dialogs import DialogState
+    from core.jobs import JobSpec
 
 JSON = Any
 """A value that `json.dumps` accepts: what the memory store keeps."""

@@ -18,7 +18,6 @@ when someone looks.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
 from typing import TypeVar
 
 from prometheus_client import (
@@ -30,8 +29,7 @@ from prometheus_client import (
     ProcessCollector,
 )
 
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-"""Upper bounds (seconds) of the command latency histogram; +Inf is implied."""
+from core.status import LATENCY_BUCKETS, LatencyCounts, MetricsSnapshot
 
 UNKNOWN = "unknown"
 UP = "up"
@@ -41,26 +39,6 @@ DOWN = "down"
 HEALTHY_STATES = frozenset({UP, CONNECTED, UNKNOWN})
 """Input states `/healthz` counts as up. `unknown`: the input does not report one, and
 its actor is alive, which is all that can be known."""
-
-
-@dataclass(frozen=True)
-class LatencyCounts:
-    """One command's latency histogram: calls per bucket (not cumulative; the last is
-    +Inf) and the seconds they took in all."""
-
-    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
-    total: float = 0.0
-
-
-@dataclass(frozen=True)
-class MetricsSnapshot:
-    messages_in: dict[str, int]
-    messages_out: dict[str, int]
-    calls: dict[str, int]
-    errors: dict[str, int]
-    refusals: dict[str, int]
-    latency: dict[str, LatencyCounts]
-    input_states: dict[str, str]
 
 
 _Child = TypeVar("_Child", Counter, Histogram)

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 import pykka
 
 from actors.conversation import ConversationActor, ConversationKey, conversation_key
-from actors.event import Event, EventType
 from actors.messages import ConversationIdle, IdleNow, Inbound, RetireIfIdle, RouterStats
 from actors.pool import Dispatcher
 from actors.supervision import SupervisedPooledActor
 from actors.text import clean_text
+from core.event import Event, EventType
 
 if TYPE_CHECKING:
     from actors.services import Services

@@ -93,21 +93,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import SingletonThreadPool
 
 from actors.errors import StartupError
-from actors.event import Event
-from actors.jobs import (
-    MAX_RUN_TIMES,
-    CancelResult,
-    Delivery,
-    Due,
-    JobInfo,
-    JobKind,
-    JobSpec,
-    when_due,
-    when_interrupted,
-)
+from actors.jobs import MAX_RUN_TIMES, Delivery, when_due, when_interrupted
 from actors.messages import CancelJob, Inbound, JobCount, ListJobs, Outbound, ScheduleJob
 from actors.supervision import SupervisedActor
-from commands.when import format_time
+from core.event import Event
+from core.jobs import CancelResult, Due, JobInfo, JobKind, JobSpec
+from core.timefmt import format_time
 
 if TYPE_CHECKING:
     from actors.services import Services

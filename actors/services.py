@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 import pykka
 
 from actors.dialog_runner import DialogRuntime
-from actors.event import Event
 from actors.messages import Answered, Outbound
 from actors.metrics import Metrics
 from actors.pool import Dispatcher
 from actors.workers import WorkerPool
+from core.event import Event
 
 if TYPE_CHECKING:
     from actors.supervision import Handle

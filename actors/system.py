@@ -86,7 +86,7 @@ def freeze_startup_objects() -> None:
     Every message allocates short-lived objects, which now and then triggers a full
     collection; each one walked every object built at start-up (modules, settings, the
     registry, actors) while every message in flight waited. `gc.freeze` moves those to a
-    permanent generation: on the Slack benchmark p99 went from about 124 to 63 ms. The
+    permanent generation, which lowers the slowest replies (BENCHMARKS.md). The
     CLI calls this once the bot is up, and so do benchmarks that run the bot in-process;
     `TestBot` does not, since a test process starts many bots and frozen objects are
     never collected.
@@ -94,10 +94,9 @@ def freeze_startup_objects() -> None:
     It also makes full collections ten times rarer (`FULL_COLLECTION_AFTER`). What the
     bot allocates per message is freed by reference counting as soon as it is done
     with (a stopped pooled actor included), so a full pass finds next to nothing to free
-    but still pauses every reply in flight: with 5,000 dialogs open, one pause of about
-    23 ms per 15,000 replies, enough to push the dialog benchmark's p99 past 50 ms. The
-    young generations keep their thresholds, so cycles that die young are still
-    collected as before.
+    but still pauses every reply in flight, and with many dialogs open those pauses set
+    the slowest replies (BENCHMARKS.md, dialogs). The young generations keep their
+    thresholds, so cycles that die young are still collected as before.
     """
     gc.collect()
     gc.freeze()

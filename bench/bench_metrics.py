@@ -28,7 +28,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Protocol
 
-from actors.metrics import LATENCY_BUCKETS, Metrics
+from actors.metrics import Metrics
+from core.status import LATENCY_BUCKETS
 
 UPDATES = 200_000
 MESSAGES = 100_000

@@ -32,12 +32,12 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.date import DateTrigger
 
-from actors.event import Event, EventType
 from actors.inputs.testing import Done, Reply
-from actors.jobs import JobKind, JobSpec
 from actors.messages import CancelJob, ListJobs, ScheduleJob
 from actors.scheduler_actor import open_engine, scheduled_job
 from actors.supervision import Handle
+from core.event import Event, EventType
+from core.jobs import JobKind, JobSpec
 from harken.testbot import INPUT_NAME, TestBot
 
 BURST_LEAD = 1.0

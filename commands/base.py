@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from actors.event import Event
-    from commands.context import Context
+    from core.context import Context
+    from core.event import Event
 
 CommandResult = str | list[str] | tuple[str, ...] | None
 CommandFunc = Callable[..., CommandResult]

@@ -52,7 +52,7 @@ from commands.base import (
 )
 
 if TYPE_CHECKING:
-    from commands.context import Context
+    from core.context import Context
 
 JSON = Any
 """A value `json.dumps` accepts: every answer is kept in memory as JSON."""

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
 from zoneinfo import ZoneInfo
 
@@ -27,7 +26,10 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-__all__ = ["FORMS", "MAX_AHEAD", "MAX_SPEC_CHARS", "When", "WhenError", "format_time", "parse_when"]
+from core.jobs import When
+from core.timefmt import format_time
+
+__all__ = ["FORMS", "MAX_AHEAD", "MAX_SPEC_CHARS", "When", "WhenError", "parse_when"]
 
 FORMS = (
     "in 10 minutes",
@@ -124,25 +126,6 @@ _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 class WhenError(ValueError):
     """A time Harken cannot read or will not schedule; the message says why."""
-
-
-@dataclass(frozen=True)
-class When:
-    """A time understood: how to fire, when first, and how to say it back."""
-
-    trigger: BaseTrigger
-    first: datetime
-    """The first run, in the person's zone."""
-    recurring: bool
-    description: str
-    """What was understood, e.g. `every weekday at 09:00`; shown back with `first`."""
-
-
-def format_time(moment: datetime, zone: tzinfo) -> str:
-    """`Thu 15 Jan 2027 10:00 CET`, in `zone`; seconds only when they are not zero."""
-    local = moment.astimezone(zone)
-    clock = "%H:%M:%S" if local.second else "%H:%M"
-    return local.strftime(f"%a %d %b %Y {clock} %Z")
 
 
 def parse_when(text: str, now: datetime, *, min_interval: float = 60.0) -> When:

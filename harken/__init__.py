@@ -18,30 +18,31 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from actors.event import Event, EventType
     from commands.base import Command, Registry, command
-    from commands.context import Context, MemoryRefused, MemoryView, SchedulingRefused
     from commands.dialogs import Answers, Ask, Choice, Confirm, Invalid, dialog
-    from commands.when import When, WhenError, parse_when
+    from commands.when import WhenError, parse_when
+    from core.context import Context, MemoryRefused, MemoryView, SchedulingRefused
+    from core.event import Event, EventType
+    from core.jobs import When
     from harken.testbot import TestBot
 
 _EXPORTS = {
-    "Event": "actors.event",
-    "EventType": "actors.event",
+    "Event": "core.event",
+    "EventType": "core.event",
     "Command": "commands.base",
     "Registry": "commands.base",
     "command": "commands.base",
-    "Context": "commands.context",
-    "MemoryRefused": "commands.context",
-    "MemoryView": "commands.context",
-    "SchedulingRefused": "commands.context",
+    "Context": "core.context",
+    "MemoryRefused": "core.context",
+    "MemoryView": "core.context",
+    "SchedulingRefused": "core.context",
     "Answers": "commands.dialogs",
     "Ask": "commands.dialogs",
     "Choice": "commands.dialogs",
     "Confirm": "commands.dialogs",
     "Invalid": "commands.dialogs",
     "dialog": "commands.dialogs",
-    "When": "commands.when",
+    "When": "core.jobs",
     "WhenError": "commands.when",
     "parse_when": "commands.when",
     "TestBot": "harken.testbot",

@@ -1,9 +1,9 @@
 """Checks that the top-level packages Harken ships beside `harken` are its own.
 
-Harken installs `actors`, `commands`, `memory` and `config` as top-level packages. A
-module of the same name that comes earlier on `sys.path` is imported in their place: a
-`config.py` in the current directory under `python -m harken`, a directory on
-`PYTHONPATH`, another distribution's package. Harken would then fail with an error
+Harken installs `core`, `actors`, `commands`, `memory` and `config` as top-level
+packages. A module of the same name that comes earlier on `sys.path` is imported in
+their place: a `config.py` in the current directory under `python -m harken`, a
+directory on `PYTHONPATH`, another distribution's package. Harken would then fail with an error
 about some missing name, far from the cause. `shadowing()` finds where each of these
 names would be imported from, without importing it, and names the first file that is
 not Harken's. It uses only the standard library, so it can run before anything else.
@@ -15,7 +15,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-PACKAGES = ("actors", "commands", "memory", "config")
+PACKAGES = ("core", "actors", "commands", "memory", "config")
 """Harken's top-level packages besides `harken`, installed beside it."""
 
 

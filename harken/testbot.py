@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from actors.event import Event, EventType
 from actors.inputs.testing import Done, Reply, Sink, TestingInput
 from actors.messages import Inbound
 from actors.services import Services
@@ -32,6 +31,7 @@ from actors.system import BotSystem
 from commands.base import Command, Registry
 from commands.loader import load_commands
 from config.settings import InputSettings, Settings
+from core.event import Event, EventType
 from harken.unit import INPUT_NAME, settings_for_tests
 
 __all__ = ["INPUT_NAME", "Exchange", "TestBot", "TestClock", "wait_until"]

@@ -33,25 +33,19 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import pykka
 
 from actors.access import group_refusal
-from actors.event import Event, EventType
-from actors.jobs import CancelResult, JobInfo
+from actors.context import Context, MemoryView
 from actors.memory_actor import MemoryActor
 from actors.messages import CancelJob, ListJobs, MemoryBarrier, ScheduleJob
 from actors.supervision import Handle
 from actors.text import clean_text
 from commands.base import Command, Registry
-from commands.context import (
-    TEAM_OWNER,
-    USER_NS,
-    Context,
-    MemoryRefused,
-    MemoryView,
-    owner_of,
-)
 from commands.dialogs import dialog_of
 from commands.loader import load_commands
 from config.loader import load_settings
 from config.settings import InputSettings, Settings
+from core.context import TEAM_OWNER, USER_NS, MemoryRefused, owner_of
+from core.event import Event, EventType
+from core.jobs import CancelResult, JobInfo
 from memory.store import (
     DEFAULT_MAX_VALUE_BYTES,
     JSON,
@@ -393,7 +387,7 @@ def call(
     `ctx.schedule_command` answer as the bot does and record the job in
     `result.scheduled` (nothing runs later); `ctx.jobs()` and `ctx.cancel_job` see the
     jobs of this call only, and the per-person job limit is not applied.
-    `ctx.services` (the running bot's parts, for `status`) is None, as for any command
+    `ctx.status()` (the running bot's health, for `status`) is None, as for any command
     run outside the bot. A dialog raises `TypeError`: it takes several messages (use
     the `testbot` fixture). `text` the command's pattern does not match raises
     `ValueError`. An exception the command raises is raised here (the bot would log it

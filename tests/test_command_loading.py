@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from actors.event import Event
 from commands.base import Command, CommandError, Registry, command
 from commands.loader import load_commands
+from core.event import Event
 from harken import TestBot
 
 PLUGIN = '''

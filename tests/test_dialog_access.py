@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from commands.context import Context
 from commands.dialogs import Ask, dialog
+from core.context import Context
 from harken.testbot import TestBot
 
 

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from actors.event import Event, EventType
+from core.event import Event, EventType
 
 
 def make_event(**extra: object) -> Event:

@@ -60,7 +60,7 @@ class PagerOptions:
 INPUT_MODULE = """
 import json
 
-from actors.event import Event, EventType
+from core.event import Event, EventType
 from actors.inputs.base import InputActor
 from harken_pager_options import PagerOptions
 

@@ -7,9 +7,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from support.past_jobs import spec
 
-from actors.event import EventType
-from actors.jobs import Due, JobKind, JobSpec, say_delay, when_due
+from actors.jobs import when_due
 from actors.messages import Inbound, Outbound
+from core.event import EventType
+from core.jobs import Due, JobKind, JobSpec
+from core.timefmt import say_delay
 
 START = datetime(2027, 1, 15, 8, 0, tzinfo=UTC)
 GRACE = timedelta(hours=1)

@@ -1,4 +1,4 @@
-"""Harken's top-level packages (`actors`, `commands`, `memory`, `config`) must be its own;
+"""Harken's top-level packages (`core`, `actors`, `commands`, `memory`, `config`) are its own;
 what `harken` exports is imported when first used, after checking that."""
 
 from __future__ import annotations

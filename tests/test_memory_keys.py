@@ -16,9 +16,9 @@ from typing import Any
 import pykka
 import pytest
 
+from actors.context import MemoryView
 from actors.memory_actor import MemoryActor
 from actors.messages import MemoryBarrier, MemoryDelete, MemoryGet, MemoryPut
-from commands.context import MemoryView
 from memory.store import InvalidName
 from memory.tinydb_store import TinyDBStore
 

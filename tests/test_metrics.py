@@ -13,7 +13,8 @@ import prometheus_client
 import pytest
 from support.cli import ShellSession
 
-from actors.metrics import LATENCY_BUCKETS, Metrics
+from actors.metrics import Metrics
+from core.status import LATENCY_BUCKETS
 
 HEALTH_LINE = re.compile(r"health endpoint on http://127\.0\.0\.1:(\d+)/healthz")
 

@@ -15,9 +15,9 @@ from apscheduler.triggers.interval import IntervalTrigger
 from support.past_jobs import spec, store_job
 
 from actors.errors import StartupError
-from actors.jobs import JobKind
 from config import ConfigError, load_settings
 from config.settings import BotSettings, SchedulerSettings, Settings
+from core.jobs import JobKind
 from harken import Context, command, parse_when
 from harken.testbot import TestBot
 

@@ -21,7 +21,7 @@ from apscheduler.triggers.date import DateTrigger
 from support.past_jobs import spec, store_job
 from support.shell_process import WAIT, Shell, run, run_logged
 
-from actors.jobs import JobKind
+from core.jobs import JobKind
 
 pytestmark = pytest.mark.e2e
 

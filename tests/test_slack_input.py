@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 from fake_slack import APP_TOKEN, BOT_TOKEN, BOT_USER_ID, FakeSlack, Post
 
-from actors.event import Event, EventType
 from actors.system import BotSystem
 from commands.base import command
 from commands.dialogs import Answers, Choice, Confirm, dialog
 from commands.loader import load_commands
 from config import load_settings
+from core.event import Event, EventType
 from harken.testbot import wait_until
 
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")

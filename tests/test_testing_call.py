@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from actors.jobs import JobKind
 from commands.base import CommandError
 from commands.builtin.basic import help, ping, timezone, whoami
 from commands.builtin.memory import forget, recall, remember
@@ -23,6 +22,7 @@ from commands.builtin.ops import status
 from commands.builtin.profile import profile
 from commands.builtin.reminders import remind, run_later
 from config import ConfigError
+from core.jobs import JobKind
 from harken import Context, MemoryView, command
 from harken.testbot import TestBot
 from harken.testing import CallResult, call

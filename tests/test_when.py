@@ -9,7 +9,8 @@ import pytest
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from commands.when import FORMS, MAX_AHEAD, WhenError, format_time, parse_when
+from commands.when import FORMS, MAX_AHEAD, WhenError, parse_when
+from core.timefmt import format_time
 
 PARIS = ZoneInfo("Europe/Paris")
 NEW_YORK = ZoneInfo("America/New_York")

@@ -25,7 +25,6 @@ import pytest
 from support.cli import clean_env, harken
 from support.xmpp import Heard, PrivateProsody, XmppPerson, prosody_missing
 
-from actors.event import Event, EventType
 from actors.inputs.testing import Done, Reply, TestingInput
 from actors.inputs.xmpp import XmppInput
 from actors.messages import Inbound
@@ -33,6 +32,7 @@ from actors.services import Services
 from actors.supervision import Handle
 from actors.system import BotSystem, StartupError
 from config import InputSettings, load_settings
+from core.event import Event, EventType
 
 BOT_PASSWORD = "bot-secret-7f3a"
 PEOPLE = {"alice": "alice-pw", "bob": "bob-pw", "mallory": "mallory-pw"}

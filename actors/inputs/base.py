@@ -17,10 +17,10 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from actors.event import Event
 from actors.messages import Answered, Inbound, Outbound
 from actors.metrics import CONNECTED, DISCONNECTED, DOWN, UP
 from actors.supervision import SupervisedActor
+from core.event import Event
 
 if TYPE_CHECKING:
     from actors.services import Services

@@ -23,10 +23,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TextIO
 
-from actors.event import Event, EventType
 from actors.inputs.base import InputActor, Outstanding
 from actors.messages import Inbound
 from actors.text import clean_text
+from core.event import Event, EventType
 
 if TYPE_CHECKING:
     from actors.services import Services

@@ -37,13 +37,13 @@ from slack_sdk.socket_mode.async_client import AsyncBaseSocketModeClient
 from slack_sdk.web.async_client import AsyncWebClient
 
 from actors.errors import StartupError
-from actors.event import Event
 from actors.inputs.base import InputActor, RepliesInbox
 from actors.inputs.slack_intake import Intake
 from actors.inputs.slack_options import SlackOptions
 from actors.inputs.slack_outbox import Outbox, answer_tracing, why
 from actors.messages import Answered
 from config.inputs import input_env_var
+from core.event import Event
 
 if TYPE_CHECKING:
     from actors.services import Services

@@ -30,7 +30,6 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from actors.event import Event, EventType
 from actors.inputs.slack_outbox import Outbox, Spawn, why
 from actors.inputs.slack_text import (
     answer_block_owner,
@@ -39,6 +38,7 @@ from actors.inputs.slack_text import (
     strip_mention,
     text_from_blocks,
 )
+from core.event import Event, EventType
 
 logger = logging.getLogger(__name__)
 

@@ -29,7 +29,6 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from actors.event import Event, EventType
 from actors.inputs.slack_options import SlackOptions
 from actors.inputs.slack_text import (
     MAX_SECTION_CHARS,
@@ -39,6 +38,7 @@ from actors.inputs.slack_text import (
     to_slack,
 )
 from actors.text import clean_text
+from core.event import Event, EventType
 
 logger = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
-from actors.event import Event
 from actors.inputs.base import InputActor
 from actors.messages import Answered
+from core.event import Event
 
 if TYPE_CHECKING:
     from actors.services import Services

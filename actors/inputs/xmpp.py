@@ -34,12 +34,12 @@ from slixmpp.jid import JID
 from slixmpp.stanza import Message
 
 from actors.errors import StartupError
-from actors.event import Event, EventType
 from actors.inputs.base import InputActor, RepliesInbox
 from actors.inputs.xmpp_client import Outgoing, XmppClient, check_login
 from actors.inputs.xmpp_options import XmppOptions
 from actors.messages import Answered
 from actors.text import clean_text
+from core.event import Event, EventType
 
 if TYPE_CHECKING:
     from actors.services import Services

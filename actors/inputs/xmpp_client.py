@@ -48,8 +48,8 @@ from slixmpp.jid import JID
 from slixmpp.stanza import Message
 from slixmpp.xmlstream.xmlstream import NotConnectedError
 
-from actors.event import new_id
 from actors.inputs.xmpp_options import XmppOptions
+from core.event import new_id
 
 logger = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from actors.event import Event
 from commands.base import command
-from commands.context import Context
+from core.context import Context
+from core.event import Event
 
 
 @command(

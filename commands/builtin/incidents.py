@@ -20,8 +20,8 @@ from typing import Any
 
 from commands.base import command
 from commands.builtin.profile import one_line
-from commands.context import Context, MemoryView
 from commands.dialogs import Answers, Ask, Confirm, Invalid, dialog
+from core.context import Context, MemoryView
 
 INCIDENTS_NS = "incidents"
 MAX_SERVICE_CHARS = 100

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from commands.base import command
-from commands.context import MemoryView, key_problem
+from core.context import MemoryView, key_problem
 
 _SPACES = re.compile(r"\s+")
 

@@ -23,10 +23,7 @@ import json
 import time
 from datetime import datetime, timedelta
 
-from actors.health import collect
-from actors.jobs import JobInfo, JobKind, say_delay
 from commands.base import command
-from commands.context import Context, SchedulingRefused
 from commands.ops import audit
 from commands.ops.checks import (
     DOWN,
@@ -50,6 +47,9 @@ from commands.ops.registry import (
 from commands.ops.runbooks import ArgumentRefused, bind_arguments, run, tail
 from commands.when import WhenError, parse_when
 from config.ops_config import TableError, check_name, check_url, split_host_port
+from core.context import Context, SchedulingRefused
+from core.jobs import JobInfo, JobKind
+from core.timefmt import say_delay
 
 WATCH_NS = "ops:watches"
 """The person's memory: one entry per watched service (job id, last status, since when)."""
@@ -564,9 +564,9 @@ def audit_trail(ctx: Context, count: str | None) -> str:
 @command(r"^status$", usage="status")
 def status(ctx: Context) -> str:
     """How I am: uptime, inputs and their state, counts."""
-    if ctx.services is None:
+    report = ctx.status()
+    if report is None:
         return "Status is not available here."
-    report = collect(ctx.services)
     m = report.metrics
     health_text = "all up" if report.healthy else "DOWN: " + ", ".join(report.down)
     inputs = ", ".join(f"{name} {state}" for name, state in report.inputs.items())

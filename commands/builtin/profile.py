@@ -9,8 +9,8 @@ from __future__ import annotations
 import threading
 import zoneinfo
 
-from commands.context import Context
 from commands.dialogs import Answers, Ask, Invalid, dialog
+from core.context import Context
 
 MAX_NAME_CHARS = 80
 
@@ -28,9 +28,10 @@ _zone_table: dict[str, str] | None = None
 def _zone_names() -> dict[str, str]:
     """Lower-case name -> canonical name of every IANA time zone.
 
-    Read once (about 25 ms), under a lock so that many workers answering at once wait
-    for one read rather than each doing it; after that, no lock: every `profile`
-    answer passes here, and a lock every worker takes is a lock they queue on.
+    Read once (slow: it lists the zone files), under a lock so that many workers
+    answering at once wait for one read rather than each doing it; after that, no
+    lock: every `profile` answer passes here, and a lock every worker takes is a lock
+    they queue on.
     """
     global _zone_table  # noqa: PLW0603
     table = _zone_table

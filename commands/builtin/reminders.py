@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from actors.jobs import JobKind
 from commands.base import command
-from commands.context import Context, SchedulingRefused
 from commands.ops import audit
-from commands.when import FORMS, When, WhenError, format_time, parse_when
+from commands.when import FORMS, When, WhenError, parse_when
+from core.context import Context, SchedulingRefused
+from core.jobs import JobKind
+from core.timefmt import format_time
 
 MAX_TEXT_CHARS = 1000
 """Longest reminder text or command kept, so `reminders` stays readable."""

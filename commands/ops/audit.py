@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from commands.context import Context
+from core.context import Context
 
 AUDIT_NS = "ops:audit"
 _MAX_TEXT = 300

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 from urllib.parse import quote
 
-from commands.context import MemoryView
 from config.settings import ServiceSettings
+from core.context import MemoryView
 
 SERVICES_NS = "ops:services"
 """Team memory: registered services, by name."""

@@ -15,9 +15,9 @@ from apscheduler.job import Job
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from actors.event import Event, EventType
-from actors.jobs import JobKind, JobSpec
 from actors.scheduler_actor import open_engine, scheduled_job
+from core.event import Event, EventType
+from core.jobs import JobKind, JobSpec
 
 
 def spec(

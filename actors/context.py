@@ -1,6 +1,7 @@
-"""What a command sees while it runs: the event, the person's memory, settings, time zone.
+"""The bot's `Context`: what a command sees while it runs, over the memory and scheduler actors.
 
-A `Context` lives for one invocation, on the worker thread that runs the command. Reads
+It implements core/context.py's `Context` protocol, which the commands are typed
+against. A `Context` lives for one invocation, on the worker thread that runs it. Reads
 from memory ask the memory actor; writes are told to it and the replies are held back
 until the memory actor has made those writes durable (group commit), so a reply such
 as "I'll remember that" is never sent for a write that a crash could still lose.
@@ -14,8 +15,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pykka
 
-from actors.event import Event
-from actors.jobs import CancelResult, JobInfo, JobKind, JobSpec
 from actors.messages import (
     CancelJob,
     ListJobs,
@@ -25,55 +24,36 @@ from actors.messages import (
     MemoryPut,
     ScheduleJob,
 )
-from commands.when import format_time
+from core.context import (
+    MAX_KEY_CHARS,
+    MAX_VALUE_BYTES,
+    PROFILE_NS,
+    TEAM_OWNER,
+    USER_NS,
+    MemoryRefused,
+    SchedulingRefused,
+    key_problem,
+    owner_of,
+)
+from core.event import Event
+from core.jobs import CancelResult, JobInfo, JobKind, JobSpec, When
+from core.timefmt import format_time
 from memory.store import InvalidWrite, check_names, encode_value
 
 if TYPE_CHECKING:
     from actors.services import Services
     from actors.supervision import Handle
     from commands.base import Registry
-    from commands.when import When
     from config.settings import Settings
+    from core.status import StatusReport
 
-# Namespaces in memory (see ARCHITECTURE.md).
-USER_NS = "user"
-"""What a person asked Harken to remember (`remember`, `recall`)."""
-PROFILE_NS = "profile"
-"""Facts about a person Harken uses itself: display name, time zone."""
-TEAM_OWNER = "team"
-"""The owner of what belongs to everyone rather than one person (`ctx.team_memory`)."""
+__all__ = ["Context", "MemoryView"]
 
-MAX_KEY_CHARS = 200
-MAX_VALUE_BYTES = 32 * 1024
 _ASK_TIMEOUT = 10.0
 
 
-class MemoryRefused(ValueError):
-    """A write Harken will not store; the message says why, for the person."""
-
-
-class SchedulingRefused(ValueError):
-    """A job Harken will not schedule (limit reached, scheduler down); says why, for the person."""
-
-
-def owner_of(event: Event) -> str:
-    """The memory owner for the person in an event: the same name on two inputs is two people."""
-    return f"{event.input}:{event.user}"
-
-
-def key_problem(key: str) -> str | None:
-    """Why no value can be kept under `key` (for the person), or None if one can."""
-    if not key:
-        return "A key must not be empty"
-    if len(key) > MAX_KEY_CHARS:
-        return (
-            f"That key is {len(key):,} characters long; a key is at most {MAX_KEY_CHARS} characters"
-        )
-    return None
-
-
 class MemoryView:
-    """One person's key/value memory in one namespace.
+    """One person's key/value memory in one namespace, kept by the memory actor.
 
     A key no value can be kept under (empty, or longer than `MAX_KEY_CHARS`) never
     reaches the memory actor: `get` returns the default and `delete` False, since
@@ -125,7 +105,7 @@ class MemoryView:
 
 
 class Context:
-    """Everything a command may use, injected as `ctx`."""
+    """Everything a command may use, injected as `ctx` (core.context.Context)."""
 
     def __init__(
         self,
@@ -142,8 +122,8 @@ class Context:
         self.event = event
         self._scheduler = scheduler
         self.services = services
-        """The running bot's shared parts, for the built-in ops commands (`status`); None
-        where a command runs outside the bot."""
+        """The running bot's shared parts (for `status`); None where a command runs
+        outside the bot."""
         self.settings = settings
         self.registry = registry
         self.is_admin = is_admin
@@ -179,6 +159,16 @@ class Context:
             except (ZoneInfoNotFoundError, ValueError):
                 pass
         return ZoneInfo(self.settings.bot.timezone)
+
+    def status(self) -> StatusReport | None:
+        """The running bot's health and counters; None outside the bot (no `services`)."""
+        if self.services is None:
+            return None
+        # Imported here: actors/health.py reads the dialog state's layout, whose module
+        # builds Contexts.
+        from actors.health import collect
+
+        return collect(self.services)
 
     # --- scheduling: reminders and deferred commands (actors/scheduler_actor.py) -------
 
@@ -232,3 +222,13 @@ class Context:
 
     def _mark_written(self) -> None:
         self.wrote = True
+
+
+if TYPE_CHECKING:
+    from core import context as protocols
+
+    def _conforms(
+        ctx: Context, view: MemoryView, registry: Registry
+    ) -> tuple[protocols.Context, protocols.MemoryView, protocols.Commands]:
+        """Never called: mypy checks here that these implement core/context.py's protocols."""
+        return ctx, view, registry
