@@ -27,17 +27,10 @@ import sys
 from dataclasses import dataclass, field
 
 from memory.journal import Delete, Journal, JournalContents, Put, fsync_directory, read_journal
+from memory.owner_files import check_owner_file, owner_file_name, owner_file_paths
+from memory.recovery import aside_directory, find_journal_damage, segment_paths
 from memory.store import StoreError, StoreLocked
-from memory.tinydb_store import (
-    TinyDBStore,
-    aside_directory,
-    check_owner_file,
-    find_journal_damage,
-    lock_directory,
-    owner_file_name,
-    owner_file_paths,
-    segment_paths,
-)
+from memory.tinydb_store import TinyDBStore, lock_directory
 
 __all__ = ["RepairReport", "repair_command", "repair_store"]
 

@@ -50,10 +50,10 @@ by the size of its own owner instead:
 
 * Damage no crash can cause is never read as "no data": an owner file whose checksum
   or shape is wrong, or that is empty, damage to journal records that were
-  acknowledged (see `find_journal_damage`), or an owners directory deleted under a
-  journal: opening raises `StoreCorrupt` naming the file and changes nothing. Opening
-  therefore reads every owner file once (a read and a CRC each). `memory.repair`
-  sets damaged files aside. A file damaged while the store is open fails every read
+  acknowledged (see `memory.recovery.find_journal_damage`), or an owners directory
+  deleted under a journal: opening raises `StoreCorrupt` naming the file and changes
+  nothing. Opening therefore reads every owner file once (a read and a CRC each).
+  `memory.repair` sets damaged files aside. A file damaged while the store is open fails every read
   and write of its owner the same way. If the journal or the owners directory is
   deleted while open (checked with `fstat` at each commit), the store stops taking
   writes (`StoreUnavailable`) rather than acknowledge writes no file holds.
@@ -65,37 +65,41 @@ by the size of its own owner instead:
 
 * Threads. The store's user (the memory actor) calls every public method from one
   thread at a time; the writer thread runs one checkpoint at a time. The writer
-  touches only its `_Checkpoint` (the snapshot, segment list and spare name, immutable
+  touches only its `Checkpoint` (the snapshot, segment list and spare name, immutable
   once handed over; `spare_created`, `error` and `done`, which it sets last), the
   owner files and shard directories on disk, the sealed segment files of its
-  checkpoint, its spare segment file, and `_shards`. The user's
+  checkpoint, its spare segment file, and its `CheckpointWriter.shards`. The user's
   thread touches everything else (`_clean`, `_dirty`, `_flushing`, `_journal`,
   `_sealed`, ...) and looks at the checkpoint only after `done` is set, which orders
-  the writer's work before it. `_shards` is shared in time, not at once: a
+  the writer's work before it. `shards` is shared in time, not at once: a
   checkpoint that runs on the user's thread (at open, `checkpoint()`, close) first
   waits for the writer's.
+
+The owner file format is in `memory.owner_files`, the writer's side of checkpoints in
+`memory.checkpoint`, and the checks and recovery done at opening in `memory.recovery`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import os
-import re
-import shutil
 import threading
-import time
-import zlib
 from collections import OrderedDict
-from typing import Any, Final, NamedTuple
+from typing import Final
 
-from tinydb import TinyDB
-from tinydb.storages import Storage
-
-from memory.journal import Journal, JournalContents, Put, fsync_directory, read_journal
+from memory.checkpoint import WRITER_THREAD_NAME, Checkpoint, CheckpointWriter
+from memory.journal import Journal, Put
+from memory.owner_files import Tables, owner_file_path, parse_owner_file, read_all
+from memory.recovery import (
+    check_owners_directory,
+    numbered_segments,
+    read_segments,
+    segment_name,
+    tidy_owner_files,
+)
 from memory.store import (
     DEFAULT_MAX_VALUE_BYTES,
     JSON,
@@ -109,22 +113,12 @@ from memory.store import (
 )
 
 __all__ = [
-    "DAMAGED_DIR",
     "DEFAULT_CACHE_OWNERS",
     "DEFAULT_CHECKPOINT_BYTES",
     "DEFAULT_CHECKPOINT_OWNERS",
     "DEFAULT_JOURNAL_MAX_BYTES",
-    "JournalDamage",
     "TinyDBStore",
-    "aside_directory",
-    "check_owner_file",
-    "find_journal_damage",
-    "keep_copy",
     "lock_directory",
-    "owner_file_name",
-    "owner_file_paths",
-    "parse_owner_file",
-    "segment_paths",
 ]
 
 logger = logging.getLogger(__name__)
@@ -133,29 +127,6 @@ DEFAULT_CHECKPOINT_BYTES: Final = 4 * 1024 * 1024
 DEFAULT_CHECKPOINT_OWNERS: Final = 1_000
 DEFAULT_CACHE_OWNERS: Final = 10_000
 DEFAULT_JOURNAL_MAX_BYTES: Final = 64 * 1024 * 1024
-
-META_TABLE: Final = "_meta"
-NAMESPACE_PREFIX: Final = "ns:"
-FORMAT_VERSION: Final = 2
-"""Owner files of version 2 carry a checksum; version 1 files (no checksum) are read."""
-WRITER_THREAD_NAME: Final = "memory-checkpoint"
-DAMAGED_DIR: Final = "damaged"
-"""Where damaged files are kept (in dated folders), never deleted."""
-_TEMP_SUFFIX: Final = ".tmp"
-_OWNER_SUFFIX: Final = ".json"
-_LEGACY_JOURNAL: Final = "journal.log"
-_SEGMENT: Final = re.compile(r"journal-(\d+)\.log")
-# Every owner file of version 2 starts with these bytes, then the CRC-32 (8 hex digits)
-# of everything after the digits: the rest of `_meta` (owner id, version) and the tables.
-_OWNER_HEAD: Final = b'{"_meta":{"1":{"crc32":"'
-_CRC_HEX: Final = re.compile(rb"[0-9a-f]{8}")
-
-Tables = dict[str, dict[str, str]]
-"""namespace -> key -> the value's JSON text."""
-
-
-def _segment_name(number: int) -> str:
-    return f"journal-{number:010d}.log"
 
 
 class _Owner:
@@ -179,245 +150,6 @@ class _Owner:
         return {namespace: dict(table) for namespace, table in self.tables.items()}
 
 
-def _owner_file_bytes(owner_id: str, tables: Tables) -> bytes:
-    """The owner's TinyDB file: table -> document id -> document, with a checksum.
-
-    The values are already JSON text, so they are spliced in rather than parsed and
-    serialised again: the writer thread holds the GIL (which the memory actor needs)
-    for less time. Every piece is ASCII: `json.dumps` escapes non-ASCII names, and
-    values come from `encode_value` or `json.dumps`, which do too. `_meta` is first and
-    its `crc32` first in it, so the checksum sits at a fixed place (see `_OWNER_HEAD`).
-    """
-    parts = ['","owner":', json.dumps(owner_id), ',"version":', str(FORMAT_VERSION), "}}"]
-    for namespace, table in tables.items():
-        parts += [",", json.dumps(NAMESPACE_PREFIX + namespace), ":{"]
-        parts.append(
-            ",".join(
-                f'"{doc_id}":{{"key":{json.dumps(key)},"value":{text}}}'
-                for doc_id, (key, text) in enumerate(table.items(), start=1)
-            )
-        )
-        parts.append("}")
-    parts.append("}")
-    rest = "".join(parts).encode("ascii")
-    return _OWNER_HEAD + b"%08x" % zlib.crc32(rest) + rest
-
-
-def _checksum_problem(raw: bytes) -> str | None:
-    """For a file that starts with `_OWNER_HEAD`: what is wrong with its checksum."""
-    start = len(_OWNER_HEAD)
-    digits = raw[start : start + 8]
-    if not _CRC_HEX.fullmatch(digits):
-        return "its checksum is unreadable"
-    if zlib.crc32(raw[start + 8 :]) != int(digits, 16):
-        return "its checksum does not match its content: it changed after Harken wrote it"
-    return None
-
-
-class _Malformed(ValueError):
-    """What `parse_owner_file` found wrong, worded for a report."""
-
-
-def parse_owner_file(raw: bytes) -> tuple[str, Tables]:
-    """The owner id and tables in an owner file's bytes, read through TinyDB.
-
-    Raises `ValueError` saying what is wrong unless the file is exactly as a checkpoint
-    wrote it: checksum (version 2), `_meta`, only `ns:` tables, `{"key", "value"}`
-    documents. A version 1 file, which has no checksum, is checked for its shape only.
-    An empty file is damage, not an empty owner: checkpoints write no file for those.
-    """
-    if not raw.strip():
-        raise ValueError("it is empty")
-    checked = raw.startswith(_OWNER_HEAD)
-    if checked and (problem := _checksum_problem(raw)) is not None:
-        raise ValueError(problem)
-    try:
-        db = TinyDB(raw, storage=_ReadOnlyFile)
-    except ValueError as exc:
-        raise ValueError(f"it is not valid JSON: {exc}") from None
-    tables: Tables = {}
-    try:
-        meta = db.table(META_TABLE, cache_size=0).all()
-        fields = {"crc32", "owner", "version"} if checked else {"owner", "version"}
-        version = FORMAT_VERSION if checked else 1
-        if len(meta) != 1 or set(meta[0]) != fields or meta[0]["version"] != version:
-            raise _Malformed("its _meta table is missing or not as Harken writes it")
-        owner_id = meta[0]["owner"]
-        if not isinstance(owner_id, str):
-            raise _Malformed("its _meta table names no owner")
-        for name in db.tables():
-            if name == META_TABLE:
-                continue
-            if not name.startswith(NAMESPACE_PREFIX) or name == NAMESPACE_PREFIX:
-                raise _Malformed("it has a table that Harken never writes")
-            table: dict[str, str] = {}
-            for doc in db.table(name, cache_size=0).all():
-                key = doc.get("key")
-                if set(doc) != {"key", "value"} or not isinstance(key, str) or key in table:
-                    raise _Malformed("it has a malformed document")
-                table[key] = json.dumps(doc["value"], separators=(",", ":"))
-            if not table:
-                raise _Malformed("it has an empty table, which Harken never writes")
-            tables[name[len(NAMESPACE_PREFIX) :]] = table
-    except _Malformed:
-        raise
-    except (AttributeError, TypeError, KeyError, ValueError) as exc:
-        # The JSON parsed but is not shaped like a TinyDB database.
-        raise _Malformed(f"it is not a valid TinyDB file: {exc!r}") from None
-    finally:
-        db.close()
-    return owner_id, tables
-
-
-def check_owner_file(path: str) -> str | None:
-    """What is wrong with the owner file at `path`, or None if it reads back whole.
-
-    A version 2 file with a matching checksum is accepted without parsing it, so that
-    checking every owner file when the store opens costs a read and a CRC per file.
-    """
-    try:
-        raw = _read_all(path)
-    except OSError as exc:
-        return f"it cannot be read: {exc.strerror or exc}"
-    if raw.startswith(_OWNER_HEAD) and _checksum_problem(raw) is None:
-        return None
-    try:
-        parse_owner_file(raw)
-    except ValueError as exc:
-        return str(exc)
-    return None
-
-
-def _read_all(path: str) -> bytes:
-    # Raw reads: half the system calls of open().read(), which shows on a write path
-    # that has just fsynced.
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        chunks = []
-        while chunk := os.read(fd, 1 << 16):
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-    return b"".join(chunks)
-
-
-def owner_file_name(owner_id: str) -> str:
-    """The owner's file name (in the shard named by its first two characters)."""
-    return hashlib.sha256(owner_id.encode("utf-8", "surrogatepass")).hexdigest() + _OWNER_SUFFIX
-
-
-def owner_file_paths(root: str) -> list[str]:
-    """Every owner file under the store's directory `root`, in a stable order."""
-    owners = os.path.join(root, "owners")
-    found: list[str] = []
-    if not os.path.isdir(owners):
-        return found
-    with os.scandir(owners) as shards:
-        for shard in shards:
-            if shard.is_dir():
-                with os.scandir(shard.path) as entries:
-                    found += [e.path for e in entries if e.name.endswith(_OWNER_SUFFIX)]
-    return sorted(found)
-
-
-def segment_paths(root: str) -> list[str]:
-    """Every journal segment in `root`, oldest first (a legacy `journal.log` first)."""
-    return [os.path.join(root, name) for _, name in _numbered_segments(root)]
-
-
-def _numbered_segments(root: str) -> list[tuple[int, str]]:
-    numbered: list[tuple[int, str]] = []
-    for name in os.listdir(root):
-        if name == _LEGACY_JOURNAL:
-            numbered.append((0, name))
-        elif match := _SEGMENT.fullmatch(name):
-            numbered.append((int(match.group(1)), name))
-    numbered.sort()
-    return numbered
-
-
-class JournalDamage(NamedTuple):
-    """What `find_journal_damage` found wrong with the segments."""
-
-    corrupt: list[tuple[str, str]]
-    """(segment path, what is wrong): damage to acknowledged writes."""
-    torn: list[tuple[str, int]]
-    """(segment path, bytes ignored): a torn end a crash left; nothing acknowledged."""
-
-
-def find_journal_damage(segments: list[tuple[str, JournalContents]]) -> JournalDamage:
-    """Tell the torn end a crash leaves from damage to acknowledged writes.
-
-    A crash can only tear the end of the newest segment holding anything: sealed
-    segments were committed whole before the next one got a record. Any other damage
-    (damage in a sealed segment, intact records after a damaged one, a changed byte in
-    a complete line, a sealed segment whose size or checksum is not what the next
-    segment's seal mark recorded, a sealed segment missing between two others) means
-    acknowledged writes cannot be read.
-    """
-    corrupt: list[tuple[str, str]] = []
-    torn: list[tuple[str, int]] = []
-    newest = max((i for i, (_, c) in enumerate(segments) if c.total_bytes), default=-1)
-    index = {os.path.basename(path): i for i, (path, _) in enumerate(segments)}
-    for i, (path, contents) in enumerate(segments):
-        if contents.damaged:
-            ignored = contents.total_bytes - contents.valid_bytes
-            if i == newest and contents.torn:
-                torn.append((path, ignored))
-            else:
-                corrupt.append((path, _damage_problem(contents, sealed=i != newest)))
-        seal = contents.seal
-        if seal is None:
-            continue
-        j = index.get(seal.segment)
-        if j is not None:
-            sealed = segments[j][1]
-            if sealed.total_bytes < seal.size:
-                corrupt.append(
-                    (
-                        segments[j][0],
-                        f"it is {sealed.total_bytes} bytes long, but it was sealed at "
-                        f"{seal.size} bytes (as {os.path.basename(path)} records): the "
-                        "acknowledged writes in its missing end are lost",
-                    )
-                )
-            elif sealed.total_bytes != seal.size or sealed.crc != seal.crc:
-                corrupt.append(
-                    (segments[j][0], "its content changed after it was sealed (checksum)")
-                )
-        else:
-            match = _SEGMENT.fullmatch(seal.segment)
-            number = int(match.group(1)) if match else 0
-            older = [p for p, _ in segments[:i] if _segment_number(p) < number]
-            if older:
-                root = os.path.dirname(path)
-                corrupt.append(
-                    (
-                        os.path.join(root, seal.segment),
-                        f"it is missing, but the older {os.path.basename(older[-1])} and "
-                        f"the newer {os.path.basename(path)} are there: its writes are lost",
-                    )
-                )
-    return JournalDamage(corrupt, torn)
-
-
-def _segment_number(path: str) -> int:
-    match = _SEGMENT.fullmatch(os.path.basename(path))
-    return int(match.group(1)) if match else 0
-
-
-def _damage_problem(contents: JournalContents, *, sealed: bool) -> str:
-    first = contents.damaged[0]
-    where = f"{first.length} damaged bytes at byte {first.offset}"
-    if len(contents.damaged) > 1:
-        where += f" (and {len(contents.damaged) - 1} more damaged stretches)"
-    if sealed:
-        return f"{where} of a sealed segment, which no crash can leave"
-    if contents.after:
-        return f"{where}, followed by {len(contents.after)} intact records"
-    return f"{where}, not a write cut short by a crash (a changed byte or garbage)"
-
-
 def lock_directory(root: str) -> int:
     """Create `root` if needed and lock it for this process; raise `StoreLocked` if taken.
 
@@ -431,81 +163,6 @@ def lock_directory(root: str) -> int:
         os.close(fd)
         raise StoreLocked(f"memory store {root} is already open") from None
     return fd
-
-
-def aside_directory(root: str) -> str:
-    """Make a new, dated folder under `root`/damaged/ to keep damaged files in."""
-    damaged = os.path.join(root, DAMAGED_DIR)
-    os.makedirs(damaged, 0o700, exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    for n in range(1, 1000):
-        path = os.path.join(damaged, stamp if n == 1 else f"{stamp}-{n}")
-        try:
-            os.mkdir(path, 0o700)
-        except FileExistsError:
-            continue
-        fsync_directory(damaged)
-        fsync_directory(root)
-        return path
-    raise StoreError(f"cannot make a new folder in {damaged}")
-
-
-def keep_copy(path: str, folder: str) -> str:
-    """Keep the file at `path` in `folder` too (a hard link, else a synced copy)."""
-    dest = os.path.join(folder, os.path.basename(path))
-    try:
-        os.link(path, dest)
-    except OSError:
-        shutil.copyfile(path, dest)
-        fd = os.open(dest, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    fsync_directory(folder)
-    return dest
-
-
-class _Checkpoint:
-    """One checkpoint: what the writer thread must write, and how it ended.
-
-    Built by the user's thread and not changed by it afterwards; the writer sets
-    `error` (if it failed) and then `done`.
-    """
-
-    def __init__(
-        self, owners: list[tuple[str, Tables]], segments: list[str], spare: str | None
-    ) -> None:
-        self.owners = owners
-        """(owner id, snapshot) for every owner to write; no tables: delete its file."""
-        self.segments = segments
-        """Sealed journal segments whose every record the snapshot holds."""
-        self.spare = spare
-        """An empty segment to create, durably, for the next checkpoint to write to."""
-        self.spare_created = False
-        self.error: BaseException | None = None
-        self.done = threading.Event()
-
-
-class _ReadOnlyFile(Storage):
-    """A TinyDB storage over bytes already read, parsed once, that refuses writes.
-
-    TinyDB reads its storage again for every table it lists; parsing once keeps loading
-    an owner as cheap as one `json.loads`. Writes never go through TinyDB: checkpoints
-    write whole files atomically (see `TinyDBStore._write_owner_files`).
-    """
-
-    def __init__(self, raw: bytes) -> None:
-        data = json.loads(raw)
-        if not isinstance(data, dict):
-            raise ValueError("the top level is not an object")
-        self._data: dict[str, dict[str, Any]] = data
-
-    def read(self) -> dict[str, dict[str, Any]] | None:
-        return self._data
-
-    def write(self, data: dict[str, dict[str, Any]]) -> None:
-        raise StoreError("owner files are written only by checkpoints")
 
 
 class TinyDBStore:
@@ -560,13 +217,14 @@ class TinyDBStore:
         self._clean: OrderedDict[str, _Owner] = OrderedDict()
         self._dirty: dict[str, _Owner] = {}  # written since the last snapshot
         self._flushing: dict[str, _Owner] = {}  # in the running checkpoint's snapshot
-        self._shards: set[str] = set()  # shard directories known to exist
+        # Writes the owner files and drops sealed segments, on the writer thread.
+        self._checkpointer = CheckpointWriter(self.root, fsync=fsync)
         self._sealed: list[str] = []  # segments before the active one, oldest first
         # A durable, empty segment made by the last checkpoint: the next one starts
         # writing to it without syncing the root directory on the caller's thread.
         self._spare: str | None = None
         self._next_segment = 1
-        self._running: _Checkpoint | None = None
+        self._running: Checkpoint | None = None
         self._writer: threading.Thread | None = None
         # After a failed checkpoint, wait until the active segment reaches this size
         # before trying again, so that a full disk does not make every write retry it.
@@ -596,77 +254,21 @@ class TinyDBStore:
         stops the store from opening instead of surfacing as an error (or, worse, an
         empty owner) in the middle of a conversation.
         """
-        owners = os.path.join(self.root, "owners")
-        if not os.path.isdir(owners):
-            if any(number for number, _ in _numbered_segments(self.root)):
-                # A store is created with owners/ before its first segment.
-                raise StoreCorrupt(
-                    owners,
-                    "the directory is missing but the journal is there: the owner files "
-                    "were deleted",
-                )
-            os.mkdir(owners, 0o700)
-            if self._fsync:
-                fsync_directory(self.root)
+        owners = check_owners_directory(self.root, fsync=self._fsync)
         self._owners_fd = os.open(owners, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        removed = 0
-        damaged: list[tuple[str, str]] = []
-        with os.scandir(owners) as shards:
-            for shard in shards:
-                if not shard.is_dir():
-                    continue
-                self._shards.add(shard.name)
-                with os.scandir(shard.path) as entries:
-                    for entry in entries:
-                        if entry.name.endswith(_TEMP_SUFFIX):
-                            # A checkpoint died before renaming it: the segments it
-                            # would have deleted still hold every write it contained.
-                            os.unlink(entry.path)
-                            removed += 1
-                        elif entry.name.endswith(_OWNER_SUFFIX):
-                            problem = check_owner_file(entry.path)
-                            if problem is not None:
-                                damaged.append((entry.path, problem))
-        if damaged:
-            path, problem = min(damaged)
-            if len(damaged) > 1:
-                problem += f"; {len(damaged) - 1} other owner files are damaged too"
-            raise StoreCorrupt(path, problem)
-        # Left by older versions, which replaced the journal through a temporary file.
-        journal_temp = os.path.join(self.root, _LEGACY_JOURNAL + _TEMP_SUFFIX)
-        if os.path.exists(journal_temp):
-            os.unlink(journal_temp)
-            removed += 1
+        removed = tidy_owner_files(self.root, owners, self._checkpointer.shards)
         if removed:
             logger.info("memory store %s: removed %d leftover temporary files", self.root, removed)
 
     def _segments_on_disk(self) -> list[str]:
         """Every journal segment in the root, oldest first (a legacy journal first)."""
-        numbered = _numbered_segments(self.root)
+        numbered = numbered_segments(self.root)
         if numbered:
             self._next_segment = numbered[-1][0] + 1
         return [os.path.join(self.root, name) for _, name in numbered]
 
     def _recover(self) -> Journal:
-        segments = [(path, read_journal(path)) for path in self._segments_on_disk()]
-        damage = find_journal_damage(segments)
-        if damage.corrupt:
-            path, problem = damage.corrupt[0]
-            raise StoreCorrupt(path, problem)
-        if damage.torn:
-            # Never delete what could not be read: the checkpoint below deletes the
-            # segment, so keep a copy aside first.
-            folder = aside_directory(self.root)
-            for path, ignored in damage.torn:
-                kept = keep_copy(path, folder)
-                logger.warning(
-                    "memory store %s: %s ends in %d bytes a crash left half-written (writes "
-                    "that were never acknowledged); ignored them, and kept a copy in %s",
-                    self.root,
-                    os.path.basename(path),
-                    ignored,
-                    kept,
-                )
+        segments = read_segments(self.root, self._segments_on_disk())
         replayed = 0
         for _, contents in segments:
             # In order: a newer segment's writes came after, so they must win.
@@ -698,7 +300,7 @@ class TinyDBStore:
         # Numbered before it exists: if creating it fails half-way, a retry takes a
         # fresh name instead of reusing a file whose directory entry was never synced.
         number, self._next_segment = self._next_segment, self._next_segment + 1
-        return os.path.join(self.root, _segment_name(number))
+        return os.path.join(self.root, segment_name(number))
 
     def _open_segment(self) -> Journal:
         """Open the spare segment, or create the next one (syncing the root directory)."""
@@ -711,8 +313,7 @@ class TinyDBStore:
     # --- owners and the cache ------------------------------------------------------
 
     def _path(self, owner_id: str) -> str:
-        name = owner_file_name(owner_id)
-        return os.path.join(self.root, "owners", name[:2], name)
+        return owner_file_path(self.root, owner_id)
 
     def _load(self, owner_id: str) -> _Owner:
         """Read an owner's file through TinyDB (an owner without a file is empty).
@@ -726,7 +327,7 @@ class TinyDBStore:
         path = self._path(owner_id)
         owner = _Owner(owner_id)
         try:
-            raw = _read_all(path)
+            raw = read_all(path)
         except FileNotFoundError:
             # No file is no data, unless the owner files went away under us.
             if os.fstat(self._owners_fd).st_nlink == 0:
@@ -1059,7 +660,7 @@ class TinyDBStore:
         owners = [(owner.id, owner.snapshot()) for owner in self._dirty.values()]
         self._flushing, self._dirty = self._dirty, {}
         make_spare = background and self._spare is None
-        running = _Checkpoint(
+        running = Checkpoint(
             owners, list(self._sealed), self._new_segment_path() if make_spare else None
         )
         self._running = running
@@ -1067,7 +668,7 @@ class TinyDBStore:
             # A daemon: a process that exits without closing the store loses nothing
             # that a kill -9 at the same moment would not (and that loses nothing).
             writer = threading.Thread(
-                target=self._run_checkpoint, args=(running,), name=WRITER_THREAD_NAME, daemon=True
+                target=self._checkpointer.run, args=(running,), name=WRITER_THREAD_NAME, daemon=True
             )
             try:
                 writer.start()
@@ -1076,101 +677,4 @@ class TinyDBStore:
             else:
                 self._writer = writer
                 return
-        self._run_checkpoint(running)
-
-    # --- checkpoints: the writer's side --------------------------------------------
-
-    def _run_checkpoint(self, checkpoint: _Checkpoint) -> None:
-        """Make the snapshot durable in the owner files, then drop the sealed segments.
-
-        Runs on the writer thread (or on the user's, for `checkpoint()`); touches only
-        `checkpoint`, `_shards` and files.
-        """
-        try:
-            self._write_owner_files(checkpoint.owners)
-            self._delete_segments(checkpoint)
-        except BaseException as exc:  # reported by _collect_checkpoint, on the user's thread
-            checkpoint.error = exc
-        finally:
-            checkpoint.done.set()
-
-    def _write_owner_files(self, owners: list[tuple[str, Tables]]) -> None:
-        """Replace each owner's file atomically, syncing each directory only once."""
-        renames: list[tuple[str, str]] = []
-        removals: list[str] = []
-        directories: set[str] = set()
-        new_shard = False
-        renamed = 0
-        try:
-            for owner_id, tables in owners:
-                final = self._path(owner_id)
-                directory = os.path.dirname(final)
-                directories.add(directory)
-                if not tables:
-                    removals.append(final)  # an owner with no data needs no file
-                    continue
-                shard = os.path.basename(directory)
-                if shard not in self._shards:
-                    # mkdir, not makedirs: never bring back an owners directory that
-                    # was deleted under the store.
-                    with contextlib.suppress(FileExistsError):
-                        os.mkdir(directory, 0o700)
-                    self._shards.add(shard)
-                    new_shard = True
-                temp = final + _TEMP_SUFFIX
-                renames.append((temp, final))
-                self._write_file(temp, _owner_file_bytes(owner_id, tables))
-            while renamed < len(renames):
-                os.replace(*renames[renamed])
-                renamed += 1
-        finally:
-            for temp, _ in renames[renamed:]:
-                try:
-                    os.unlink(temp)
-                except FileNotFoundError:
-                    pass
-                except OSError:
-                    logger.exception("cannot remove temporary file %s", temp)
-        for final in removals:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(final)
-        if self._fsync:
-            for directory in sorted(directories):
-                if os.path.isdir(directory):
-                    fsync_directory(directory)
-            if new_shard:
-                fsync_directory(os.path.join(self.root, "owners"))
-
-    def _write_file(self, path: str, data: bytes) -> None:
-        """Write a whole new file and sync it (owner files may hold secrets: 0600)."""
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            if self._fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def _delete_segments(self, checkpoint: _Checkpoint) -> None:
-        """Delete sealed segments whose writes are all durable in owner files.
-
-        The root is synced before the checkpoint counts as done: a later checkpoint
-        writes newer owner files, and a segment that came back after a power cut would
-        be replayed over them. The same sync makes the spare segment durable.
-        """
-        for path in checkpoint.segments:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-        if checkpoint.spare is not None:
-            try:
-                os.close(os.open(checkpoint.spare, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
-            except OSError:
-                # Not worth failing the checkpoint: the next one creates its segment
-                # on the caller's thread instead.
-                logger.warning("memory store %s: cannot create a spare journal segment", self.root)
-            else:
-                checkpoint.spare_created = True
-        if self._fsync and (checkpoint.segments or checkpoint.spare_created):
-            fsync_directory(self.root)
+        self._checkpointer.run(running)

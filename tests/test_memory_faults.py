@@ -49,15 +49,12 @@ from typing import Any
 
 import pytest
 
+from memory.checkpoint import WRITER_THREAD_NAME, CheckpointWriter
 from memory.journal import read_journal
+from memory.owner_files import owner_file_paths
 from memory.repair import repair_command, repair_store
 from memory.store import StoreCorrupt, StoreUnavailable
-from memory.tinydb_store import (
-    WRITER_THREAD_NAME,
-    TinyDBStore,
-    lock_directory,
-    owner_file_paths,
-)
+from memory.tinydb_store import TinyDBStore, lock_directory
 
 WAIT = 30.0
 
@@ -259,16 +256,16 @@ class Gate:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.entered = threading.Event()
         self.release = threading.Event()
-        write_owner_files = TinyDBStore._write_owner_files
+        write_owner_files = CheckpointWriter.write_owner_files
 
-        def gated(store: TinyDBStore, owners: Any) -> None:
+        def gated(writer: CheckpointWriter, owners: Any) -> None:
             if threading.current_thread().name == WRITER_THREAD_NAME:
                 self.entered.set()
                 if not self.release.wait(WAIT):
                     raise TimeoutError("the test never released the checkpoint writer")
-            write_owner_files(store, owners)
+            write_owner_files(writer, owners)
 
-        monkeypatch.setattr(TinyDBStore, "_write_owner_files", gated)
+        monkeypatch.setattr(CheckpointWriter, "write_owner_files", gated)
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ import pytest
 from tinydb import TinyDB
 
 from memory import tinydb_store as tinydb_store_module
+from memory.checkpoint import WRITER_THREAD_NAME, CheckpointWriter
 from memory.journal import Journal
 from memory.store import (
     DEFAULT_MAX_VALUE_BYTES,
@@ -34,7 +35,7 @@ from memory.store import (
     StoreLocked,
     open_store,
 )
-from memory.tinydb_store import WRITER_THREAD_NAME, TinyDBStore
+from memory.tinydb_store import TinyDBStore
 
 WAIT = 30.0
 """Longest a test waits for something that should happen at once."""
@@ -63,17 +64,17 @@ class WriterGate:
         self.entered = threading.Event()
         self.release = threading.Event()
         self.held = 0
-        write_owner_files = TinyDBStore._write_owner_files
+        write_owner_files = CheckpointWriter.write_owner_files
 
-        def gated(store: TinyDBStore, owners: Any) -> None:
+        def gated(writer: CheckpointWriter, owners: Any) -> None:
             if threading.current_thread().name == WRITER_THREAD_NAME:
                 self.held += 1
                 self.entered.set()
                 if not self.release.wait(WAIT):
                     raise TimeoutError("the test never released the checkpoint writer")
-            write_owner_files(store, owners)
+            write_owner_files(writer, owners)
 
-        monkeypatch.setattr(TinyDBStore, "_write_owner_files", gated)
+        monkeypatch.setattr(CheckpointWriter, "write_owner_files", gated)
 
 
 @pytest.fixture

@@ -55,7 +55,7 @@ def pause_checkpoint_at(point: str, say: Callable[[str], None]) -> None:
     """Make the first background checkpoint stop forever at `point` (see PAUSE_POINTS)."""
     import os
 
-    from memory.tinydb_store import WRITER_THREAD_NAME, TinyDBStore
+    from memory.checkpoint import WRITER_THREAD_NAME, CheckpointWriter
 
     forever = threading.Event()
 
@@ -66,16 +66,16 @@ def pause_checkpoint_at(point: str, say: Callable[[str], None]) -> None:
             say(f"paused {point}")
             forever.wait()
 
-    write_owner_files = TinyDBStore._write_owner_files
-    delete_segments = TinyDBStore._delete_segments
+    write_owner_files = CheckpointWriter.write_owner_files
+    delete_segments = CheckpointWriter.delete_segments
     replace = os.replace
     renames = 0
 
-    def write_owner_files_wrapper(self: TinyDBStore, *args: Any) -> None:
+    def write_owner_files_wrapper(self: CheckpointWriter, *args: Any) -> None:
         stop_here("before-files")
         write_owner_files(self, *args)
 
-    def delete_segments_wrapper(self: TinyDBStore, *args: Any) -> None:
+    def delete_segments_wrapper(self: CheckpointWriter, *args: Any) -> None:
         stop_here("before-segments")
         delete_segments(self, *args)
         stop_here("after-segments")
@@ -87,8 +87,8 @@ def pause_checkpoint_at(point: str, say: Callable[[str], None]) -> None:
             stop_here("first-rename" if renames == 1 else "mid-rename" if renames == 5 else "")
         replace(src, dst)
 
-    TinyDBStore._write_owner_files = write_owner_files_wrapper  # type: ignore[method-assign,assignment]
-    TinyDBStore._delete_segments = delete_segments_wrapper  # type: ignore[method-assign,assignment]
+    CheckpointWriter.write_owner_files = write_owner_files_wrapper  # type: ignore[method-assign,assignment]
+    CheckpointWriter.delete_segments = delete_segments_wrapper  # type: ignore[method-assign,assignment]
     os.replace = replace_wrapper  # type: ignore[assignment]
 
 
