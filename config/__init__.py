@@ -10,7 +10,9 @@ the input itself (`config.inputs`), so an input from another package needs no ch
 """
 
 from config.inputs import InputSpec
-from config.loader import ConfigError, load_settings, render_settings
+from config.loader import load_settings
+from config.render import render_settings
+from config.rules import ConfigError
 from config.settings import (
     BotSettings,
     InputSettings,

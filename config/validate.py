@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from config.inputs import input_env_var
-from config.loader import ConfigError
+from config.rules import ConfigError
 from config.settings import Settings
 
 __all__ = [

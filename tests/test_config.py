@@ -23,7 +23,7 @@ from config import (
     load_settings,
     render_settings,
 )
-from config.loader import _RULES
+from config.rules import RULES
 from config.settings import HealthSettings, OpsSettings
 
 SECTIONS: dict[str, type[Any]] = {
@@ -110,8 +110,8 @@ def test_rules_follow_dataclasses() -> None:
     # The loader reads each key by the type of its dataclass default; keep them in step.
     for section, cls in SECTIONS.items():
         for f in dataclasses.fields(cls):
-            assert _RULES[f"{section}.{f.name}"].kind is type(f.default), f.name
-    assert len(_RULES) == sum(len(dataclasses.fields(cls)) for cls in SECTIONS.values())
+            assert RULES[f"{section}.{f.name}"].kind is type(f.default), f.name
+    assert len(RULES) == sum(len(dataclasses.fields(cls)) for cls in SECTIONS.values())
 
 
 def test_config_env_var_selects_file_and_explicit_path_wins(tmp_path: Path) -> None:

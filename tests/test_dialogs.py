@@ -509,7 +509,7 @@ def test_a_finish_that_stores_too_much_is_told_so_and_keeps_the_answers(tmp_path
 
 
 def test_the_dialog_timeout_comes_from_file_env_or_flag_and_bad_values_are_named() -> None:
-    from config.loader import ConfigError, load_settings
+    from config import ConfigError, load_settings
 
     assert load_settings(env={}).bot.dialog_timeout_seconds == 1800
     env = {"HARKEN_BOT_DIALOG_TIMEOUT_SECONDS": "90"}

@@ -20,7 +20,7 @@ from support.ops_services import ServiceState, dead_port, running_services
 
 from commands.ops.checks import DOWN, SLOW, UP, check, check_all
 from commands.ops.registry import Service
-from config.loader import ConfigError, load_settings
+from config import ConfigError, load_settings
 from config.settings import InputSettings, ServiceSettings, Settings
 from harken.testbot import INPUT_NAME, TestBot
 
