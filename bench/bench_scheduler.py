@@ -34,9 +34,10 @@ from apscheduler.triggers.date import DateTrigger
 
 from actors.event import Event, EventType
 from actors.inputs.testing import Done, Reply
+from actors.job_store import open_engine
 from actors.jobs import JobKind, JobSpec
 from actors.messages import CancelJob, ListJobs, ScheduleJob
-from actors.scheduler_actor import open_engine, scheduled_job
+from actors.scheduler_actor import scheduled_job
 from actors.supervision import Handle
 from harken.testbot import INPUT_NAME, TestBot
 

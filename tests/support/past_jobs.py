@@ -16,8 +16,9 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from actors.event import Event, EventType
+from actors.job_store import open_engine
 from actors.jobs import JobKind, JobSpec
-from actors.scheduler_actor import open_engine, scheduled_job
+from actors.scheduler_actor import scheduled_job
 
 
 def spec(
