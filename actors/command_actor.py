@@ -25,12 +25,12 @@ import pykka
 
 from actors.access import authorize
 from actors.context import Context
-from actors.event import Event, EventType
 from actors.messages import InvocationDone, Invoke, MemoryBarrier
 from actors.pool import Dispatcher
 from actors.supervision import SupervisedPooledActor
 from commands.base import ReplyTypeError
 from core.context import MemoryRefused
+from core.event import Event, EventType
 from memory.store import StoreError
 
 if TYPE_CHECKING:

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 import pykka
 
 from actors.dialog_runner import DialogTurn, conversation_id, load_state
-from actors.event import Event, EventType
 from actors.messages import (
     DialogLoaded,
     DialogTurnDone,
@@ -38,6 +37,7 @@ from actors.messages import (
 )
 from actors.pool import Dispatcher, PooledActor
 from commands.dialogs import DialogState, dialog_of, is_stop_word
+from core.event import Event, EventType
 
 if TYPE_CHECKING:
     from actors.services import Services

@@ -46,7 +46,6 @@ import pykka
 from actors.access import authorize
 from actors.command_actor import new_error_id
 from actors.context import Context
-from actors.event import Event, EventType
 from actors.messages import (
     DialogLoaded,
     DialogTurnDone,
@@ -69,6 +68,7 @@ from commands.dialogs import (
     parse_yes_no,
 )
 from core.context import MAX_KEY_CHARS, MAX_VALUE_BYTES, MemoryRefused
+from core.event import Event, EventType
 from memory.store import InvalidWrite, encode_value
 
 if TYPE_CHECKING:

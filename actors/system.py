@@ -23,11 +23,12 @@ from actors.command_actor import CommandActor
 from actors.errors import StartupError
 from actors.health import HealthServer
 from actors.inputs.base import InputActor
+from actors.job_store import check_job_store
 from actors.memory_actor import MemoryActor
 from actors.messages import ConversationIdle, MemoryBarrier, RouterStats
 from actors.pool import Dispatcher
 from actors.router import Router
-from actors.scheduler_actor import SchedulerActor, check_job_store
+from actors.scheduler_actor import SchedulerActor
 from actors.services import Services
 from actors.supervision import Handle, Supervised, Supervisor
 from actors.workers import WorkerPool

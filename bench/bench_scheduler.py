@@ -33,8 +33,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.date import DateTrigger
 
 from actors.inputs.testing import Done, Reply
+from actors.job_store import open_engine
 from actors.messages import CancelJob, ListJobs, ScheduleJob
-from actors.scheduler_actor import open_engine, scheduled_job
+from actors.scheduler_actor import scheduled_job
 from actors.supervision import Handle
 from core.event import Event, EventType
 from core.jobs import JobKind, JobSpec

@@ -43,7 +43,8 @@ from sqlalchemy.exc import OperationalError
 from support.past_jobs import spec, store_job
 from support.shell_process import WAIT, Shell, run
 
-from actors.scheduler_actor import APPLICATION_ID, DELIVERIES, check_job_store, open_engine
+from actors.job_deliveries import DELIVERIES
+from actors.job_store import APPLICATION_ID, check_job_store, open_engine
 from core.jobs import JobKind
 
 pytestmark = pytest.mark.e2e

@@ -15,7 +15,8 @@ from apscheduler.job import Job
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from actors.scheduler_actor import open_engine, scheduled_job
+from actors.job_store import open_engine
+from actors.scheduler_actor import scheduled_job
 from core.event import Event, EventType
 from core.jobs import JobKind, JobSpec
 
