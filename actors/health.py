@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import pykka
 
-from actors.dialog_runner import CONVERSATION_NS, STATE_SHARDS
 from actors.messages import JobCount, MemoryKeys, RouterStats
 from actors.metrics import HEALTHY_STATES, LATENCY_BUCKETS, MetricsSnapshot
+from actors.runner import CONVERSATION_NS, STATE_SHARDS
 
 if TYPE_CHECKING:
     from actors.services import Services

@@ -7,14 +7,13 @@ information the receiving actor needs, or ask an actor for something.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from actors.event import Event
 
 if TYPE_CHECKING:
     from apscheduler.triggers.base import BaseTrigger
-    from pykka import ActorRef
 
     from actors.jobs import JobSpec
     from commands.dialogs import DialogState
@@ -81,41 +80,21 @@ class RouterStats(NamedTuple):
     """Ask the router for its figures: active and retired conversations."""
 
 
-# --- conversations <-> command actors -------------------------------------------------
+# --- conversations <-> the runner (see actors/runner.py) --------------------------------
 
 
-class Invoke(NamedTuple):
-    """Run a command for an event (conversation -> command actor)."""
-
-    event: Event
-    groups: Mapping[str, str | None]
-    conversation: ActorRef[Any]
-    """Told `InvocationDone` when the command has finished, whatever the outcome."""
-
-
-class InvocationDone(NamedTuple):
-    """A command finished for this event (command worker -> conversation)."""
+class TurnDone(NamedTuple):
+    """A person's message is answered, and what it wrote is durable (runner ->
+    conversation), whatever the outcome. `dialog` is the open dialog now (None: none)."""
 
     event_id: str
-
-
-# --- dialogs (see actors/dialog_runner.py) ---------------------------------------------
+    dialog: DialogState | None
 
 
 class DialogLoaded(NamedTuple):
     """The conversation's open dialog as memory has it, or None (worker -> conversation)."""
 
     state: DialogState | None
-
-
-class DialogTurnDone(NamedTuple):
-    """A dialog step was handled for this event and its state is durable (worker ->
-    conversation), whatever the outcome. `state` is the dialog now (None: no dialog open).
-    With `again`, the event was not an answer (the dialog had expired): handle it anew."""
-
-    event_id: str
-    state: DialogState | None
-    again: bool = False
 
 
 # --- supervision -----------------------------------------------------------------------

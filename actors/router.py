@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 import pykka
 
-from actors.conversation import ConversationActor, ConversationKey, conversation_key
+from actors.conversation import ConversationActor
 from actors.event import Event, EventType
 from actors.messages import ConversationIdle, IdleNow, Inbound, RetireIfIdle, RouterStats
 from actors.pool import Dispatcher
+from actors.runner import ConversationKey, conversation_key
 from actors.supervision import SupervisedPooledActor
 from actors.text import clean_text
 

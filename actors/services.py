@@ -8,13 +8,15 @@ handles, which the supervisor updates when it restarts an actor.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import pykka
 
-from actors.dialog_runner import DialogRuntime
 from actors.event import Event
+from actors.lanes import Lanes
 from actors.messages import Answered, Outbound
 from actors.metrics import Metrics
 from actors.pool import Dispatcher
@@ -34,21 +36,24 @@ class Services:
     registry: Registry
     memory: Handle
     workers: WorkerPool
-    dispatcher: Dispatcher
-    """Runs the pooled actors (router, conversations, command actors) on a few threads."""
     """Runs command functions, so a slow command holds a worker, never an actor."""
+    dispatcher: Dispatcher
+    """Runs the pooled actors (router, conversations) on a few threads."""
     inputs: dict[str, Handle] = field(default_factory=dict)
-    commands: dict[str, Handle] = field(default_factory=dict)
-    """Command actors by command name."""
     scheduler: Handle | None = None
-    router: Handle | None = None
     """The scheduler actor (actors/scheduler_actor.py); None until it has started."""
-    dialogs: DialogRuntime = field(default_factory=DialogRuntime)
-    """What the conversations' dialog jobs share (actors/dialog_runner.py)."""
+    router: Handle | None = None
+    lanes: Lanes = field(init=False)
+    """The worker pool, one conversation's jobs at a time (actors/lanes.py)."""
+    clock: Callable[[], float] = time.time
+    """The wall clock dialogs expire by (tests may replace it)."""
     metrics: Metrics = field(default_factory=Metrics)
     """Counters for `/metrics` and `status` (actors/metrics.py); thread-safe."""
     started_at: float = 0.0
     """When the system finished starting (time.time()), for `status`'s uptime."""
+
+    def __post_init__(self) -> None:
+        self.lanes = Lanes(self.workers)
 
     def is_admin(self, event: Event) -> bool:
         settings = self.settings.inputs.get(event.input)

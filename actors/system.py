@@ -1,6 +1,6 @@
 """Assembles Harken's actors from the settings, and takes them down again.
 
-Start order: supervisor, memory, command actors, router, inputs, so that by the time an
+Start order: supervisor, memory, router, inputs, so that by the time an
 input hands over its first message everything behind it is up. Stop order is the
 reverse, and memory stops last so every write that was told to it is committed.
 """
@@ -17,7 +17,6 @@ from importlib.metadata import entry_points
 
 import pykka
 
-from actors.command_actor import CommandActor
 from actors.errors import StartupError
 from actors.health import HealthServer
 from actors.inputs.base import InputActor
@@ -50,7 +49,7 @@ INPUT_ENTRY_POINT_GROUP = "harken.inputs"
 MEMORY_STOP_TIMEOUT = 300.0
 """Seconds `stop()` waits for the memory actor's final commit and checkpoint."""
 DISPATCHER_THREADS = 4
-"""Threads that run the pooled actors: router, conversations and command actors.
+"""Threads that run the pooled actors: the router and the conversations.
 
 They only pass messages on, so a few threads serve them all; a message between two of
 them usually finds a dispatcher thread already awake, instead of waking a sleeping one.
@@ -178,10 +177,6 @@ class BotSystem:
             dispatcher=Dispatcher(DISPATCHER_THREADS, name="dispatcher"),
         )
         self.services = services
-        for cmd in registry.commands():
-            services.commands[cmd.name] = child(
-                f"command:{cmd.name}", partial(CommandActor, services.dispatcher, cmd, services)
-            )
         router = child("router", partial(Router, services.dispatcher, services))
         self.router = router
         services.router = router
@@ -257,10 +252,9 @@ class BotSystem:
         order = ["scheduler"]
         order += [f"input:{name}" for name in (services.inputs if services else {})]
         order.append("router")
-        # Commands still running finish (and tell memory their writes) before memory stops.
-        order += [f"command:{name}" for name in (services.commands if services else {})]
         supervisor.stop_children(order).get()
         if services is not None:
+            # Turns still running finish (and tell memory their writes) before memory stops.
             services.workers.shutdown()
             services.dispatcher.shutdown()
         # Memory last, and with time to finish: its final checkpoint writes every owner

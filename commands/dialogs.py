@@ -28,7 +28,7 @@ other, checks each answer, and hands every answer to a finish function at the en
   `say`, and whatever else commands can do), `answers`, `event` and `memory`; it
   returns the reply like a command does.
 
-The conversation runs the dialog (see `actors.dialog_runner`): while it is open the
+The bot runs the dialog (see `actors.turn` and `actors.runner`): while it is open the
 person's next messages are its answers, `cancel`/`stop` end it, `help` works, and its
 state is saved after every step so that it survives a restart. This module holds the
 declarations and the pure step logic: no actors, no memory, no clocks.
@@ -196,8 +196,8 @@ class Confirm(Step):
 class Dialog:
     """A declared dialog: its steps and what to do with the answers.
 
-    It is the function of the `Command` that `@dialog` returns; the conversation
-    recognises it there (`dialog_of`) and runs the dialog instead of calling it.
+    It is the function of the `Command` that `@dialog` returns; `actors.turn.decide`
+    recognises it there (`dialog_of`), and the runner runs the dialog instead of calling it.
     """
 
     name: str
@@ -230,7 +230,7 @@ class Dialog:
         object.__setattr__(self, "params", params)
 
     def __call__(self, ctx: Context) -> CommandResult:
-        # Never reached through the conversation, which runs dialogs itself; a caller
+        # Never reached through the bot, whose runner runs dialogs step by step; a caller
         # that invokes the command function directly gets a clear answer instead.
         return f"`{self.name}` is a dialog: say `{self.name}` to the bot to start it."
 

@@ -114,7 +114,7 @@ def parse_when(text: str, now: datetime, *, min_interval: float = 60.0) -> When:
     spec = " ".join(text.lower().split())
     if spec.startswith("in "):
         delta = _duration(spec[3:])
-        return _once(_later(now, delta), now, f"in {_say_duration(delta)}")
+        return _once(_later(now, delta), now, f"in {say_duration(delta)}")
     if spec.startswith("every "):
         return _every(spec[6:], now, zone, min_interval)
     day: date | None = None
@@ -172,7 +172,8 @@ def _duration(spec: str) -> timedelta:
     return delta
 
 
-def _say_duration(delta: timedelta) -> str:
+def say_duration(delta: timedelta) -> str:
+    """`1 hour 30 minutes`: every unit, spelt out (whole seconds)."""
     seconds = int(delta.total_seconds())
     out = []
     for name, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
@@ -261,11 +262,11 @@ def _every(spec: str, now: datetime, zone: ZoneInfo, min_interval: float) -> Whe
     amount = spec if spec[:1].isdigit() or spec.startswith(("a ", "an ")) else f"1 {spec}"
     delta = _duration(amount)
     if delta.total_seconds() < min_interval:
-        shortest = _say_duration(timedelta(seconds=min_interval))
+        shortest = say_duration(timedelta(seconds=min_interval))
         raise WhenError(f"That is too often: the shortest interval is {shortest}.")
     first = _later(now, delta)
     trigger = IntervalTrigger(seconds=int(delta.total_seconds()), start_date=first, timezone=zone)
-    return When(trigger, first, recurring=True, description=f"every {_say_duration(delta)}")
+    return When(trigger, first, recurring=True, description=f"every {say_duration(delta)}")
 
 
 def _later(now: datetime, delta: timedelta) -> datetime:

@@ -113,12 +113,12 @@ def test_a_failing_command_names_itself_and_an_error_id_that_is_in_the_log(
     assert logged
     assert logged[0].exc_info is not None
     assert exploded in str(logged[0].exc_info[1])
-    # The command's actor lives on (a quick command runs on it): it fails the same way.
+    # The conversation lives on (a quick command runs on its thread): it fails the same way.
     assert bot.ask(name).startswith(f"Sorry, `{name}` failed")
     assert bot.ask("ping") == "pong"
 
 
-def test_a_quick_command_runs_on_its_actor_and_others_on_a_worker(bot: TestBot) -> None:
+def test_a_quick_command_runs_on_the_dispatcher_and_others_on_a_worker(bot: TestBot) -> None:
     assert bot.ask("where").startswith("dispatcher-")
     assert bot.ask("slow-where").startswith("command-worker-")
 
@@ -264,16 +264,6 @@ def test_supervisor_keeps_restarting_an_actor_that_crashes_repeatedly() -> None:
         supervisor.proxy().stop_children().get()
         supervisor.stop()
     assert not pykka.ActorRegistry.get_by_class(Fragile)
-
-
-def test_a_command_that_is_down_gets_a_clear_reply(bot: TestBot) -> None:
-    bot.start()
-    assert bot.system is not None
-    supervisor = bot.system._supervisor_ref
-    assert supervisor is not None
-    supervisor.proxy().stop_children(["command:ping"]).get(timeout=5)
-    assert bot.ask("ping") == "Sorry, `ping` is not available right now. Please try again soon."
-    assert bot.ask("echo still here") == "still here"
 
 
 def test_a_crashed_memory_actor_is_restarted_on_the_same_store_and_loses_nothing(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -11,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from actors.dialog_runner import CANCEL_HINT, CONVERSATION_NS, conversation_id, state_address
 from actors.messages import Inbound, MemoryGet
-from config.settings import BotSettings, Settings
+from actors.runner import CANCEL_HINT, CONVERSATION_NS, conversation_id, state_address
+from config.settings import AccessSettings, BotSettings, Settings
 from harken import Answers, Ask, Choice, Confirm, Context, Invalid, TestBot, dialog
 from harken.testbot import INPUT_NAME, wait_until
 
@@ -241,13 +243,16 @@ def test_a_step_still_running_keeps_its_conversation_and_hands_over_after_a_cras
         assert old is not None
         old.tell(Inbound(None))  # type: ignore[arg-type]  # a malformed message kills it
         wait_until(lambda: router.ref is not old and router.is_alive())
+        assert system.services is not None
+        lanes = system.services.lanes
+        wait_until(lambda: lanes.busy() == 1)  # the step, still running
         second = bot.send("two")  # reaches a new conversation actor
+        # Whose first job, loading the dialog, waits for the step still running.
+        wait_until(lambda: lanes.busy() == 2)
         release.set()
         assert [e.data for e in bot.replies(first)] == ["B?"]
         assert [e.data for e in bot.replies(second)] == ["a=one b=two"]
-        wait_until(
-            lambda: system.services is not None and system.services.dialogs.held_locks() == 0
-        )
+        wait_until(lambda: lanes.busy() == 0)
     finally:
         release.set()
         bot.stop()
@@ -260,7 +265,7 @@ def test_an_expired_dialog_is_dropped_and_the_message_is_handled_as_new(bot: Tes
     clock = Clock()
     assert bot.system is not None
     assert bot.system.services is not None
-    bot.system.services.dialogs.clock = clock
+    bot.system.services.clock = clock
     bot.ask("deploy")
     bot.ask("prod")
     clock.now += 29 * 60
@@ -281,7 +286,7 @@ def test_a_dialog_expires_across_a_restart_too(bot: TestBot) -> None:
     assert bot.system.services is not None
     clock = Clock()
     clock.now += 31 * 60
-    bot.system.services.dialogs.clock = clock
+    bot.system.services.clock = clock
     replies = bot.ask("staging")
     assert replies.startswith("Your unfinished `deploy` expired after 30 minutes")
     assert replies.endswith("I don't know the command `staging`. Say `help` to see what I can do.")
@@ -293,7 +298,7 @@ def test_the_dialog_timeout_is_configurable(tmp_path: Path) -> None:
         clock = Clock()
         assert bot.system is not None
         assert bot.system.services is not None
-        bot.system.services.dialogs.clock = clock
+        bot.system.services.clock = clock
         bot.ask("deploy")
         clock.now += 121
         assert bot.ask("deploy").startswith(
@@ -518,3 +523,79 @@ def test_the_dialog_timeout_comes_from_file_env_or_flag_and_bad_values_are_named
     assert load_settings(env=env, overrides=flag).bot.dialog_timeout_seconds == 600
     with pytest.raises(ConfigError, match=r"bot\.dialog_timeout_seconds.*a number > 0"):
         load_settings(env={"HARKEN_BOT_DIALOG_TIMEOUT_SECONDS": "-5"})
+
+
+# --- one path with commands: access rules, metrics, the Context ------------------------
+
+
+def access_bot(tmp_path: Path, *commands: Any, **settings: Any) -> TestBot:
+    """A bot where `incident` and `deploy` are for the group `ops` (alice), root an admin."""
+    base = Settings(access=AccessSettings(commands={"incident": ("ops",), "deploy": ("ops",)}))
+    bot = TestBot(
+        tmp_path / "memory",
+        settings=replace(base, **settings),
+        commands=[deploy, *commands],
+        admins=["root"],
+    )
+    inputs = dict(bot.settings.inputs)
+    inputs[INPUT_NAME] = replace(inputs[INPUT_NAME], groups={"ops": ("alice",)})
+    bot.settings = replace(bot.settings, inputs=inputs)
+    return bot
+
+
+def refused(name: str, user: str) -> str:
+    return (
+        f"Sorry, `{name}` is only for the group(s) ops and the admins, and you ({user} on "
+        "testing) are in none of them. An admin can add you to `groups` in the "
+        "[inputs.testing] section of Harken's config."
+    )
+
+
+def test_a_dialog_listed_in_access_commands_refuses_people_outside_its_groups(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with access_bot(tmp_path) as bot, caplog.at_level(logging.WARNING):
+        assert bot.ask("incident", user="eve") == refused("incident", "eve")
+        assert "refused incident for eve on testing: not in an allowed group" in caplog.text
+        assert stored_state(bot, user="eve") is None  # no dialog was opened for her
+        assert bot.ask("2", user="eve").startswith("I don't know the command `2`")
+        assert bot.ask("incident", user="alice").startswith("How severe is it")
+        assert bot.ask("incident", user="root").startswith("How severe is it")
+        # Nor can she reach it from another dialog: she stays where she was.
+        assert bot.ask("profile", user="eve") == f"What should I call you?\n{CANCEL_HINT}"
+        assert bot.ask("deploy", user="eve") == (
+            f"{refused('deploy', 'eve')}\nWe are still in `profile`: What should I call you?"
+        )
+        assert bot.ask("Eve", user="eve").startswith("What is your time zone?")
+
+
+def metrics_of(bot: TestBot) -> str:
+    assert bot.system is not None
+    assert bot.system.health_server is not None
+    url = f"http://127.0.0.1:{bot.system.health_server.port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text: str = response.read().decode()
+    return text
+
+
+def test_dialog_turns_are_counted_in_metrics_like_command_calls(tmp_path: Path) -> None:
+    health = replace(Settings().health, enabled=True, port=0)
+    with access_bot(tmp_path, health=health) as bot:
+        for text in ["deploy", "staging", "2", "yes"]:
+            bot.ask(text)
+        assert bot.ask("deploy", user="eve") == refused("deploy", "eve")
+        lines = metrics_of(bot).splitlines()
+    assert 'harken_commands_total{command="deploy"} 4' in lines
+    assert 'harken_command_duration_seconds_count{command="deploy"} 4' in lines
+    assert 'harken_command_refusals_total{command="deploy"} 1' in lines
+
+
+def test_a_dialogs_finish_gets_the_same_context_as_a_command(tmp_path: Path) -> None:
+    @dialog(r"^whereami$", steps=[Ask("x", "Ready?")])
+    def whereami(ctx: Context) -> str:
+        assert ctx.services is not None
+        return f"inputs: {', '.join(ctx.services.inputs)}; admin: {ctx.is_admin}"
+
+    with TestBot(tmp_path / "memory", commands=[whereami], admins=["root"]) as bot:
+        bot.ask("whereami", user="root")
+        assert bot.ask("yes", user="root") == "inputs: testing; admin: True"
