@@ -412,9 +412,10 @@ def _same(a: DialogState | None, b: DialogState | None) -> bool:
     """Equal but for the time of the last answer: a re-ask is not worth a disk write."""
     if a is None or b is None:
         return a is b
-    return (a.dialog, a.step, dict(a.answers), a.switch_to) == (
+    return (a.dialog, a.step, a.answers, a.switch_to, a.started_at) == (
         b.dialog,
         b.step,
-        dict(b.answers),
+        b.answers,
         b.switch_to,
+        b.started_at,
     )
