@@ -292,6 +292,21 @@ def test_a_dialog_expires_across_a_restart_too(bot: TestBot) -> None:
     assert replies.endswith("I don't know the command `staging`. Say `help` to see what I can do.")
 
 
+def test_a_dialog_started_anew_once_expired_is_saved_anew(bot: TestBot) -> None:
+    clock = Clock()
+    assert bot.system is not None
+    assert bot.system.services is not None
+    bot.system.services.clock = clock
+    bot.ask("deploy")
+    clock.now += 31 * 60
+    assert bot.ask("deploy").endswith(f"nothing from it was saved.\n{FIRST}")
+    bot.restart()
+    assert bot.system.services is not None
+    clock.now += 60
+    bot.system.services.clock = clock
+    assert bot.ask("prod") == "How many replicas?"
+
+
 def test_the_dialog_timeout_is_configurable(tmp_path: Path) -> None:
     bot = make_bot(tmp_path, deploy, dialog_timeout_seconds=120)
     try:
