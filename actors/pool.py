@@ -14,8 +14,8 @@ hold a dispatcher thread while they run (conversations only tell other actors).
 
 When a handler tells another pooled actor and the actor running it has no more mail,
 the thread that ran the handler runs the told actor next itself rather than waking
-another thread for it: a person's message passes router, conversation and command actor
-on one thread instead of three, which is most of what a reply costs on a quiet bot.
+another thread for it: a person's message passes router and conversation on one
+thread instead of two, which is most of what a reply costs on a quiet bot.
 
 pykka leaves room for this: `_create_actor_inbox`, `_create_future` and
 `_start_actor_loop` are its documented points for new kinds of actor. A pooled actor

@@ -1,7 +1,7 @@
 """Supervision: actors that crash are restarted, with backoff, behind a stable address.
 
 pykka has no supervision tree, so Harken adds the small part it needs. Each long-lived
-actor (router, memory, command actors, inputs) is started by the `Supervisor` from a
+actor (router, memory, inputs, scheduler) is started by the `Supervisor` from a
 factory and reached through a `Handle`. When the actor dies of an unhandled exception
 its `on_failure` tells the supervisor, which starts a fresh one after a backoff delay
 and points the handle at it. Senders keep their handle; a message told while the actor

@@ -12,7 +12,7 @@ person's own key/value memory). The return value is the reply: a string, a list 
 strings (several replies), or None (no reply).
 
 A command that computes its reply from its arguments alone (no memory, no network, no
-waiting) can be declared `quick=True`: it runs on its command actor's thread instead of
+waiting) can be declared `quick=True`: it runs on its conversation's thread instead of
 a worker thread, which saves a thread hand-off on every call. Such a function may take
 named groups and `event` only; `ctx` and `memory` reach the memory actor, which can wait.
 
@@ -54,7 +54,7 @@ class Command:
     description: str
     admin_only: bool = False
     quick: bool = False
-    """Runs on the command actor's thread, not a worker: see the module's docstring."""
+    """Runs on the conversation's thread, not a worker: see the module's docstring."""
     source: str = "builtin"
     """Where the command came from: `builtin`, `entry point NAME`, or a file path."""
     regex: re.Pattern[str] = field(init=False, repr=False, compare=False)

@@ -304,7 +304,7 @@ def test_services_registered_at_runtime_cannot_be_called(
 def test_groups_limit_commands_and_refusals_are_clear_and_logged(
     bot: TestBot, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="actors.command_actor"):
+    with caplog.at_level(logging.WARNING, logger="actors.runner"):
         refused = bot.ask("call healthy /v1/status", user="bob")
     assert refused == (
         "Sorry, `call` is only for the group(s) ops and the admins, and you (bob on testing) "
