@@ -147,6 +147,25 @@ def _counted_as(plan: Plan) -> str | None:
 class Turn:
     """One person's message, from authorization to the reply (see the module)."""
 
+    # A turn waits for its barrier holding only what its answer needs (replies, the
+    # dialog): with slots and without its Context, it costs the collector little.
+    __slots__ = (
+        "admin",
+        "before",
+        "conversation",
+        "ctx",
+        "event",
+        "key",
+        "name",
+        "notes",
+        "now",
+        "plan",
+        "refused",
+        "replies",
+        "services",
+        "state",
+    )
+
     def __init__(
         self,
         services: Services,
@@ -161,14 +180,16 @@ class Turn:
         self.services = services
         self.key = key
         self.event = event
-        self.plan = plan
+        self.plan: Plan | None = plan
+        self.name = _counted_as(plan)
+        """The command or dialog this turn counts as a call of, if any."""
         self.before = dialog
         self.state = dialog
         """The open dialog after this turn, so far."""
         self.now = now
         self.conversation = conversation
         """Told `TurnDone` at the end; None when the conversation runs the turn inline."""
-        self.notes: list[Event] = []
+        self.notes: list[Event] | None = None
         """Replies that stand whatever happens next (an expired dialog's notice)."""
         self.replies: list[Event] = []
         self.ctx: Context | None = None
@@ -176,11 +197,12 @@ class Turn:
         self.refused = False
 
     def run(self) -> None:
-        name = _counted_as(self.plan)
+        plan, name = self.plan, self.name
+        assert plan is not None, "a turn runs once"
         started = time.perf_counter()
         failed = False
         try:
-            self._do(self.plan)
+            self._do(plan)
         except MemoryRefused as exc:
             self._error(f"Sorry, I can't store that: {exc}.")
         except Exception:
@@ -264,7 +286,7 @@ class Turn:
 
     def _drop(self, notice: str, then: Plan) -> None:
         self.state = None
-        self.notes.append(self.event.reply(notice))
+        self.notes = [self.event.reply(notice)]
         self._do(then)
 
     def _start(self, flow: Dialog) -> None:
@@ -360,6 +382,7 @@ class Turn:
         barrier; answer when it fires."""
         memory, before, after = self.services.memory, self.before, self.state
         wrote = self.ctx is not None and self.ctx.wrote
+        self.plan = self.ctx = self.before = None
         try:
             if not _same(before, after):
                 owner, key = state_address(conversation_id(self.key))
@@ -381,7 +404,7 @@ class Turn:
             error_id = new_error_id()
             logger.error(
                 "could not save what %s wrote for %s on %s (error id %s): %s",
-                _counted_as(self.plan),
+                self.name,
                 self.event.user,
                 self.event.input,
                 error_id,
@@ -395,7 +418,7 @@ class Turn:
         self._done()
 
     def _done(self) -> None:
-        replies = self.notes + self.replies if self.notes else self.replies
+        replies = self.notes + self.replies if self.notes is not None else self.replies
         self.services.answer(self.event, replies)
         if self.conversation is not None:
             # The conversation may have stopped while the turn ran (its router
