@@ -27,6 +27,8 @@ Job = tuple[Callable[..., object], tuple[Any, ...]]
 
 
 class Lanes:
+    """The worker pool, seen as one first-in-first-out lane per conversation."""
+
     def __init__(self, workers: WorkerPool) -> None:
         self._workers = workers
         self._guard = threading.Lock()
