@@ -25,7 +25,7 @@ import pykka
 from actors.event import Event
 from actors.messages import DialogLoaded, IdleNow, Inbound, RetireIfIdle, TurnDone
 from actors.pool import Dispatcher, PooledActor
-from actors.runner import ConversationKey, Turn, load_dialog, runs_inline
+from actors.runner import ConversationKey, Turn, conversation_id, load_dialog, runs_inline
 from actors.turn import decide
 
 if TYPE_CHECKING:
@@ -44,6 +44,8 @@ class ConversationActor(PooledActor):
     ) -> None:
         super().__init__(dispatcher)
         self.key = key
+        self.talk = conversation_id(key)
+        """The conversation's id: its lane, and where its dialog's state is stored."""
         self.services = services
         self.router = router
         self.pending: deque[Event] | None = None
@@ -57,7 +59,7 @@ class ConversationActor(PooledActor):
 
     def on_start(self) -> None:
         # First in this conversation's lane: after any turn a predecessor left running.
-        self.services.lanes.submit(self.key, load_dialog, self.services, self.key, self.actor_ref)
+        self.services.lanes.submit(self.talk, load_dialog, self.services, self.talk, self.actor_ref)
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Inbound):
@@ -104,13 +106,13 @@ class ConversationActor(PooledActor):
         timeout = services.settings.bot.dialog_timeout_seconds
         plan = decide(event.data, services.registry, dialog, now, timeout)
         if runs_inline(plan):
-            Turn(services, self.key, event, plan, dialog=dialog, now=now, conversation=None).run()
+            Turn(services, self.talk, event, plan, dialog=dialog, now=now, conversation=None).run()
             return
         turn = Turn(
-            services, self.key, event, plan, dialog=dialog, now=now, conversation=self.actor_ref
+            services, self.talk, event, plan, dialog=dialog, now=now, conversation=self.actor_ref
         )
         self.running = event.id
-        services.lanes.submit(self.key, turn.run)
+        services.lanes.submit(self.talk, turn.run)
 
     def on_stop(self) -> None:
         # Stopped while messages still waited (the router restarted, or the bot is

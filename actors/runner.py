@@ -109,11 +109,8 @@ def runs_inline(plan: Plan) -> bool:
     return isinstance(plan, Unknown | NothingToCancel)
 
 
-def load_dialog(
-    services: Services, key: ConversationKey, conversation: pykka.ActorRef[Any]
-) -> None:
+def load_dialog(services: Services, talk: str, conversation: pykka.ActorRef[Any]) -> None:
     """Worker job, first in a new conversation's lane: tell it `DialogLoaded`."""
-    talk = conversation_id(key)
     state: DialogState | None = None
     try:
         raw = services.memory.ask(
@@ -155,7 +152,6 @@ class Turn:
         "conversation",
         "ctx",
         "event",
-        "key",
         "name",
         "notes",
         "now",
@@ -164,12 +160,13 @@ class Turn:
         "replies",
         "services",
         "state",
+        "talk",
     )
 
     def __init__(
         self,
         services: Services,
-        key: ConversationKey,
+        talk: str,
         event: Event,
         plan: Plan,
         *,
@@ -178,7 +175,8 @@ class Turn:
         conversation: pykka.ActorRef[Any] | None,
     ) -> None:
         self.services = services
-        self.key = key
+        self.talk = talk
+        """The conversation's id (`conversation_id`)."""
         self.event = event
         self.plan: Plan | None = plan
         self.name = _counted_as(plan)
@@ -385,7 +383,7 @@ class Turn:
         self.plan = self.ctx = self.before = None
         try:
             if not _same(before, after):
-                owner, key = state_address(conversation_id(self.key))
+                owner, key = state_address(self.talk)
                 if after is None:
                     memory.tell(MemoryDelete(CONVERSATION_NS, owner, key))
                 else:
