@@ -10,7 +10,10 @@ services) is in tests/support/.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+from support.shell_process import WAIT, Shell
 
 from harken.testbot import TestBot
 
@@ -19,3 +22,16 @@ from harken.testbot import TestBot
 def bot(testbot: TestBot) -> TestBot:
     """The bot under test: the `testbot` fixture, stopped after the test."""
     return testbot
+
+
+@pytest.fixture
+def shells() -> Iterator[list[Shell]]:
+    """`harken shell` processes a test started (append them): killed if still running."""
+    started: list[Shell] = []
+    try:
+        yield started
+    finally:
+        for shell in started:
+            if shell.proc.poll() is None:
+                shell.proc.kill()
+                shell.proc.wait(timeout=WAIT)

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import pytest
+from support.ops_services import serving
 
 from commands.ops.registry import CallRefused, normalise_call_path
 from harken.testbot import TestBot
@@ -62,14 +63,8 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def server() -> Iterator[_Recorded]:
     recorded = _Recorded()
-    thread = threading.Thread(target=recorded.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(recorded):
         yield recorded
-    finally:
-        recorded.shutdown()
-        recorded.server_close()
-        thread.join(5)
 
 
 @pytest.fixture

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import random
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from support.ops_services import serving
 
 from harken.testbot import TestBot
 
@@ -133,14 +133,8 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def service() -> Iterator[_Service]:
     service = _Service()
-    thread = threading.Thread(target=service.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(service):
         yield service
-    finally:
-        service.shutdown()
-        service.server_close()
-        thread.join(5)
 
 
 @pytest.fixture

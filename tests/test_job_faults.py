@@ -30,7 +30,6 @@ import re
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -41,7 +40,7 @@ from apscheduler.triggers.date import DateTrigger
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from support.past_jobs import spec, store_job
-from support.shell_process import WAIT, Shell, run
+from support.shell_process import Shell, run
 
 from actors.job_deliveries import DELIVERIES
 from actors.job_store import APPLICATION_ID, check_job_store, open_engine
@@ -51,18 +50,6 @@ pytestmark = pytest.mark.e2e
 
 REMINDERS = [f"r{i:02}" for i in range(50)]
 COMMANDS = [f"c{i:02}" for i in range(50)]
-
-
-@pytest.fixture
-def shells() -> Iterator[list[Shell]]:
-    started: list[Shell] = []
-    try:
-        yield started
-    finally:
-        for shell in started:
-            if shell.proc.poll() is None:
-                shell.proc.kill()
-                shell.proc.wait(timeout=WAIT)
 
 
 def token(job_id: str) -> str:

@@ -12,30 +12,17 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from apscheduler.triggers.date import DateTrigger
 from support.past_jobs import spec, store_job
-from support.shell_process import WAIT, Shell, run, run_logged
+from support.shell_process import Shell, run, run_logged
 
 from core.jobs import JobKind
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def shells() -> Iterator[list[Shell]]:
-    started: list[Shell] = []
-    try:
-        yield started
-    finally:
-        for shell in started:
-            if shell.proc.poll() is None:
-                shell.proc.kill()
-                shell.proc.wait(timeout=WAIT)
 
 
 def test_a_reminder_set_in_the_shell_arrives_while_it_lingers(

@@ -13,7 +13,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 from typing import Any
 
 
@@ -107,20 +107,30 @@ class _Server(ThreadingHTTPServer):
 
 
 @contextmanager
+def serving(server: HTTPServer) -> Iterator[None]:
+    """Serve `server` (bound to 127.0.0.1) on a thread of its own; stop it on exit."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@contextmanager
 def running_services() -> Iterator[tuple[str, ServiceState]]:
     """(base URL, state) of a server on 127.0.0.1, stopped on exit."""
     state = ServiceState()
     server = _Server(state)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", state
-    finally:
-        state.release.set()
-        state.gate.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serving(server):
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}", state
+        finally:
+            # Let requests held by the test go, so that shutting down does not wait.
+            state.release.set()
+            state.gate.set()
 
 
 def dead_port() -> int:
