@@ -10,8 +10,9 @@ from slixmpp import ClientXMPP
 from slixmpp.jid import JID
 from slixmpp.xmlstream import tostring
 
-from actors.inputs.xmpp_client import Outgoing, XmppClient
+from actors.inputs.xmpp_client import XmppClient
 from actors.inputs.xmpp_options import XmppOptions
+from actors.inputs.xmpp_stanza import Outgoing
 from config.settings import InputSettings, Secret
 
 BODIES = [

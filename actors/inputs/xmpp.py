@@ -35,8 +35,10 @@ from slixmpp.stanza import Message
 
 from actors.errors import StartupError
 from actors.inputs.base import InputActor, RepliesInbox
-from actors.inputs.xmpp_client import Outgoing, XmppClient, check_login
+from actors.inputs.xmpp_client import XmppClient
+from actors.inputs.xmpp_login import check_login
 from actors.inputs.xmpp_options import XmppOptions
+from actors.inputs.xmpp_stanza import Outgoing
 from actors.messages import Answered
 from actors.text import clean_text
 from core.event import Event, EventType
