@@ -45,7 +45,7 @@ from slixmpp.jid import JID
 from slixmpp.stanza import Message
 from slixmpp.xmlstream.xmlstream import NotConnectedError
 
-from actors.inputs.xmpp_login import STOP_WAIT, new_client, refused, untrusted
+from actors.inputs.xmpp_login import STOP_WAIT, close_loop, new_client, refused, untrusted
 from actors.inputs.xmpp_options import XmppOptions
 from actors.inputs.xmpp_stanza import Outgoing
 from core.event import new_id
@@ -177,12 +177,7 @@ class XmppClient:
                 left = len(self._outbox) + sum(len(batch) for batch in self._handover)
             if left:
                 logger.warning("XMPP: stopping with %d unsent message(s); they are dropped", left)
-            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-            for task in pending:
-                task.cancel()
-            with contextlib.suppress(Exception):
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.close()
+            close_loop(loop)
 
     def _make_client(self, loop: asyncio.AbstractEventLoop) -> ClientXMPP:
         xmpp = new_client(self.options, loop)

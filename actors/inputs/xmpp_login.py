@@ -72,6 +72,16 @@ def new_client(options: XmppOptions, loop: asyncio.AbstractEventLoop) -> ClientX
     return xmpp
 
 
+def close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel what still runs on a loop of the input's own, let it unwind, close it."""
+    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for task in pending:
+        task.cancel()
+    with contextlib.suppress(Exception):
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    loop.close()
+
+
 def untrusted(error: Any) -> str:
     return (
         f"the server's TLS certificate is not trusted ({error}); for a private CA, "
@@ -125,12 +135,7 @@ def check_login(options: XmppOptions, timeout: float = CHECK_TIMEOUT) -> LoginCh
             logger.debug("XMPP: the login check failed", exc_info=True)
             found.append(LoginCheck(False, False, f"the check failed: {exc}"))
         finally:
-            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-            for task in pending:
-                task.cancel()
-            with contextlib.suppress(Exception):
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.close()
+            close_loop(loop)
 
     thread = threading.Thread(target=run, name=f"xmpp-check:{options.bare_jid}", daemon=True)
     thread.start()
