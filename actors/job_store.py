@@ -30,7 +30,7 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.util import datetime_to_utc_timestamp
 from sqlalchemy import bindparam, create_engine, delete, event, inspect
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.pool import SingletonThreadPool
 
 from actors.errors import StartupError
@@ -160,9 +160,9 @@ def _create_store(file: Path) -> None:
     logger.info("created the job store %s", file)
 
 
-def _verify_store(path: str, file: Path) -> None:
-    # Read-only until it passes, so that a file refused is left exactly as it was.
-    reader = create_engine(f"sqlite:///file:{quote(str(file.resolve()))}?mode=ro&uri=true")
+def _inspect_store(url: str) -> tuple[Any, list[str], set[str]]:
+    """(application id, quick_check's findings, table names) of the store at `url`."""
+    reader = create_engine(url)
     try:
         with reader.connect() as connection:
             mark = connection.exec_driver_sql("PRAGMA application_id").scalar()
@@ -170,6 +170,23 @@ def _verify_store(path: str, file: Path) -> None:
             tables = set(inspect(connection).get_table_names())
     finally:
         reader.dispose()
+    return mark, problems, tables
+
+
+def _verify_store(path: str, file: Path) -> None:
+    # Read-only until it passes, so that a file refused is left exactly as it was.
+    try:
+        mark, problems, tables = _inspect_store(
+            f"sqlite:///file:{quote(str(file.resolve()))}?mode=ro&uri=true"
+        )
+    except OperationalError as exc:
+        if "readonly" not in str(exc.orig):
+            raise
+        # A crash left a transaction to roll back (a hot journal) or a log to recover,
+        # which SQLite does only on a connection that may write: its own crash recovery,
+        # which changes nothing that was committed.
+        logger.info("recovering the job store %s after a crash", file)
+        mark, problems, tables = _inspect_store(f"sqlite:///{file.resolve()}")
     if problems != ["ok"]:
         raise _damaged(path, f"SQLite's check says: {'; '.join(problems[:3])}")
     if mark != APPLICATION_ID and (mark != 0 or _JOBS_TABLE not in tables):

@@ -302,3 +302,33 @@ def test_a_delivered_one_off_job_leaves_no_record_behind(
     finally:
         engine.dispose()
     assert rows == []  # delivered, and the job is gone: the outbox does not grow
+
+
+def test_a_store_left_with_a_transaction_to_roll_back_is_recovered_not_refused(
+    tmp_path: Path,
+) -> None:
+    """A kill -9 in the middle of a write leaves a hot rollback journal; start-up must let
+    SQLite roll it back, not refuse the store as if it could not be opened."""
+    live = tmp_path / "live"
+    live.mkdir()
+    check_job_store(str(live / "jobs.sqlite"))
+    writer = sqlite3.connect(live / "jobs.sqlite", isolation_level=None)
+    try:
+        writer.execute("CREATE TABLE IF NOT EXISTS scratch (x)")
+        writer.execute("PRAGMA cache_size=1")  # spill to the file: the journal is hot
+        writer.execute("BEGIN IMMEDIATE")
+        for _ in range(500):
+            writer.execute("INSERT INTO scratch VALUES (?)", ("x" * 200,))
+        crashed = tmp_path / "crashed"
+        crashed.mkdir()
+        for file in live.iterdir():  # what a kill -9 at this moment leaves on disk
+            (crashed / file.name).write_bytes(file.read_bytes())
+    finally:
+        writer.close()
+    assert (crashed / "jobs.sqlite-journal").stat().st_size > 0
+
+    check_job_store(str(crashed / "jobs.sqlite"))
+
+    with sqlite3.connect(crashed / "jobs.sqlite") as reader:
+        assert reader.execute("SELECT count(*) FROM scratch").fetchone() == (0,)
+    reader.close()
