@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from support.ops_services import ServiceState, running_services
 from support.shell_process import WAIT, Shell
 
 from harken.testbot import TestBot
@@ -35,3 +36,10 @@ def shells() -> Iterator[list[Shell]]:
             if shell.proc.poll() is None:
                 shell.proc.kill()
                 shell.proc.wait(timeout=WAIT)
+
+
+@pytest.fixture
+def services() -> Iterator[tuple[str, ServiceState]]:
+    """(base URL, state) of the test HTTP services on 127.0.0.1 (tests/support)."""
+    with running_services() as found:
+        yield found

@@ -12,11 +12,10 @@ import re
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.ops_services import ServiceState, dead_port, running_services
+from support.ops_services import ServiceState, dead_port
 
 from commands.ops.checks import DOWN, SLOW, UP, check, check_all
 from commands.ops.registry import Service
@@ -86,12 +85,6 @@ argv = ["{PY}", "-c", "import os; print('secret:', os.environ.get('HARKEN_OPS_TE
 call = ["ops"]
 run = ["ops"]
 """
-
-
-@pytest.fixture
-def services() -> Iterator[tuple[str, ServiceState]]:
-    with running_services() as found:
-        yield found
 
 
 @pytest.fixture

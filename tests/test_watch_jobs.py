@@ -14,18 +14,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from support.ops_services import ServiceState, running_services
+from support.ops_services import ServiceState
 from support.past_jobs import move_job
 
 from config.loader import load_settings
 from config.settings import Settings
 from harken.testbot import TestBot
-
-
-@pytest.fixture
-def services() -> Iterator[tuple[str, ServiceState]]:
-    with running_services() as found:
-        yield found
 
 
 @pytest.fixture
