@@ -10,10 +10,13 @@ services) is in tests/support/.
 
 from __future__ import annotations
 
+import itertools
+import os
 from collections.abc import Iterator
 
 import pytest
 from support.ops_services import ServiceState, running_services
+from support.postgres import PrivatePostgres, postgres_missing
 from support.shell_process import WAIT, Shell
 
 from harken.testbot import TestBot
@@ -43,3 +46,28 @@ def services() -> Iterator[tuple[str, ServiceState]]:
     """(base URL, state) of the test HTTP services on 127.0.0.1 (tests/support)."""
     with running_services() as found:
         yield found
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PrivatePostgres]:
+    """A private PostgreSQL cluster for the whole test session (tests/support/postgres.py).
+
+    Without PostgreSQL the tests that need it skip with the reason, except under
+    CI=true, where they must run and fail instead.
+    """
+    reason = postgres_missing()
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run the PostgreSQL tests, but {reason}")
+        pytest.skip(reason)
+    with PrivatePostgres() as server:
+        yield server
+
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture
+def pg_url(postgres: PrivatePostgres) -> str:
+    """The URL of a new, empty database of the private cluster, for one test."""
+    return postgres.create_database(f"harken_test_{os.getpid()}_{next(_databases)}")
