@@ -26,6 +26,7 @@ from config.rules import (
     ADMINS_RULE,
     PATH_KEYS,
     RULES,
+    SECRET_KEYS,
     SECTIONS,
     TABLES,
     TEXT_KINDS,
@@ -35,6 +36,7 @@ from config.rules import (
     apply,
     check_input_name,
     known_keys,
+    secret_in_file,
     show,
     suggest,
 )
@@ -43,6 +45,7 @@ from config.settings import (
     SHIPPED_DEFAULT,
     AccessSettings,
     BotSettings,
+    ClusterSettings,
     InputSettings,
     Secret,
     Settings,
@@ -147,6 +150,8 @@ class Builder:
             rule = RULES.get(key)
             if rule is None:
                 raise ConfigError(key, suggest(key, known_keys()))
+            if key in SECRET_KEYS and value != "":
+                raise ConfigError(key, secret_in_file(key))
             if key == "log.levels" and isinstance(value, dict):
                 # A `[log.levels]` table; env and flags give the same as "logger=LEVEL,...".
                 pairs = [f"{name}={level}" for name, level in value.items()]
@@ -205,6 +210,8 @@ class Builder:
     # -- environment and command line --
 
     def read_section_text(self, key: str, text: str, origin: str) -> None:
+        if key in SECRET_KEYS and origin == CLI:
+            raise ConfigError(key, secret_in_file(key), f"from {CLI}")
         value = apply(RULES[key], key, text, f"from {origin}", text=True)
         if key in PATH_KEYS:
             value = _absolute(value, self.cwd)
@@ -280,6 +287,7 @@ class Builder:
             scheduler=sections["scheduler"],
             ops=sections["ops"],
             health=sections["health"],
+            cluster=_cluster(sections["cluster"]),
             services=self.tables.get("services", {}),
             runbooks=self.tables.get("runbooks", {}),
             access=self.tables.get("access", AccessSettings()),
@@ -288,6 +296,17 @@ class Builder:
             origins=self.origins,
             unknown_env=tuple(sorted(unknown_env)),
         )
+
+
+def _cluster(cluster: ClusterSettings) -> ClusterSettings:
+    # Renewing at least twice per lease leaves the leader time to stop before it ends.
+    if cluster.renew_seconds * 2 > cluster.lease_seconds:
+        raise ConfigError(
+            "cluster.renew_seconds",
+            f"must be at most half of cluster.lease_seconds ({cluster.lease_seconds:g}), "
+            f"got {cluster.renew_seconds:g}",
+        )
+    return cluster
 
 
 def _read_table(key: str, value: Any, cli_keys: frozenset[str] = frozenset()) -> Any:

@@ -77,6 +77,7 @@ def render_settings(settings: Settings) -> str:
         "scheduler": settings.scheduler,
         "ops": settings.ops,
         "health": settings.health,
+        "cluster": settings.cluster,
     }
     # Paths left empty follow another setting: say where they lead.
     derived = {
@@ -85,6 +86,7 @@ def render_settings(settings: Settings) -> str:
             f"{settings.scheduler.job_store(settings.memory.path)} (beside the memory store)"
         ),
         "log.file": f"stderr (an interactive shell: {settings.bot.data_dir}/harken.log)",
+        "cluster.name": "<hostname>-<pid> of each process",
     }
     for section, values in sections.items():
         rows = []
@@ -95,6 +97,12 @@ def render_settings(settings: Settings) -> str:
                 value, origin = "", "default"
             if key in derived and not value:
                 origin = f"{origin}: {derived[key]}"
+            if isinstance(value, Secret):
+                # Shown empty, so the output stays a config a file may hold.
+                if value.reveal():
+                    origin = f"{origin}: set, not shown (a secret)"
+                rows.append((f.name, '""', origin))
+                continue
             rows.append((f.name, _toml_value(value), origin))
         out += ["", *_table(f"[{section}]", rows)]
     out += render_ops_tables(settings, _toml_value)
