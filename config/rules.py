@@ -198,9 +198,7 @@ def _postgres_url(value: Secret) -> Secret:
 
 def _process_name(value: str) -> str:
     if value and not re.fullmatch(r"[A-Za-z0-9_.:@-]{1,63}", value):
-        raise Invalid(
-            f"{show(value)} is not a process name (up to 63 letters, digits and _.:@-)"
-        )
+        raise Invalid(f"{show(value)} is not a process name (up to 63 letters, digits and _.:@-)")
     return value
 
 
@@ -263,6 +261,8 @@ def secret_in_file(key: str) -> str:
     """The message for a secret section key found in a file or on the command line."""
     var = "HARKEN_" + key.replace(".", "_").upper()
     return f"secrets must not be in a config file or on the command line; set {var} instead"
+
+
 # Keys holding paths: made absolute by the loader (see config.loader's docstring).
 PATH_KEYS: Final = frozenset(
     {"bot.command_dirs", "bot.data_dir", "memory.path", "scheduler.path", "log.file"}

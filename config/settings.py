@@ -68,6 +68,10 @@ class Secret:
         return (Secret, (self._value,))
 
 
+NO_SECRET: Final = Secret("")
+"""An unset secret setting (a section key such as `scheduler.url`)."""
+
+
 def _read_only(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
     # Copy before wrapping: a proxy over the caller's dict would still change with it.
     return MappingProxyType(dict(mapping))
@@ -139,7 +143,7 @@ class SchedulerSettings:
     """Pending jobs one person may have; more are refused with a reply."""
     min_interval_seconds: float = 60.0
     """The shortest interval of a recurring job (`every 2 hours`), so none floods a channel."""
-    url: Secret = Secret("")
+    url: Secret = NO_SECRET
     """PostgreSQL URL of a job store shared by several Harken processes (a secret, from
     `HARKEN_SCHEDULER_URL` only: it holds the password). Empty: the memory store's URL
     when `[memory] backend = "postgresql"`, else the SQLite file at `path`."""

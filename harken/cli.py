@@ -30,6 +30,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from actors.cluster import cluster_problems
 from actors.inputs.base import Outstanding
 from actors.inputs.shell import ShellInput, ShellSession
 from actors.services import Services
@@ -145,6 +146,7 @@ def _check(settings: Settings) -> int:
         *load_problems(loaded.problems),
         *access_problems(settings, loaded.registry.names()),
         *path_problems(settings),
+        *cluster_problems(settings),
     ]
     print(render_settings(settings))
     print(f"# {len(loaded.registry)} commands: {', '.join(sorted(loaded.registry.names()))}")
