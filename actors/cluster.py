@@ -239,6 +239,9 @@ class Lease:
         self._sit_out_until = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cluster-lease", daemon=True)
+        self._watch_thread = threading.Thread(
+            target=self._watch, name="cluster-lease-watch", daemon=True
+        )
 
     # --- from any thread -------------------------------------------------------------
 
@@ -262,6 +265,7 @@ class Lease:
 
     def start(self) -> None:
         self._thread.start()
+        self._watch_thread.start()
 
     def stop(self) -> None:
         """Stop leading, give the lease back, leave the process table."""
@@ -278,6 +282,7 @@ class Lease:
             connection.execute("DELETE FROM harken_processes WHERE name = %s", (self.name,))
             connection.execute("SELECT pg_notify(%s, %s)", (JOBS_CHANNEL, f"stopping {self.name}"))
         self._thread.join(timeout=self.renew_seconds * 2 + 5)
+        self._watch_thread.join(timeout=self.renew_seconds + 5)
 
     def view(self) -> ClusterView:
         """The cluster as the database has it now (raises `psycopg.Error`)."""
@@ -343,6 +348,20 @@ class Lease:
                 )
                 self._stop.wait(min(1.0, self.renew_seconds))
 
+    def _watch(self) -> None:
+        """Step down when the renewal deadline passes, even while a renewal hangs (the
+        database unreachable): `is_leader` already says no from then on."""
+        while not self._stop.is_set():
+            with self._lock:
+                until = self._valid_until if self._epoch is not None else None
+            now = time.monotonic()
+            if until is not None and now >= until:
+                self._step_down("its lease could not be renewed in time")
+                continue
+            self._stop.wait(
+                self.renew_seconds if until is None else min(self.renew_seconds, until - now)
+            )
+
     def _give_back(self, connection: psycopg.Connection[Any]) -> None:
         """After a broken connection: the lease this process held goes back at once."""
         if self._lost_epoch is not None:
@@ -363,7 +382,8 @@ class Lease:
                 self._step_down("another process holds the lease")
                 return
             with self._lock:
-                self._valid_until = sent + self.lease_seconds - self.renew_seconds
+                if self._epoch == epoch:  # not stepped down while the renewal waited
+                    self._valid_until = sent + self.lease_seconds - self.renew_seconds
             connection.execute(_FORGET_STALE, params)
             return
         if sent < self._sit_out_until:
@@ -378,17 +398,10 @@ class Lease:
         self._on_gain()
 
     def _listen(self, connection: psycopg.Connection[Any]) -> None:
-        """Wait for the next round, passing on notifications of added jobs; a leader
-        that could not renew in time steps down here."""
+        """Wait for the next round, passing on notifications of added jobs."""
         deadline = time.monotonic() + self.renew_seconds
         while not self._stop.is_set():
-            with self._lock:
-                valid_until = self._valid_until if self._epoch is not None else None
-            if valid_until is not None and time.monotonic() >= valid_until:
-                self._step_down("its lease could not be renewed in time")
             wait = deadline - time.monotonic()
-            if valid_until is not None:
-                wait = min(wait, valid_until - time.monotonic())
             if wait <= 0:
                 return
             for _ in connection.notifies(timeout=wait, stop_after=1):
@@ -400,6 +413,7 @@ class Lease:
             epoch, self._epoch = self._epoch, None
             self._valid_until = 0.0
         if epoch is not None:
-            logger.warning("cluster: %s stopped leading: %s", self.name, why)
+            level = logging.INFO if self._stop.is_set() else logging.WARNING
+            logger.log(level, "cluster: %s stopped leading: %s", self.name, why)
             self._on_loss(why)
         return epoch
