@@ -36,7 +36,8 @@ def pg_settings(url: str, name: str = "", *, cluster: bool = False) -> Settings:
 
 
 def leads(bot: TestBot) -> bool:
-    assert bot.system is not None and bot.system.services is not None
+    assert bot.system is not None
+    assert bot.system.services is not None
     report = collect(bot.system.services)
     return report.cluster is not None and report.cluster.is_leader
 
@@ -106,9 +107,11 @@ def test_two_schedulers_on_one_database_deliver_each_due_job_once(
             assert value(gauges["harken_is_leader"]) == 1
             gauges = {m.name: m for m in BotCollector(other.system.services).collect()}  # type: ignore[union-attr]
             assert value(gauges["harken_is_leader"]) == 0
-            assert other.system is not None and other.system.services is not None
+            assert other.system is not None
+            assert other.system.services is not None
             view = collect(other.system.services).cluster
-            assert view is not None and view.leader == "a"
+            assert view is not None
+            assert view.leader == "a"
             assert {p.name for p in view.processes} == {"a", "b"}
             assert "leader: a" in other.ask("status")
             # The leader stops cleanly and gives the lease back: the other one leads.
@@ -209,7 +212,8 @@ def test_check_names_an_unreachable_cluster_database_in_one_line_without_its_pas
     )
     assert done.returncode == 2
     errors = done.stderr.decode().strip().splitlines()
-    assert len(errors) == 1 and errors[0].startswith("harken: cannot reach the cluster's"), errors
+    assert len(errors) == 1, errors
+    assert errors[0].startswith("harken: cannot reach the cluster's"), errors
     assert "harken@127.0.0.1:1/jobs" in errors[0]
     assert "s3cret-pw" not in done.stdout.decode() + done.stderr.decode()
     assert "[cluster]" in done.stdout.decode()
@@ -241,16 +245,18 @@ def test_the_job_store_url_is_a_secret_read_from_the_environment_only(tmp_path: 
     with pytest.raises(ConfigError) as on_cli:
         load_settings(env={}, overrides={"scheduler.url": url})
     for error in (in_file.value, on_cli.value):
-        assert "HARKEN_SCHEDULER_URL" in str(error) and "s3cret" not in str(error)
+        assert "HARKEN_SCHEDULER_URL" in str(error)
+        assert "s3cret" not in str(error)
     with pytest.raises(ConfigError) as bad:
         load_settings(env={"HARKEN_SCHEDULER_URL": "mysql://u:s3cret-pw@db/x"})
     assert "s3cret" not in str(bad.value)
     settings = load_settings(env={"HARKEN_SCHEDULER_URL": url})
-    assert settings.scheduler.url.reveal() == url and "s3cret" not in repr(settings)
+    assert settings.scheduler.url.reveal() == url
+    assert "s3cret" not in repr(settings)
 
 
 def test_the_lease_must_outlast_two_renewals() -> None:
-    with pytest.raises(ConfigError, match="cluster.renew_seconds"):
+    with pytest.raises(ConfigError, match=r"cluster\.renew_seconds"):
         load_settings(
             env={"HARKEN_CLUSTER_LEASE_SECONDS": "3", "HARKEN_CLUSTER_RENEW_SECONDS": "2"}
         )
