@@ -308,7 +308,12 @@ class SchedulerActor(SupervisedActor):
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, ScheduleJob | ListJobs | CancelJob) and self.shared:
-            self._reindex()  # other processes add and remove jobs too
+            try:
+                self._reindex()  # other processes add and remove jobs too
+            except SQLAlchemyError as exc:
+                logger.error("could not read the shared job store: %s", exc)
+                if not isinstance(message, ScheduleJob):
+                    raise
         if isinstance(message, ScheduleJob):
             return self._schedule(message)
         if isinstance(message, ListJobs):

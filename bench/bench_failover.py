@@ -8,6 +8,9 @@ renewal interval. Also counts reminders delivered twice: one falls due every sec
 while the leaders are killed.
 
     .venv/bin/python -m bench.bench_failover [--kills 20] [--lease 8] [--renew 2]
+
+It then measures the one window in which a reminder can be delivered twice: from the
+moment the leader prints it until its delivery is recorded.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import psycopg
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from support.postgres import PrivatePostgres
@@ -31,6 +36,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--lease", default="8")
     parser.add_argument("--renew", default="2")
+    parser.add_argument("--windows", type=int, default=20)
     args = parser.parse_args(argv)
     names = (f"p{n}" for n in itertools.count())
     times: list[float] = []
@@ -50,9 +56,12 @@ def main(argv: list[str]) -> int:
             }
             return Shell(directory, script, "--linger", "3600", env=env)
 
-        total = args.kills * (float(args.lease) + float(args.renew) + 3)
-        script = "".join(f"remind me in {5 + n} seconds to r{n}\n" for n in range(int(total)))
+        total = args.kills * (float(args.lease) + float(args.renew) + 3) + args.windows + 30
+        count = int(total)
+        script = "".join(f"remind me in {5 + n} seconds to r{n}\n" for n in range(count))
         shells = [start(script)]
+        for _ in range(count):
+            shells[0].expect("^OK, I'll remind you")
         shells[0].expect_log("is the leader")
         shells.append(start())
         every = list(shells)
@@ -66,6 +75,7 @@ def main(argv: list[str]) -> int:
                 times.append(time.monotonic() - killed)
                 shells = [follower, start()]
                 every.append(shells[-1])
+            windows = record_windows(shells[0], url, args.windows)
             for shell in shells:
                 shell.kill9()
         finally:
@@ -85,7 +95,30 @@ def main(argv: list[str]) -> int:
         f"max {max(times):.2f} s, min {min(times):.2f} s"
     )
     print(f"  reminders delivered: {len(set(lines))}, of which {twice} twice")
+    print(
+        f"  the window for a second delivery (reminder printed -> its delivery recorded), "
+        f"{len(windows)} reminders: p50 {statistics.median(windows) * 1000:.1f} ms, "
+        f"max {max(windows) * 1000:.1f} ms"
+    )
     return 0
+
+
+def record_windows(leader: Shell, url: str, count: int) -> list[float]:
+    """For the next `count` reminders the leader prints: seconds until no delivery is
+    left unrecorded (a kill -9 within that time sends the reminder again)."""
+    windows = []
+    with psycopg.connect(url, autocommit=True) as connection:
+        for _ in range(count):
+            leader.expect("^Reminder for ann", timeout=60)
+            printed = time.monotonic()
+            while True:
+                row = connection.execute(
+                    "SELECT count(*) FROM harken_deliveries WHERE delivered IS NULL"
+                ).fetchone()
+                if row is not None and row[0] == 0:
+                    break
+            windows.append(time.monotonic() - printed)
+    return windows
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import threading
+import urllib.request
 from pathlib import Path
 
 import psycopg
@@ -23,14 +24,23 @@ from actors.cluster import CLUSTER_MIGRATIONS, Lease, NotLeader, reach_problem
 from actors.health import BotCollector, collect
 from actors.job_store import JOBS_MIGRATIONS, open_pg_engine
 from config import ConfigError, load_settings
-from config.settings import ClusterSettings, SchedulerSettings, Secret, Settings
+from config.settings import (
+    ClusterSettings,
+    HealthSettings,
+    SchedulerSettings,
+    Secret,
+    Settings,
+)
 from harken.testbot import TestBot, wait_until
 from memory import pg_schema
 
 
-def pg_settings(url: str, name: str = "", *, cluster: bool = False) -> Settings:
+def pg_settings(
+    url: str, name: str = "", *, cluster: bool = False, health: bool = False
+) -> Settings:
     return Settings(
         scheduler=SchedulerSettings(url=Secret(url)),
+        health=HealthSettings(enabled=health, port=0),
         cluster=ClusterSettings(enabled=cluster, name=name, lease_seconds=2.0, renew_seconds=0.5),
     )
 
@@ -90,7 +100,8 @@ def test_a_job_stored_by_one_process_survives_and_is_delivered_by_the_next(
 def test_two_schedulers_on_one_database_deliver_each_due_job_once(
     tmp_path: Path, pg_url: str
 ) -> None:
-    with TestBot(tmp_path / "a", settings=pg_settings(pg_url, "a", cluster=True)) as first:
+    settings = pg_settings(pg_url, "a", cluster=True, health=True)
+    with TestBot(tmp_path / "a", settings=settings) as first:
         wait_until(lambda: leads(first))
         with TestBot(tmp_path / "b", settings=pg_settings(pg_url, "b", cluster=True)) as other:
             for n in range(10):
@@ -114,6 +125,15 @@ def test_two_schedulers_on_one_database_deliver_each_due_job_once(
             assert view.leader == "a"
             assert {p.name for p in view.processes} == {"a", "b"}
             assert "leader: a" in other.ask("status")
+            assert first.system is not None
+            assert first.system.health_server is not None
+            base = f"http://127.0.0.1:{first.system.health_server.port}"
+            with urllib.request.urlopen(f"{base}/healthz", timeout=10) as answer:
+                healthz = answer.read().decode()
+            assert "this process is a (the leader); leader: a, lease epoch" in healthz
+            assert re.search(r"^  b on .* heartbeat [0-9.]+ s ago$", healthz, re.MULTILINE)
+            with urllib.request.urlopen(f"{base}/metrics", timeout=10) as answer:
+                assert "harken_is_leader 1.0" in answer.read().decode()
             # The leader stops cleanly and gives the lease back: the other one leads.
             first.stop()
             wait_until(lambda: leads(other))
