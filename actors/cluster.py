@@ -1,5 +1,8 @@
 """The leader lease: which of several Harken processes on one PostgreSQL runs due jobs.
 
+Imported only when a PostgreSQL job store is configured: psycopg is an extra
+(`harken[postgresql]`).
+
 Every process of a cluster (`[cluster] enabled`) shares the job store; only the holder
 of the lease, a row of `harken_lease`, takes due jobs. Each process runs a `Lease` on a
 thread of its own with one dedicated connection (named after the process, as all its
@@ -33,7 +36,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import psycopg
@@ -41,6 +43,7 @@ from psycopg import sql
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from actors.job_store import JOBS_CHANNEL, job_store_url
 from core.status import ClusterView, ProcessView
 
 if TYPE_CHECKING:
@@ -48,8 +51,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CLUSTER_MIGRATIONS",
-    "JOBS_CHANNEL",
-    "ClusterStatus",
     "Lease",
     "NotLeader",
     "cluster_problems",
@@ -62,8 +63,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 LEASE_NAME: Final = "scheduler"
-JOBS_CHANNEL: Final = "harken_jobs"
-"""The channel a process notifies when it adds a job, in the transaction that adds it."""
 STALE_PROCESS_SECONDS: Final = 3600
 """Processes without a heartbeat for this long are removed from the process table."""
 
@@ -134,11 +133,6 @@ class NotLeader(Exception):
     """This process does not hold the lease: it must not record a firing."""
 
 
-@dataclass(frozen=True)
-class ClusterStatus:
-    """Asked of the scheduler actor: the cluster as the database has it (a ClusterView)."""
-
-
 def safe_url(url: str) -> str:
     """`url` without its password, to name the database in messages."""
     try:
@@ -182,8 +176,6 @@ def cluster_problems(settings: Settings) -> list[str]:
     """For `harken check`: why this process could not join its cluster (none if off)."""
     if not settings.cluster.enabled:
         return []
-    from actors.job_store import job_store_url  # which imports this module
-
     url = job_store_url(settings)
     if url is None:
         return [

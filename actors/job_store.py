@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote
 
-import psycopg
 from apscheduler.job import Job
 from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
@@ -41,18 +40,17 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import SingletonThreadPool
 
-from actors.cluster import CLUSTER_MIGRATIONS, NotLeader, connect, describe_error, safe_url
 from actors.errors import StartupError
 from actors.job_deliveries import DELIVERIES, METADATA
 from actors.job_outbox import Outbox
 from actors.jobs import Delivery
-from memory import pg_schema
 
 if TYPE_CHECKING:
     from config.settings import Settings
 
 __all__ = [
     "APPLICATION_ID",
+    "JOBS_CHANNEL",
     "JOBS_MIGRATIONS",
     "JobStore",
     "check_job_store",
@@ -74,6 +72,8 @@ marked its files has it, and is adopted."""
 
 
 _RECORD = DELIVERIES.insert()
+JOBS_CHANNEL: Final = "harken_jobs"
+"""The channel a process notifies when it adds a job, in the transaction that adds it."""
 _RETRY_SECONDS = 5.0
 """After a failed read of the next run time, the scheduler looks again this much later."""
 
@@ -146,6 +146,15 @@ def open_pg_engine(url: str, name: str) -> Engine:
 def check_pg_job_store(url: str, name: str) -> None:
     """Bring the job store's and the cluster's tables up to date; refuse to start on a
     database that cannot be reached or has a newer schema. Raises `StartupError`."""
+    try:
+        import psycopg
+
+        from actors.cluster import CLUSTER_MIGRATIONS, connect, describe_error, safe_url
+        from memory import pg_schema
+    except ImportError as exc:
+        raise StartupError(
+            f"a PostgreSQL job store needs psycopg ({exc}): pip install 'harken[postgresql]'"
+        ) from exc
     try:
         with connect(url, name, 5.0) as connection:
             pg_schema.migrate(connection, "jobs", JOBS_MIGRATIONS)
@@ -422,6 +431,8 @@ class JobStore(SQLAlchemyJobStore):
         if self._fence is None:
             self._with_record(fired, statement, values, final=final)
             return
+        from actors.cluster import NotLeader  # a fence means PostgreSQL, hence psycopg
+
         try:
             self._with_record(fired, statement, values, final=final)
         except NotLeader:

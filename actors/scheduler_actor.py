@@ -63,7 +63,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import psycopg
 import pykka
 from apscheduler.events import EVENT_JOB_REMOVED, JobEvent
 from apscheduler.executors.base import BaseExecutor
@@ -75,17 +74,17 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
-from actors.cluster import JOBS_CHANNEL, ClusterStatus, Lease, describe_error
 from actors.job_deliveries import DELIVERIES, METADATA, delete_delivered, undelivered
 from actors.job_outbox import Outbox
-from actors.job_store import JobStore, job_store_url, open_engine, open_pg_engine
+from actors.job_store import JOBS_CHANNEL, JobStore, job_store_url, open_engine, open_pg_engine
 from actors.jobs import MAX_RUN_TIMES, Delivery
-from actors.messages import CancelJob, JobCount, ListJobs, ScheduleJob
+from actors.messages import CancelJob, ClusterStatus, JobCount, ListJobs, ScheduleJob
 from actors.supervision import SupervisedActor
 from core.jobs import CancelResult, JobInfo, JobSpec
 from core.status import ClusterView
 
 if TYPE_CHECKING:
+    from actors.cluster import Lease
     from actors.services import Services
     from actors.supervision import Handle
 
@@ -178,6 +177,8 @@ class SchedulerActor(SupervisedActor):
         self.services.job_answered = outbox.answered
         lease: Lease | None = None
         if self.url is not None and self.cluster.enabled:
+            from actors.cluster import Lease  # psycopg, an extra: only for a cluster
+
             lease = Lease(
                 self.url,
                 name,
@@ -392,6 +393,10 @@ class SchedulerActor(SupervisedActor):
         """The cluster as the database has it; None if it cannot be read."""
         if self._lease is None:
             return None
+        import psycopg  # there is a lease, so psycopg is installed
+
+        from actors.cluster import describe_error
+
         try:
             return self._lease.view()
         except psycopg.Error as exc:

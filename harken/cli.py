@@ -30,7 +30,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from actors.cluster import cluster_problems
 from actors.inputs.base import Outstanding
 from actors.inputs.shell import ShellInput, ShellSession
 from actors.services import Services
@@ -146,7 +145,7 @@ def _check(settings: Settings) -> int:
         *load_problems(loaded.problems),
         *access_problems(settings, loaded.registry.names()),
         *path_problems(settings),
-        *cluster_problems(settings),
+        *_cluster_problems(settings),
     ]
     print(render_settings(settings))
     print(f"# {len(loaded.registry)} commands: {', '.join(sorted(loaded.registry.names()))}")
@@ -155,6 +154,16 @@ def _check(settings: Settings) -> int:
     for problem in problems:
         print(f"harken: {problem}", file=sys.stderr)
     return EXIT_CONFIG if problems else 0
+
+
+def _cluster_problems(settings: Settings) -> list[str]:
+    if not settings.cluster.enabled:
+        return []
+    try:
+        from actors.cluster import cluster_problems  # psycopg: an extra, for clusters only
+    except ImportError as exc:
+        return [f"cluster.enabled needs psycopg ({exc}): pip install 'harken[postgresql]'"]
+    return cluster_problems(settings)
 
 
 class _Stop(BaseException):

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import subprocess
+import sys
 import threading
 import urllib.request
 from pathlib import Path
@@ -281,3 +283,16 @@ def test_the_lease_must_outlast_two_renewals() -> None:
             env={"HARKEN_CLUSTER_LEASE_SECONDS": "3", "HARKEN_CLUSTER_RENEW_SECONDS": "2"}
         )
     assert dataclasses.replace(ClusterSettings(), name="n1").process_name() == "n1"
+
+
+def test_harken_without_postgres_does_not_load_psycopg() -> None:
+    # psycopg is an extra (harken[postgresql]): the CLI and the bot must load without it.
+    code = (
+        "import sys, harken.cli, actors.system, actors.health, actors.scheduler_actor;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'psycopg'"
+        " or m == 'actors.cluster'))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"
