@@ -199,6 +199,13 @@ class JobCount(NamedTuple):
     """Ask: how many jobs are pending, everyone's (for `/metrics` and `status`)."""
 
 
+class BringJobsForward(NamedTuple):
+    """Ask, from the test kit: its clock moved on by `seconds`, so every pending job comes
+    due that much sooner (never before now); answers how many jobs moved."""
+
+    seconds: float
+
+
 class CancelJob(NamedTuple):
     """Ask: remove a job if `owner` has it, or `is_admin` on the job's `input`; answers a
     `CancelResult`."""

@@ -10,7 +10,7 @@ and benchmarks:
 reply to it. A benchmark can pass its own `sink` to get the raw, thread-safe stream of
 `Reply` and `Done` items instead. `configure` sets admins, groups, the time zone and
 settings in plain values (no settings classes needed); `clock` is what dialogs expire
-by, which a test moves on instead of waiting.
+and jobs come due by, which a test moves on instead of waiting.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from actors.inputs.testing import Done, Reply, Sink, TestingInput
-from actors.messages import Inbound
+from actors.messages import BringJobsForward, Inbound
 from actors.services import Services
 from actors.supervision import Handle
 from actors.system import BotSystem
@@ -104,15 +104,18 @@ class Exchange:
 class TestClock:
     """The bot's clock in a test: the wall clock plus however far the test moved it on.
 
-    Dialogs expire by it, so a test can let half an hour pass at once:
-    `testbot.clock.advance(minutes=31)`. Time keeps flowing as well; a test that
-    never advances it sees the wall clock.
+    Dialogs expire by it and pending jobs come due by it, so a test can let half an hour
+    pass at once: `testbot.clock.advance(minutes=31)` expires an open dialog, and a
+    reminder set "in 10 minutes" is sent after `advance(minutes=10)`. Time keeps
+    flowing as well; a test that never advances it sees the wall clock.
     """
 
     __test__ = False
 
     def __init__(self) -> None:
         self._ahead = 0.0
+        self.on_advance: Callable[[float], None] | None = None
+        """Called with each step, once the bot runs: it brings the pending jobs forward."""
 
     def __call__(self) -> float:
         return time.time() + self._ahead
@@ -122,6 +125,8 @@ class TestClock:
         if step < 0:
             raise ValueError("a clock moves forward only")
         self._ahead += step
+        if self.on_advance is not None and step:
+            self.on_advance(step)
 
 
 class TestBot:
@@ -205,11 +210,19 @@ class TestBot:
         system.start()
         assert system.services is not None
         system.services.dialogs.clock = self.clock
+        scheduler = system.services.scheduler
+
+        def bring_jobs_forward(seconds: float) -> None:
+            if scheduler is not None:
+                scheduler.ask(BringJobsForward(seconds))
+
+        self.clock.on_advance = bring_jobs_forward
         self.system = system
         self._router = system.router
         return self
 
     def stop(self) -> None:
+        self.clock.on_advance = None
         if self.system is not None:
             self.system.stop()
             self.system = None
