@@ -1,6 +1,6 @@
 """The Slack input end to end: the real bot and slack-sdk against a fake Slack on 127.0.0.1.
 
-The fake (tests/fake_slack.py) speaks Slack's Web API over HTTP and Socket Mode over a
+The fake (tests/support/fake_slack.py) speaks Slack's Web API over HTTP and Socket Mode over a
 websocket; nothing of Harken's is mocked. To show that something was ignored without
 waiting "a while", a test sends the ignorable envelope, then a `ping`: envelopes on one
 connection are taken in order, so once the `pong` is posted the earlier one has been
@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fake_slack import APP_TOKEN, BOT_TOKEN, BOT_USER_ID, FakeSlack, Post
+from support.fake_slack import APP_TOKEN, BOT_TOKEN, BOT_USER_ID, FakeSlack, Post
 
 from actors.system import BotSystem
 from commands.base import command
