@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,8 @@ from actors.messages import Answered, Outbound
 from actors.metrics import Metrics
 from actors.pool import Dispatcher
 from actors.workers import WorkerPool
+from config.inputs import installed_inputs
+from core.context import SendRefused, SendResult
 from core.event import Event
 
 if TYPE_CHECKING:
@@ -63,6 +66,46 @@ class Services:
         """Send a message to the input it belongs to, now."""
         self.metrics.messages_out(event.input, 1)
         self._tell_input(event.input, Outbound(event))
+
+    def send(self, event: Event, *, wait: float) -> SendResult:
+        """Send a message to the input it names, for a command (`ctx.send`).
+
+        An ask, not a tell, so that the input can refuse it (a recipient it does not
+        allow): it answers None once it took the message, or a `Future` that its first
+        try settles with a `SendResult` or `SendRefused`, waited for up to `wait`
+        seconds. A Future still pending then is cancelled: the input tells the person
+        the outcome itself (see actors/inputs/email.py). Raises `SendRefused`.
+        """
+        name = event.input
+        handle = self.inputs.get(name)
+        if handle is None:
+            running = ", ".join(sorted(self.inputs)) or "none"
+            if name in installed_inputs():
+                raise SendRefused(
+                    f"the {name} input is not started here (running: {running}); "
+                    f"add it to bot.inputs"
+                )
+            raise SendRefused(f"there is no input called {name!r} (running: {running})")
+        try:
+            answer = handle.ask(Outbound(event), timeout=wait)
+        except pykka.ActorDeadError:
+            raise SendRefused(f"the {name} input is down right now; nothing was sent") from None
+        except pykka.Timeout:
+            raise SendRefused(f"the {name} input did not answer within {wait:.0f} s") from None
+        self.metrics.messages_out(name, 1)
+        if not isinstance(answer, Future):
+            return SendResult(delivered=True)
+        try:
+            result: SendResult = answer.result(timeout=wait)
+        except TimeoutError:
+            if not answer.cancel():  # settled just now
+                return answer.result()  # type: ignore[no-any-return]
+            return SendResult(
+                delivered=False,
+                note=f"the {name} server has not answered yet; I'll keep trying and tell "
+                "you if it fails",
+            )
+        return result
 
     def answer(self, event: Event, replies: list[Event]) -> None:
         """Send the complete answer to a person's message back to its input."""

@@ -46,6 +46,7 @@ BUILTIN_MODULES = (
     "commands.builtin.incidents",
     "commands.builtin.reminders",
     "commands.builtin.ops",
+    "commands.builtin.reports",
 )
 
 

@@ -5,6 +5,7 @@ Everything a command author uses is importable from here:
     from harken import command, Context, Event
     from harken import dialog, Ask, Choice, Confirm, Invalid, Answers   # dialogs
     from harken import parse_when, WhenError, SchedulingRefused          # later
+    from harken import SendRefused                                       # ctx.send
 
 The names are imported when first used, not with the package: `python -m harken` and
 the `harken` command first check that Harken's top-level packages (`actors`, `config`,
@@ -21,7 +22,13 @@ if TYPE_CHECKING:
     from commands.base import Command, Registry, command
     from commands.dialogs import Answers, Ask, Choice, Confirm, Invalid, dialog
     from commands.when import WhenError, parse_when
-    from core.context import Context, MemoryRefused, MemoryView, SchedulingRefused
+    from core.context import (
+        Context,
+        MemoryRefused,
+        MemoryView,
+        SchedulingRefused,
+        SendRefused,
+    )
     from core.event import Event, EventType
     from core.jobs import When
     from harken.testbot import TestBot
@@ -36,6 +43,7 @@ _EXPORTS = {
     "MemoryRefused": "core.context",
     "MemoryView": "core.context",
     "SchedulingRefused": "core.context",
+    "SendRefused": "core.context",
     "Answers": "commands.dialogs",
     "Ask": "commands.dialogs",
     "Choice": "commands.dialogs",
@@ -62,6 +70,7 @@ __all__ = [
     "MemoryView",
     "Registry",
     "SchedulingRefused",
+    "SendRefused",
     "TestBot",
     "When",
     "WhenError",
