@@ -365,7 +365,11 @@ def test_secret_on_command_line_is_refused() -> None:
         ('[bot]\ninputs = ["shell", "shell"]', "bot.inputs", "more than once"),
         ('[bot]\ninputs = ["memory"]', "bot.inputs", "reserved"),
         ('[bot]\ncommand_dirs = [""]', "bot.command_dirs", "empty path"),
-        ('[memory]\nbackend = "redis"', "memory.backend", 'one of: tinydb, postgresql (got "redis")'),
+        (
+            '[memory]\nbackend = "redis"',
+            "memory.backend",
+            'one of: tinydb, postgresql (got "redis")',
+        ),
         ('[bot]\ndata_dir = ""', "bot.data_dir", "non-empty directory path"),
         ('[log]\nlevel = "LOUD"', "log.level", "one of DEBUG, INFO, WARNING, ERROR"),
         ("[log]\nfile = false", "log.file", "file path"),
