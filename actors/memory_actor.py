@@ -214,7 +214,9 @@ class MemoryActor(SupervisedActor):
             except StoreUnavailable as exc:
                 logger.error("memory commit failed: %s", exc)
                 error = exc
-                self._uncommitted = False  # they never can be: do not retry on every message
+                # Not retried on every message: a store that can keep them retries them
+                # at the commit after the next write or barrier.
+                self._uncommitted = False
             except StoreError as exc:
                 logger.error("memory commit failed: %s", exc)
                 error = exc

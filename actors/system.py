@@ -208,24 +208,27 @@ class BotSystem:
         if self.health_server is not None:
             self.health_server.start(services)
         logger.info(
-            "Harken is up: inputs %s, %d commands, memory %s at %s",
+            "Harken is up: inputs %s, %d commands, memory %s%s",
             ", ".join(factories),
             len(registry),
             settings.memory.backend,
-            settings.memory.path,
+            f" at {settings.memory.path}" if settings.memory.backend == "tinydb" else "",
         )
 
     def _store_factory(self) -> Callable[[], Store]:
         """Open the store now, so a store that cannot open stops start-up with a clear
         error; the memory actor takes this one, and opens a fresh one after a crash."""
         backend, path = self.settings.memory.backend, self.settings.memory.path
+        secret = self.settings.memory.url
+        url = secret.reveal() if secret is not None else None
+        place = f"at {path}" if backend == "tinydb" else f"in {backend}"
         try:
-            opened = [open_store(backend, path)]
+            opened = [open_store(backend, path, url=url)]
         except (StoreError, OSError, ValueError) as exc:
-            raise StartupError(f"cannot open the memory store at {path}: {exc}") from exc
+            raise StartupError(f"cannot open the memory store {place}: {exc}") from exc
 
         def factory() -> Store:
-            return opened.pop() if opened else open_store(backend, path)
+            return opened.pop() if opened else open_store(backend, path, url=url)
 
         return factory
 

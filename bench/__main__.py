@@ -8,6 +8,7 @@ from bench import (
     bench_handoff,
     bench_memory,
     bench_metrics,
+    bench_pg_memory,
     bench_scheduler,
     bench_slack,
     bench_xmpp,
@@ -18,6 +19,8 @@ print()
 status |= bench_bot.main(sys.argv[1:])
 print()
 status |= bench_memory.main([])
+print()
+status |= bench_pg_memory.main([])
 print()
 status |= bench_metrics.main([])
 print()

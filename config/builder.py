@@ -26,6 +26,7 @@ from config.rules import (
     ADMINS_RULE,
     PATH_KEYS,
     RULES,
+    SECTION_SECRETS,
     SECTIONS,
     TABLES,
     TEXT_KINDS,
@@ -100,6 +101,8 @@ class Builder:
         self.groups: dict[str, dict[str, tuple[str, ...]]] = {}
         self.tables: dict[str, Any] = {}
         self.secrets: dict[str, dict[str, Secret]] = {}
+        # Section secrets (`memory.url`) by dotted key, from the environment only.
+        self.section_secrets: dict[str, Secret] = {}
 
     def set(self, key: str, value: Any, origin: str) -> None:
         self.values[key] = value
@@ -145,6 +148,12 @@ class Builder:
         for leaf, value in table.items():
             key = f"{section}.{leaf}"
             rule = RULES.get(key)
+            if key in SECTION_SECRETS:
+                raise ConfigError(
+                    key,
+                    "secrets must not be in a config file; set "
+                    f"{SECTION_SECRETS[key]} in the environment instead",
+                )
             if rule is None:
                 raise ConfigError(key, suggest(key, known_keys()))
             if key == "log.levels" and isinstance(value, dict):
@@ -247,10 +256,21 @@ class Builder:
                 for f in dataclasses.fields(cls)
                 if f"{section}.{f.name}" in self.values
             }
+            fields.update(
+                (key.partition(".")[2], secret)
+                for key, secret in self.section_secrets.items()
+                if key.partition(".")[0] == section
+            )
             sections[section] = cls(**fields)
             for f in dataclasses.fields(cls):
                 self.origins.setdefault(f"{section}.{f.name}", "default")
         bot: BotSettings = sections["bot"]
+        if sections["memory"].backend == "postgresql" and sections["memory"].url is None:
+            raise ConfigError(
+                "memory.url",
+                "is not set: the postgresql memory backend needs HARKEN_MEMORY_URL in the "
+                "environment (postgresql://user:password@host:5432/database)",
+            )
         for name in bot.inputs:
             self.input(name)
             if name in self.broken:

@@ -43,7 +43,7 @@ _INPUT_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 _RESERVED_INPUT_NAMES: Final = frozenset({*SECTIONS, *TABLES, "inputs", "config"})
 _LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
 _LOG_FORMATS: Final = ("text", "json")
-_MEMORY_BACKENDS: Final = ("tinydb",)
+_MEMORY_BACKENDS: Final = ("tinydb", "postgresql")
 _TRUE: Final = frozenset({"true", "yes", "on", "1"})
 _FALSE: Final = frozenset({"false", "no", "off", "0"})
 
@@ -231,6 +231,9 @@ RULES: Final[Mapping[str, Rule]] = {
     "health.host": Rule(str, "an address such as 127.0.0.1", _non_empty),
     "health.port": Rule(int, "a TCP port, 0 to 65535", _port),
 }
+# Section keys that are secrets: read from their environment variable only, refused in a
+# file or on the command line, shown masked. Not in RULES: they have no rule of text.
+SECTION_SECRETS: Final[Mapping[str, str]] = {"memory.url": "HARKEN_MEMORY_URL"}
 # Keys holding paths: made absolute by the loader (see config.loader's docstring).
 PATH_KEYS: Final = frozenset(
     {"bot.command_dirs", "bot.data_dir", "memory.path", "scheduler.path", "log.file"}

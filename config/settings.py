@@ -117,10 +117,14 @@ class MemorySettings:
     """`[memory]`: where per-user state is kept."""
 
     backend: str = "tinydb"
-    """Store implementation; only `tinydb` exists today."""
+    """Store implementation: `tinydb` (embedded, files under `path`) or `postgresql`
+    (shared by several processes, in the database `url` names)."""
     path: str = ""
     """Store location; empty means `memory` in `bot.data_dir`. The loader always fills
     in the absolute path, so code reading loaded settings never sees it empty."""
+    url: Secret | None = None
+    """The PostgreSQL database of the `postgresql` backend, from `HARKEN_MEMORY_URL`
+    only: a secret, since it may hold a password (`config.rules.SECTION_SECRETS`)."""
 
 
 @dataclass(frozen=True)

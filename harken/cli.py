@@ -1,10 +1,11 @@
-"""The `harken` command line: run, shell, check.
+"""The `harken` command line: run, shell, check, migrate.
 
     harken run [--inputs shell,slack]     start the configured inputs
     harken shell [--user NAME]            chat in the terminal (or pipe a script in)
     harken check                          validate the config and show what is in effect
     harken --version
     harken check --repair                 move damaged memory store files aside, say what is lost
+    harken migrate                        create or update the tables in PostgreSQL
 
 Settings come from the config file (`--config`, else the shipped default), then
 `HARKEN_*` environment variables, then these flags. Secrets are read once and then
@@ -42,6 +43,7 @@ from config.validate import access_problems, input_problems, load_problems, path
 from harken import __version__
 from harken.environment import forget
 from harken.logs import Logs, setup_logging
+from harken.memory_admin import check_memory, migrate_memory
 from memory.repair import repair_command
 
 logger = logging.getLogger(__name__)
@@ -88,6 +90,11 @@ def _parser() -> argparse.ArgumentParser:
         "--repair",
         action="store_true",
         help="move damaged memory store files into its damaged/ folder, say what is lost",
+    )
+    sub.add_parser(
+        "migrate",
+        parents=[common],
+        help="create or update Harken's tables in PostgreSQL (the postgresql backend)",
     )
     return parser
 
@@ -146,10 +153,21 @@ def _check(settings: Settings) -> int:
         *access_problems(settings, loaded.registry.names()),
         *path_problems(settings),
     ]
+    memory_lines, memory_problems = check_memory(settings)
     print(render_settings(settings))
+    print(*memory_lines, sep="\n", end="\n" if memory_lines else "")
     print(f"# {len(loaded.registry)} commands: {', '.join(sorted(loaded.registry.names()))}")
     for name in settings.unknown_env:
         print(f"warning: {name} matches no setting and is ignored", file=sys.stderr)
+    for problem in [*problems, *memory_problems]:
+        print(f"harken: {problem}", file=sys.stderr)
+    return EXIT_CONFIG if problems or memory_problems else 0
+
+
+def _migrate(settings: Settings) -> int:
+    """Create or migrate the schema in PostgreSQL; say what was done."""
+    done, problems = migrate_memory(settings)
+    print(*done, sep="\n", end="\n" if done else "")
     for problem in problems:
         print(f"harken: {problem}", file=sys.stderr)
     return EXIT_CONFIG if problems else 0
@@ -281,7 +299,16 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     # The settings hold the secrets now; runbooks started later must not find them.
     forget(secret_env_vars(os.environ))
+    if args.action == "migrate":
+        return _migrate(settings)
     if args.action == "check" and args.repair:
+        if settings.memory.backend != "tinydb":
+            print(
+                "harken: check --repair is for the tinydb memory store; on PostgreSQL, the "
+                "error names the damaged row: correct or delete it",
+                file=sys.stderr,
+            )
+            return EXIT_CONFIG
         return repair_command(settings.memory.path)
     if args.action == "check":
         return _check(settings)
