@@ -28,9 +28,11 @@ other, checks each answer, and hands every answer to a finish function at the en
   `say`, and whatever else commands can do), `answers`, `event` and `memory`; it
   returns the reply like a command does, and may be `async def` like a command.
 
-The conversation runs the dialog (see `actors.dialog_runner`): while it is open the
-person's next messages are its answers, `cancel`/`stop` end it, `help` works, and its
-state is saved after every step so that it survives a restart. This module holds the
+The bot runs the dialog (`actors.turn` reads each message, `actors.runner` runs it):
+while it is open the person's next messages are its answers, `cancel`/`stop` end it,
+`help` works, and its state is saved after every step so that it survives a restart. A
+`Choice` or `Confirm` step names its answers (`Step.options`), which inputs with buttons
+offer (Slack). This module holds the
 declarations and the pure step logic: no actors, no memory, no clocks.
 """
 
@@ -82,6 +84,10 @@ def is_stop_word(text: str) -> bool:
     return text.strip().lower() in _STOP_WORDS
 
 
+YES_NO = ("yes", "no")
+"""The answers a yes-or-no question offers."""
+
+
 def parse_yes_no(text: str) -> bool | None:
     """True for yes, False for no, None for anything else."""
     word = " ".join(text.lower().split()).rstrip(".!")
@@ -116,6 +122,10 @@ class Step:
 
     def ask(self, answers: Answers) -> str:
         return self.question(answers) if callable(self.question) else self.question
+
+    def options(self) -> tuple[str, ...]:
+        """The answers an input may offer as buttons (Slack); none for free text."""
+        return ()
 
     def accept(self, text: str) -> JSON:
         """The value to keep for this answer; raise `Invalid` to ask again."""
@@ -164,8 +174,10 @@ class Choice(Step):
         return list(self.choices)
 
     def ask(self, answers: Answers) -> str:
-        # The answers listed at the end are what inputs with buttons offer (Slack).
         return f"{super().ask(answers)} ({' / '.join(self.labels())})"
+
+    def options(self) -> tuple[str, ...]:
+        return tuple(self.labels())
 
     def accept(self, text: str) -> JSON:
         wanted = " ".join(_required(text).split()).lower()
@@ -188,8 +200,10 @@ class Confirm(Step):
     """The reply when the answer is no; None keeps `False` as the answer and goes on."""
 
     def ask(self, answers: Answers) -> str:
-        # `(yes/no)` at the end is what inputs with buttons offer as two buttons (Slack).
         return f"{super().ask(answers)} (yes/no)"
+
+    def options(self) -> tuple[str, ...]:
+        return YES_NO
 
     def accept(self, text: str) -> JSON:
         answer = parse_yes_no(_required(text))
@@ -383,6 +397,12 @@ def begin(flow: Dialog, now: float) -> Outcome:
 def current_question(flow: Dialog, state: DialogState) -> str:
     step = flow.step(state.step)
     return step.ask(state.answers) if step is not None else ""
+
+
+def current_options(flow: Dialog, state: DialogState) -> tuple[str, ...]:
+    """The answers the current step offers (`Step.options`)."""
+    step = flow.step(state.step)
+    return step.options() if step is not None else ()
 
 
 def answer(flow: Dialog, state: DialogState, text: str, now: float) -> Outcome:

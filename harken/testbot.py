@@ -204,7 +204,7 @@ class TestBot:
         system = BotSystem(self.settings, inputs={INPUT_NAME: make_input}, registry=registry)
         system.start()
         assert system.services is not None
-        system.services.dialogs.clock = self.clock
+        system.services.clock = self.clock
         self.system = system
         self._router = system.router
         return self
