@@ -255,6 +255,33 @@ def test_a_step_still_running_keeps_its_conversation_and_hands_over_after_a_cras
         bot.stop()
 
 
+# --- scheduled commands ----------------------------------------------------------------
+
+
+def scheduled(bot: TestBot, text: str) -> list[str]:
+    """What the bot answers to `text` sent as a scheduled job sends it (actors/jobs.py)."""
+    event = replace(bot.event(text), meta={"scheduled": True})
+    return [e.data for e in bot.replies(bot.send_event(event))]
+
+
+def test_a_scheduled_command_is_not_taken_as_the_answer_to_an_open_dialog(bot: TestBot) -> None:
+    assert bot.ask("deploy") == FIRST
+    # `run in 5 minutes ping`, set before the dialog, fires in the middle of it.
+    assert scheduled(bot, "ping") == ["pong"]
+    assert stored_state(bot)["step"] == "env"
+    assert bot.ask("prod") == "How many replicas?"
+
+
+def test_a_scheduled_dialog_start_in_an_open_dialog_asks_before_abandoning_it(
+    bot: TestBot,
+) -> None:
+    assert bot.ask("deploy") == FIRST
+    assert scheduled(bot, "profile") == [
+        "You are in the middle of `deploy`. Abandon it and start `profile`? (yes/no)"
+    ]
+    assert bot.ask("no") == "OK, let's go on with `deploy`. Which environment? (prod / staging)"
+
+
 # --- timeouts -------------------------------------------------------------------------
 
 
