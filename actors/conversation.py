@@ -2,16 +2,13 @@
 
 The conversation keeps that person's messages in order and a copy of their open
 dialog's state, nothing else. It reads each message (`actors.turn.decide`), takes a
-place in its lane on the worker pool (`actors.lanes`) and hands the turn to the actor
-of the command it concerns, which authorizes and runs it (`actors.runner`); it takes
-the next message once the turn reports `TurnDone`. A message that concerns no command
-(an unknown command, `cancel` with nothing to cancel) it answers itself. Different
-conversations run side by side.
+place in its lane (`actors.lanes`) and hands the turn to the actor of the command it
+concerns (`actors.runner`); it takes the next message once the turn reports
+`TurnDone`. It answers a message that concerns no command itself.
 
 The dialog's state is loaded from memory when the actor starts (messages wait until it
-is in) and replaced by every turn's result. Conversations hold nothing that is not also
-in memory, so the router can retire an idle one at any time and start a fresh one for
-the next message.
+is in). Conversations hold nothing that is not also in memory, so the router can retire
+an idle one at any time and start a fresh one for the next message.
 """
 
 from __future__ import annotations
@@ -26,7 +23,7 @@ import pykka
 from actors.messages import DialogLoaded, IdleNow, Inbound, RetireIfIdle, RunTurn, TurnDone
 from actors.pool import Dispatcher, PooledActor
 from actors.runner import Turn, conversation_id, load_dialog
-from actors.turn import NothingToCancel, Unknown, decide, handler
+from actors.turn import Unknown, decide, handler
 from core.event import Event
 
 if TYPE_CHECKING:
@@ -120,22 +117,11 @@ class ConversationActor(PooledActor):
             services.settings.bot.dialog_timeout_seconds,
             scheduled=bool(event.meta.get("scheduled")),
         )
-        if isinstance(plan, Unknown | NothingToCancel):  # nothing to wait for or write
-            Turn(
-                services, talk, event, plan, dialog=dialog, now=now, conversation=None, slot=None
-            ).run()
+        turn = Turn(services, talk, event, plan, dialog=dialog, now=now)
+        if isinstance(plan, Unknown):  # nothing to wait for or write: answered right here
+            turn.run()
             return
-        slot = services.lanes.reserve(talk)
-        turn = Turn(
-            services,
-            talk,
-            event,
-            plan,
-            dialog=dialog,
-            now=now,
-            conversation=self.actor_ref,
-            slot=slot,
-        )
+        turn.conversation, turn.slot = self.actor_ref, services.lanes.reserve(talk)
         self.running = event.id
         command = handler(plan)
         if command is None:  # a dialog dropped, then nothing to run: no one to ask

@@ -1,18 +1,13 @@
 """One lane per conversation on the worker pool: its jobs run one at a time, in order.
 
 A conversation takes a place in its lane (`reserve`) for each message before it hands
-the message on, to a command actor that fills the place (`Slot.fill`) with the job to
-run, or with nothing when it answered at once (a refusal, a `quick` command). Jobs run
-in the order their places were taken, whoever fills them and whenever.
+it to a command actor, which fills the place (`Slot.fill`) with the job to run, or with
+nothing if it answered at once. Jobs run in the order their places were taken.
 
-While a conversation actor lives its jobs never overlap anyway: it waits for each turn
-before the next. But it can be stopped while its job runs (the router crashed, which
-stops every conversation), and a successor for the same person starts at the next
-message. Its first job, loading the open dialog, must see what the job still running
-will write. The lane gives that order without locks in the jobs: the load waits behind
-every place taken before it, and a turn tells memory its writes before it returns, so
-the load asks memory after them (the memory actor handles messages in the order they
-arrive).
+A conversation stopped while its turn runs (its router crashed) has a successor, whose
+first job, loading the open dialog, must see what that turn writes: it waits behind the
+turn's place, and a turn tells memory its writes before it returns, so the load asks
+memory after them. No locks in the jobs.
 """
 
 from __future__ import annotations

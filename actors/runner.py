@@ -1,28 +1,16 @@
 """The runner: the one path every person's message takes once `decide` has read it.
 
-The conversation reads a message into a `Plan` (`actors/turn.py`), takes a place in its
-lane (`actors/lanes.py`) and hands the plan, as a `Turn`, to the actor of the command it
-concerns (`actors/command_actor.py`), whatever it is: a command, a dialog's start or
-step, `help` or `cancel` in a dialog. The command actor authorizes it and runs it here:
-on its own thread for a `quick` command or a refusal, else on a worker in the lane's
-place. A turn
+A `Turn` is one message, whatever its `Plan` (`actors/turn.py`): a command, a dialog's
+start or step, `help` or `cancel` in a dialog. The actor of its command authorizes it
+and runs it (`actors/command_actor.py`). It runs the command or step (with a `Context`;
+a failure is logged under an error id the reply cites), tells memory the dialog's new
+state after what the command wrote, then one `MemoryBarrier`; once that fires, it
+answers (a question's answers in the reply's `meta["choices"]`) and tells the
+conversation `TurnDone` with the dialog as it now is.
 
-1. runs the command or the dialog's step (with a `Context`, which always carries
-   `services`), timing it for `services.metrics`; a failure is logged under an error
-   id, which the reply cites; a refusal is the reply;
-2. commits once: tells memory the dialog's new state (if it changed) after whatever
-   the command wrote, then one `MemoryBarrier`;
-3. answers once that barrier fires (`services.answer`), never earlier, then tells the
-   conversation `TurnDone` with the dialog as it now is.
-
-A dialog's question goes out with the answers its step offers in the reply's
-`meta["choices"]`, for inputs that show buttons (Slack).
-
-Dialog state lives in memory, namespace `conversation`: a `DialogState` as JSON under
-the conversation's id (`conversation_id`), in one of `STATE_SHARDS` owners picked by a
-hash of that id (`state_address`); nothing is stored while no dialog is open. Shards
-rather than one owner per conversation because the store rewrites one file per owner
-written since its last checkpoint: 5,000 open dialogs then cost 16 small files.
+The open dialog's state is JSON in memory, namespace `conversation`, under the
+conversation's id, in one of `STATE_SHARDS` owners (`state_address`): the store rewrites
+one file per owner written between checkpoints, so 5,000 dialogs cost 16 small files.
 """
 
 from __future__ import annotations
@@ -40,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import pykka
 
+from actors import turn as plans
 from actors.context import Context
 from actors.messages import (
     DialogLoaded,
@@ -49,31 +38,15 @@ from actors.messages import (
     MemoryPut,
     TurnDone,
 )
-from actors.turn import (
-    AnswerStep,
-    Cancel,
-    ConfirmSwitch,
-    Expired,
-    Gone,
-    HelpInDialog,
-    NothingToCancel,
-    OfferSwitch,
-    Plan,
-    Resume,
-    RunCommand,
-    StartDialog,
-    Unknown,
-    handler,
-)
 from commands.base import ReplyTypeError
 from commands.dialogs import (
-    YES_NO,
+    Choice,
+    Confirm,
     Dialog,
     DialogState,
     Outcome,
     answer,
     begin,
-    current_options,
     current_question,
     dialog_of,
 )
@@ -93,6 +66,7 @@ CONVERSATION_NS = "conversation"
 STATE_SHARDS = 16
 CANCEL_HINT = "(Say `cancel` at any time to stop.)"
 ANSWERS_KEPT = "Your answers so far are kept: answer again, or say `cancel`."
+YES_NO = ("yes", "no")
 _ASK_TIMEOUT = 10.0
 
 
@@ -115,15 +89,6 @@ def new_error_id() -> str:
 def refused_store_text(exc: MemoryRefused) -> str:
     """The reply when memory refuses what a command stores (too big, a bad key)."""
     return f"Sorry, I can't store that: {exc}."
-
-
-def describe_duration(seconds: float) -> str:
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= size:
-            count = round(seconds / size)
-            return f"{count} {unit}{'s' if count != 1 else ''}"
-    count = max(1, round(seconds))
-    return f"{count} second{'s' if count != 1 else ''}"
 
 
 def load_dialog(services: Services, talk: str, conversation: pykka.ActorRef[Any]) -> None:
@@ -150,66 +115,35 @@ def load_dialog(services: Services, talk: str, conversation: pykka.ActorRef[Any]
 class Turn:
     """One person's message, from its plan to the reply (see the module)."""
 
-    # A turn waits for its barrier holding only what its answer needs (replies, the
-    # dialog): with slots and without its Context, it costs the collector little.
-    __slots__ = (
-        "admin",
-        "before",
-        "conversation",
-        "ctx",
-        "event",
-        "name",
-        "notes",
-        "now",
-        "plan",
-        "refusal",
-        "replies",
-        "services",
-        "slot",
-        "state",
-        "talk",
-    )
-
     def __init__(
         self,
         services: Services,
         talk: str,
         event: Event,
-        plan: Plan,
+        plan: plans.Plan,
         *,
         dialog: DialogState | None,
         now: float,
-        conversation: pykka.ActorRef[Any] | None,
-        slot: Slot | None,
     ) -> None:
         self.services = services
-        self.talk = talk
-        """The conversation's id (`conversation_id`)."""
+        self.talk = talk  # the conversation's id (`conversation_id`)
         self.event = event
-        self.plan: Plan | None = plan
-        command = handler(plan)
-        self.name = command.name if command is not None else None
-        """The command or dialog this turn counts as a call of, if any."""
-        self.before = dialog
-        self.state = dialog
-        """The open dialog after this turn, so far."""
+        self.plan: plans.Plan | None = plan
+        command = plans.handler(plan)
+        self.name = command.name if command is not None else None  # what it counts as
+        self.before = self.state = dialog  # the open dialog before, and after this turn
         self.now = now
-        self.conversation = conversation
-        """Told `TurnDone` at the end; None when the conversation needs no word."""
-        self.slot = slot
-        """This turn's place in its conversation's lane."""
-        self.notes: list[Event] | None = None
-        """Replies that stand whatever happens next (an expired dialog's notice)."""
+        self.conversation: pykka.ActorRef[Any] | None = None  # told `TurnDone` at the end
+        self.slot: Slot | None = None  # this turn's place in its conversation's lane
+        self.notes: list[Event] = []  # replies that stand whatever happens next
         self.replies: list[Event] = []
         self.ctx: Context | None = None
         self.admin: bool | None = None
         self.refusal: str | None = None
 
-    # --- where it runs ----------------------------------------------------------------
-
     def run_here(self, refusal: str | None = None) -> None:
-        """Run on the caller's thread (it cannot wait: a quick command, a refusal, no
-        command at all), then give up the turn's place in the lane."""
+        """Run on the caller's thread (it cannot wait: a quick command, a refusal), then
+        give up the turn's place in the lane."""
         self.refusal = refusal
         try:
             self.run()
@@ -245,32 +179,28 @@ class Turn:
 
     # --- what each plan does --------------------------------------------------------
 
-    def _do(self, plan: Plan) -> None:
-        if self.refusal is not None and not isinstance(plan, Expired | Gone):
+    def _do(self, plan: plans.Plan) -> None:
+        if self.refusal is not None and not isinstance(plan, plans.Dropped):
             self._refused()
             return
-        text = self.event.data.strip()
         match plan:
-            case RunCommand(command, groups):
+            case plans.RunCommand(command, groups):
                 self._say_all(self._call(command, groups))
-            case StartDialog(_, flow, abandoning):
+            case plans.StartDialog(_, flow, abandoning):
                 if abandoning is not None:
                     self.state = None
                     self._say(f"OK, I abandoned `{abandoning}`.")
                 self._start(flow)
-            case AnswerStep(_, flow, state):
-                self._apply(flow, answer(flow, state, text, self.now))
-            case Cancel(_, state):
+            case plans.AnswerStep(_, flow, state):
+                self._apply(flow, answer(flow, state, self.event.data.strip(), self.now))
+            case plans.Cancel(_, _, state):
                 self.state = None
                 self._say(f"OK, I cancelled `{state.dialog}`. Nothing from it was saved.")
-            case HelpInDialog(_, help_command, groups, flow, state):
+            case plans.HelpInDialog(_, flow, state, help_command, groups):
                 self._say_all(self._call(help_command, groups))
-                self._ask(
-                    [f"We are in the middle of `{state.dialog}`: {self._question(flow, state)}"],
-                    flow,
-                    state,
-                )
-            case OfferSwitch(target, _, state, wanted):
+                question = f"{current_question(flow, state)}\n{CANCEL_HINT}"
+                self._ask([f"We are in the middle of `{state.dialog}`: {question}"], flow, state)
+            case plans.OfferSwitch(target, _, state, wanted):
                 other = target.name
                 what = "start it again" if other == state.dialog else f"start `{other}`"
                 self.state = dataclasses.replace(state, switch_to=wanted, last_activity=self.now)
@@ -278,30 +208,18 @@ class Turn:
                     f"You are in the middle of `{state.dialog}`. Abandon it and {what}? (yes/no)",
                     choices=YES_NO,
                 )
-            case ConfirmSwitch(_, state):
+            case plans.ConfirmSwitch(_, _, state):
                 self._say(f"Please answer yes or no: abandon `{state.dialog}`?", choices=YES_NO)
-            case Resume(_, flow, state):
+            case plans.Resume(_, flow, state):
                 self.state = dataclasses.replace(state, switch_to=None, last_activity=self.now)
                 question = current_question(flow, state)
                 self._ask([f"OK, let's go on with `{state.dialog}`. {question}"], flow, state)
-            case Expired(state, timeout, then):
-                self._drop(
-                    f"Your unfinished `{state.dialog}` expired after "
-                    f"{describe_duration(timeout)} without an answer, so I dropped it; nothing "
-                    "from it was saved.",
-                    then,
-                )
-            case Gone(state, then):
-                self._drop(
-                    f"I could not go on with your unfinished `{state.dialog}`: this version "
-                    "of Harken no longer has that dialog (or that step of it). I dropped it; "
-                    "nothing from it was saved.",
-                    then,
-                )
-            case Unknown(reply):
+            case plans.Dropped(_, notice, then):
+                self.state = None
+                self.notes = [self.event.reply(notice)]
+                self._do(then)
+            case plans.Unknown(reply):
                 self._say(reply)
-            case NothingToCancel():
-                self._say("There is nothing to cancel: no dialog is open.")
 
     def _refused(self) -> None:
         """The command actor refused the turn: say why, and where an open dialog is."""
@@ -312,20 +230,8 @@ class Turn:
         if state is None or flow is None:
             self._say(self.refusal, EventType.ERROR)
             return
-        question = current_question(flow, state)
-        self._say(
-            f"{self.refusal} We are still in `{state.dialog}`: {question}",
-            EventType.ERROR,
-            choices=current_options(flow, state),
-        )
-
-    def _question(self, flow: Dialog, state: DialogState) -> str:
-        return f"{current_question(flow, state)}\n{CANCEL_HINT}"
-
-    def _drop(self, notice: str, then: Plan) -> None:
-        self.state = None
-        self.notes = [self.event.reply(notice)]
-        self._do(then)
+        text = f"{self.refusal} We are still in `{state.dialog}`: {current_question(flow, state)}"
+        self._say(text, EventType.ERROR, choices=_options(flow, state))
 
     def _start(self, flow: Dialog) -> None:
         outcome = begin(flow, self.now)
@@ -384,33 +290,31 @@ class Turn:
     def _say(
         self, text: str, type: EventType = EventType.REPLY, *, choices: tuple[str, ...] = ()
     ) -> None:
-        if choices:
-            self.replies.append(self.event.reply(text, type=type, choices=list(choices)))
-        else:
-            self.replies.append(self.event.reply(text, type=type))
+        meta = {"choices": list(choices)} if choices else {}
+        self.replies.append(self.event.reply(text, type=type, **meta))
 
     def _say_all(self, texts: list[str]) -> None:
-        reply = self.event.reply
-        self.replies.extend([reply(text) for text in texts])
+        self.replies.extend([self.event.reply(text) for text in texts])
 
     def _ask(self, texts: list[str], flow: Dialog, state: DialogState | None) -> None:
         """Say `texts`; the last is the question of `state`'s step, with its answers."""
-        if not texts:
-            return
         self._say_all(texts[:-1])
-        self._say(texts[-1], choices=current_options(flow, state) if state is not None else ())
+        if texts:
+            self._say(texts[-1], choices=_options(flow, state) if state is not None else ())
+
+    def _log(self, what: str, error: BaseException | None = None) -> str:
+        """Log `what` went wrong (with the exception being handled unless `error` is
+        given) under a new error id, and return the id."""
+        error_id, event = new_error_id(), self.event
+        where = f"{what} for {event.user} on {event.input} (error id {error_id})"
+        if error is None:
+            logger.exception("%s", where)
+        else:
+            logger.error("%s: %s", where, error)
+        return error_id
 
     def _failed(self) -> None:
-        """Log the exception being handled under a new error id; the reply cites it."""
-        error_id = new_error_id()
-        event = self.event
-        logger.exception(
-            "command %s failed for %s on %s (error id %s)",
-            self.name,
-            event.user,
-            event.input,
-            error_id,
-        )
+        error_id = self._log(f"command {self.name} failed")
         wrong = sys.exc_info()[1]
         if isinstance(wrong, StoreError):  # unreadable is not "not found": say so
             self._error(
@@ -424,7 +328,7 @@ class Turn:
         )
 
     def _error(self, text: str) -> None:
-        if self.state is not None and not isinstance(self.plan, RunCommand):
+        if self.state is not None and not isinstance(self.plan, plans.RunCommand):
             # The dialog stays where it was: the person may answer again, or cancel.
             text = f"{text} {ANSWERS_KEPT}"
         self.replies = [self.event.reply(text, type=EventType.ERROR)]
@@ -455,28 +359,18 @@ class Turn:
 
     def _committed(self, error: BaseException | None) -> None:
         if error is not None:
-            error_id = new_error_id()
-            event = self.event
-            logger.error(
-                "could not save what %s wrote for %s on %s (error id %s): %s",
-                self.name,
-                event.user,
-                event.input,
-                error_id,
-                error,
-            )
+            error_id = self._log(f"could not save what {self.name} wrote", error)
             text = (
                 f"Sorry, I could not save that (error id {error_id}); "
                 "it may not be remembered. Please try again."
             )
             if isinstance(error, StoreError):
                 text = f"Sorry, I can't save right now: {error.for_people} (error id {error_id})."
-            self.replies = [event.reply(text, type=EventType.ERROR)]
+            self.replies = [self.event.reply(text, type=EventType.ERROR)]
         self._done()
 
     def _done(self) -> None:
-        replies = self.notes + self.replies if self.notes is not None else self.replies
-        self.services.answer(self.event, replies)
+        self.services.answer(self.event, self.notes + self.replies)
         if self.conversation is not None:
             # The conversation may have stopped while the turn ran (its router
             # restarted); its successor needs nothing from this turn but its writes.
@@ -484,14 +378,16 @@ class Turn:
                 self.conversation.tell(TurnDone(self.event.id, self.state))
 
 
+def _options(flow: Dialog, state: DialogState) -> tuple[str, ...]:
+    """The answers the current step of `state` offers, for inputs with buttons."""
+    step = flow.step(state.step)
+    if isinstance(step, Choice):
+        return tuple(step.labels())
+    return YES_NO if isinstance(step, Confirm) else ()
+
+
 def _same(a: DialogState | None, b: DialogState | None) -> bool:
     """Equal but for the time of the last answer: a re-ask is not worth a disk write."""
     if a is None or b is None:
         return a is b
-    return (a.dialog, a.step, dict(a.answers), a.switch_to, a.started_at) == (
-        b.dialog,
-        b.step,
-        dict(b.answers),
-        b.switch_to,
-        b.started_at,
-    )
+    return dataclasses.replace(a, last_activity=0) == dataclasses.replace(b, last_activity=0)

@@ -2,21 +2,17 @@
 
 A message is a command to run, a dialog to start, the answer to a dialog's step, or one
 of the words a dialog understands on the side (`cancel`, `help`, a yes or no to
-"abandon it?"). Which one depends only on the text, the commands, the open dialog, the
-time and whether a scheduled job sent it, so `decide` is a pure function: no actors, no
-memory, no user code (a step's `parse`, a question written as a function and a finish
-function all run later, in the runner, `actors/runner.py`). The conversation calls it
-on the dispatcher for every message it takes.
+"abandon it?"). Which depends only on the text, the commands, the open dialog, the time
+and whether a scheduled job sent it: `decide` is pure (no actors, no memory, no user
+code; that all runs later, in `actors/runner.py`).
 
-A scheduled job's text (`run in 10 minutes ...`) is the person's command, never the
-answer to whatever dialog they have open when it fires: it runs as a command, and the
-dialog stays where it was. Only such text may run a hidden command.
+A scheduled job's text (`run in 10 minutes ...`) is never the answer to a dialog open
+when it fires: it runs as a command, and the dialog stays where it was.
 """
 
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -42,90 +38,62 @@ class StartDialog:
 
 
 @dataclass(frozen=True, slots=True)
-class AnswerStep:
+class InDialog:
+    """A dialog is open (`flow`, where `state` says): `command` is that dialog, or for
+    `OfferSwitch` the one the text would start (the person must be allowed to)."""
+
+    command: Command
+    flow: Dialog
+    state: DialogState
+
+
+class AnswerStep(InDialog):
     """The text answers the open dialog's current step."""
 
-    command: Command
-    flow: Dialog
-    state: DialogState
 
-
-@dataclass(frozen=True, slots=True)
-class Cancel:
+class Cancel(InDialog):
     """A bare `cancel` or `stop` ends the open dialog."""
 
-    command: Command
-    state: DialogState
+
+class ConfirmSwitch(InDialog):
+    """Neither yes nor no to "abandon it?": ask again."""
+
+
+class Resume(InDialog):
+    """No to "abandon it?": go on with the open dialog."""
 
 
 @dataclass(frozen=True, slots=True)
-class HelpInDialog:
+class HelpInDialog(InDialog):
     """`help` in the middle of a dialog: run it, then ask the open question again."""
 
-    command: Command
-    """The open dialog (its turns count as calls of it)."""
     help: Command
     groups: Mapping[str, str | None]
-    flow: Dialog
-    state: DialogState
 
 
 @dataclass(frozen=True, slots=True)
-class OfferSwitch:
+class OfferSwitch(InDialog):
     """The text would start another dialog: ask whether to abandon the open one."""
 
-    command: Command
-    """The dialog the text would start: the person must be allowed to start it."""
-    flow: Dialog
-    state: DialogState
     text: str
 
 
 @dataclass(frozen=True, slots=True)
-class ConfirmSwitch:
-    """Neither yes nor no to "abandon it?": ask again."""
-
-    command: Command
-    state: DialogState
-
-
-@dataclass(frozen=True, slots=True)
-class Resume:
-    """No to "abandon it?": go on with the open dialog."""
-
-    command: Command
-    flow: Dialog
-    state: DialogState
-
-
-@dataclass(frozen=True, slots=True)
-class Expired:
-    """The open dialog waited longer than `timeout` seconds: drop it, then do `then`."""
+class Dropped:
+    """The open dialog cannot go on (it expired, or this version lacks it or its step):
+    drop it, say `notice`, then do `then` with the text, read as new."""
 
     state: DialogState
-    timeout: float
-    then: Plan
-
-
-@dataclass(frozen=True, slots=True)
-class Gone:
-    """The open dialog (or its step) no longer exists in this version: drop it, then
-    do `then`."""
-
-    state: DialogState
+    notice: str
     then: Plan
 
 
 @dataclass(frozen=True, slots=True)
 class Unknown:
-    """No command matches: `reply` says so and suggests the closest name."""
+    """No command takes the text (or there is no dialog to `cancel`): answer `reply`,
+    which says so (and suggests the closest name)."""
 
     reply: str
-
-
-@dataclass(frozen=True, slots=True)
-class NothingToCancel:
-    """A bare `cancel` or `stop` with no dialog open (and no command taking it)."""
 
 
 Plan = (
@@ -137,19 +105,17 @@ Plan = (
     | OfferSwitch
     | ConfirmSwitch
     | Resume
-    | Expired
-    | Gone
+    | Dropped
     | Unknown
-    | NothingToCancel
 )
 
 
 def handler(plan: Plan) -> Command | None:
     """The command whose actor authorizes and runs this plan; None for a plan that
-    concerns no command (an unknown command, nothing to cancel)."""
-    if isinstance(plan, Expired | Gone):
+    concerns no command (`Unknown`)."""
+    if isinstance(plan, Dropped):
         return handler(plan.then)
-    if isinstance(plan, Unknown | NothingToCancel):
+    if isinstance(plan, Unknown):
         return None
     return plan.command
 
@@ -163,51 +129,42 @@ def decide(
     *,
     scheduled: bool = False,
 ) -> Plan:
-    """What to do with `text`, said with `open_dialog` open (or none) at time `now`.
-
-    `dialog_timeout` is how long a dialog waits for an answer unless it sets its own;
-    `scheduled`: a scheduled job sent the text (`Event.meta["scheduled"]`).
-    """
+    """What to do with `text`, said with `open_dialog` open (or none) at time `now`;
+    `scheduled`: a scheduled job sent it (only then may it run a hidden command)."""
     text = text.strip()
     found = registry.find(text, hidden=scheduled)
     starts = found is not None and dialog_of(found[0]) is not None
-    if open_dialog is not None and (starts or not scheduled):
-        return _in_dialog(
-            text, found, registry, open_dialog, now=now, dialog_timeout=dialog_timeout
-        )
-    if found is None:
-        if is_stop_word(text):
-            return NothingToCancel()
-        return Unknown(unknown_command_reply(text, registry))
-    command, match = found
-    flow = dialog_of(command)
-    if flow is not None:
-        return StartDialog(command, flow)
-    return RunCommand(command, match.groupdict())
-
-
-def _in_dialog(
-    text: str,
-    found: tuple[Command, re.Match[str]] | None,
-    registry: Registry,
-    state: DialogState,
-    *,
-    now: float,
-    dialog_timeout: float,
-) -> Plan:
+    state = open_dialog
+    if state is None or (scheduled and not starts):
+        if found is None:
+            nothing = "There is nothing to cancel: no dialog is open."
+            return Unknown(nothing if is_stop_word(text) else unknown_command_reply(text, registry))
+        flow = dialog_of(found[0])
+        if flow is None:
+            return RunCommand(found[0], found[1].groupdict())
+        return StartDialog(found[0], flow)
     command = registry.by_name(state.dialog)
     flow = dialog_of(command) if command is not None else None
     if command is None or flow is None or flow.step(state.step) is None:
-        return Gone(state, decide(text, registry, None, now, dialog_timeout))
+        notice = (
+            f"I could not go on with your unfinished `{state.dialog}`: this version of "
+            "Harken no longer has that dialog (or that step of it). I dropped it; nothing "
+            "from it was saved."
+        )
+        return Dropped(state, notice, decide(text, registry, None, now, dialog_timeout))
     timeout = flow.timeout_seconds or dialog_timeout
     if state.expired(now, timeout):
-        return Expired(state, timeout, decide(text, registry, None, now, dialog_timeout))
+        notice = (
+            f"Your unfinished `{state.dialog}` expired after {describe_duration(timeout)} "
+            "without an answer, so I dropped it; nothing from it was saved."
+        )
+        return Dropped(state, notice, decide(text, registry, None, now, dialog_timeout))
     if is_stop_word(text):
-        return Cancel(command, state)
-    help_command = registry.by_name("help")
-    match = help_command.match(text) if help_command is not None else None
-    if help_command is not None and match is not None:
-        return HelpInDialog(command, help_command, match.groupdict(), flow, state)
+        return Cancel(command, flow, state)
+    helper = registry.by_name("help")
+    asked = helper.match(text) if helper is not None else None
+    if helper is not None and asked is not None:
+        return HelpInDialog(command, flow, state, helper, asked.groupdict())
     if state.switch_to is not None:
         choice = parse_yes_no(text)
         wanted = registry.find(state.switch_to)
@@ -215,9 +172,9 @@ def _in_dialog(
         if choice is True and wanted is not None and target is not None:
             return StartDialog(wanted[0], target, abandoning=state.dialog)
         if choice is None:
-            return ConfirmSwitch(command, state)
+            return ConfirmSwitch(command, flow, state)
         return Resume(command, flow, state)
-    if found is not None and dialog_of(found[0]) is not None:
+    if found is not None and starts:
         return OfferSwitch(found[0], flow, state, text)
     return AnswerStep(command, flow, state)
 
@@ -238,3 +195,12 @@ def unknown_command_reply(text: str, registry: Registry) -> str:
     close = difflib.get_close_matches(word, registry.names(), n=1, cutoff=0.6)
     hint = f" Did you mean `{close[0]}`?" if close else ""
     return f"I don't know the command `{shown}`.{hint} Say `help` to see what I can do."
+
+
+def describe_duration(seconds: float) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = round(seconds / size)
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    count = max(1, round(seconds))
+    return f"{count} second{'s' if count != 1 else ''}"

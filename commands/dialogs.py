@@ -28,11 +28,9 @@ other, checks each answer, and hands every answer to a finish function at the en
   `say`, and whatever else commands can do), `answers`, `event` and `memory`; it
   returns the reply like a command does, and may be `async def` like a command.
 
-The bot runs the dialog (`actors.turn` reads each message, `actors.runner` runs it):
-while it is open the person's next messages are its answers, `cancel`/`stop` end it,
-`help` works, and its state is saved after every step so that it survives a restart. A
-`Choice` or `Confirm` step names its answers (`Step.options`), which inputs with buttons
-offer (Slack). This module holds the
+The bot runs the dialog (see `actors.runner`): while it is open the
+person's next messages are its answers, `cancel`/`stop` end it, `help` works, and its
+state is saved after every step so that it survives a restart. This module holds the
 declarations and the pure step logic: no actors, no memory, no clocks.
 """
 
@@ -84,10 +82,6 @@ def is_stop_word(text: str) -> bool:
     return text.strip().lower() in _STOP_WORDS
 
 
-YES_NO = ("yes", "no")
-"""The answers a yes-or-no question offers."""
-
-
 def parse_yes_no(text: str) -> bool | None:
     """True for yes, False for no, None for anything else."""
     word = " ".join(text.lower().split()).rstrip(".!")
@@ -122,10 +116,6 @@ class Step:
 
     def ask(self, answers: Answers) -> str:
         return self.question(answers) if callable(self.question) else self.question
-
-    def options(self) -> tuple[str, ...]:
-        """The answers an input may offer as buttons (Slack); none for free text."""
-        return ()
 
     def accept(self, text: str) -> JSON:
         """The value to keep for this answer; raise `Invalid` to ask again."""
@@ -176,9 +166,6 @@ class Choice(Step):
     def ask(self, answers: Answers) -> str:
         return f"{super().ask(answers)} ({' / '.join(self.labels())})"
 
-    def options(self) -> tuple[str, ...]:
-        return tuple(self.labels())
-
     def accept(self, text: str) -> JSON:
         wanted = " ".join(_required(text).split()).lower()
         for label in self.labels():
@@ -201,9 +188,6 @@ class Confirm(Step):
 
     def ask(self, answers: Answers) -> str:
         return f"{super().ask(answers)} (yes/no)"
-
-    def options(self) -> tuple[str, ...]:
-        return YES_NO
 
     def accept(self, text: str) -> JSON:
         answer = parse_yes_no(_required(text))
@@ -397,12 +381,6 @@ def begin(flow: Dialog, now: float) -> Outcome:
 def current_question(flow: Dialog, state: DialogState) -> str:
     step = flow.step(state.step)
     return step.ask(state.answers) if step is not None else ""
-
-
-def current_options(flow: Dialog, state: DialogState) -> tuple[str, ...]:
-    """The answers the current step offers (`Step.options`)."""
-    step = flow.step(state.step)
-    return step.options() if step is not None else ()
 
 
 def answer(flow: Dialog, state: DialogState, text: str, now: float) -> Outcome:

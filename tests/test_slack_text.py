@@ -88,16 +88,13 @@ def test_split_reply_refuses_a_silly_limit() -> None:
 
 
 def test_the_answers_a_dialog_step_offers_are_read_from_the_replys_meta() -> None:
-    # The contract between the dialog API's steps and the buttons Slack shows: the
-    # runner puts `Step.options()` of the question in `meta["choices"]`.
+    # The contract between the dialog's questions and the buttons Slack shows: the
+    # runner puts the answers a question offers in `meta["choices"]` (tests/test_runner.py).
     choice = Choice("rota", "Which rota?", ["ops", "db", "Network ops"])
-    question = ASKED.reply(choice.ask({}), choices=list(choice.options()))
+    question = ASKED.reply(choice.ask({}), choices=choice.labels())
     assert offered_answers(question) == ("ops", "db", "Network ops")
-    confirm = Confirm("ok", "Save it?")
-    assert offered_answers(ASKED.reply(confirm.ask({}), choices=list(confirm.options()))) == (
-        "yes",
-        "no",
-    )
+    confirm = ASKED.reply(Confirm("ok", "Save it?").ask({}), choices=["yes", "no"])
+    assert offered_answers(confirm) == ("yes", "no")
 
 
 def test_a_reply_without_usable_choices_offers_none() -> None:

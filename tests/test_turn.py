@@ -13,10 +13,8 @@ from actors.turn import (
     AnswerStep,
     Cancel,
     ConfirmSwitch,
-    Expired,
-    Gone,
+    Dropped,
     HelpInDialog,
-    NothingToCancel,
     OfferSwitch,
     Plan,
     Resume,
@@ -31,6 +29,7 @@ from commands.builtin.basic import echo, help, ping
 from commands.dialogs import Answers, Ask, Choice, DialogState, dialog, dialog_of
 
 NOW = 1_800_000_000.0
+NOTHING = Unknown("There is nothing to cancel: no dialog is open.")
 TIMEOUT = 1800.0
 
 asked: list[str] = []
@@ -100,7 +99,7 @@ def test_a_dialogs_pattern_starts_it() -> None:
 
 @pytest.mark.parametrize("word", ["cancel", "stop", " STOP "])
 def test_a_bare_cancel_with_no_dialog_open_has_nothing_to_cancel(word: str) -> None:
-    assert plan(word) == NothingToCancel()
+    assert plan(word) == NOTHING
 
 
 def test_an_unknown_command_is_answered_with_the_closest_name() -> None:
@@ -123,14 +122,14 @@ def test_in_a_dialog_any_other_text_answers_the_step_even_a_command() -> None:
 
 @pytest.mark.parametrize("word", ["cancel", "stop", " Cancel "])
 def test_cancel_or_stop_ends_the_open_dialog(word: str) -> None:
-    assert plan(word, open_deploy()) == Cancel(deploy, open_deploy())
+    assert plan(word, open_deploy()) == Cancel(deploy, flow(deploy), open_deploy())
 
 
 def test_help_runs_mid_dialog_with_its_groups() -> None:
     state = open_deploy()
-    assert plan("help", state) == HelpInDialog(deploy, help, {"name": None}, flow(deploy), state)
+    assert plan("help", state) == HelpInDialog(deploy, flow(deploy), state, help, {"name": None})
     assert plan("help ping", state) == HelpInDialog(
-        deploy, help, {"name": "ping"}, flow(deploy), state
+        deploy, flow(deploy), state, help, {"name": "ping"}
     )
 
 
@@ -144,9 +143,9 @@ def test_the_answer_to_abandon_it_is_yes_no_or_asked_again() -> None:
     state = open_deploy(switch_to="survey")
     assert plan("yes", state) == StartDialog(survey, flow(survey), abandoning="deploy")
     assert plan("Nope", state) == Resume(deploy, flow(deploy), state)
-    assert plan("perhaps", state) == ConfirmSwitch(deploy, state)
-    assert plan("cancel", state) == Cancel(deploy, state)
-    assert plan("help", state) == HelpInDialog(deploy, help, {"name": None}, flow(deploy), state)
+    assert plan("perhaps", state) == ConfirmSwitch(deploy, flow(deploy), state)
+    assert plan("cancel", state) == Cancel(deploy, flow(deploy), state)
+    assert plan("help", state) == HelpInDialog(deploy, flow(deploy), state, help, {"name": None})
 
 
 def test_yes_to_a_dialog_that_is_gone_goes_on_with_the_open_one() -> None:
@@ -155,10 +154,20 @@ def test_yes_to_a_dialog_that_is_gone_goes_on_with_the_open_one() -> None:
     assert plan("yes", state, without) == Resume(deploy, flow(deploy), state)
 
 
+EXPIRED = (
+    "Your unfinished `deploy` expired after 30 minutes without an answer, so I dropped it; "
+    "nothing from it was saved."
+)
+GONE = (
+    "I could not go on with your unfinished `deploy`: this version of Harken no longer has "
+    "that dialog (or that step of it). I dropped it; nothing from it was saved."
+)
+
+
 def test_an_expired_dialog_is_dropped_and_the_text_read_as_new() -> None:
     quiet = open_deploy(last_activity=NOW - TIMEOUT - 1)
-    assert plan("ping", quiet) == Expired(quiet, TIMEOUT, RunCommand(ping, {}))
-    assert plan("deploy", quiet) == Expired(quiet, TIMEOUT, StartDialog(deploy, flow(deploy)))
+    assert plan("ping", quiet) == Dropped(quiet, EXPIRED, RunCommand(ping, {}))
+    assert plan("deploy", quiet) == Dropped(quiet, EXPIRED, StartDialog(deploy, flow(deploy)))
     assert plan("prod", open_deploy(last_activity=NOW - TIMEOUT)) == AnswerStep(
         deploy, flow(deploy), open_deploy(last_activity=NOW - TIMEOUT)
     )
@@ -166,14 +175,17 @@ def test_an_expired_dialog_is_dropped_and_the_text_read_as_new() -> None:
 
 def test_a_dialogs_own_timeout_wins() -> None:
     state = DialogState("survey", "a", {}, started_at=NOW - 61, last_activity=NOW - 61)
-    assert plan("x", state) == Expired(state, 60, Unknown(plan("x").reply))  # type: ignore[union-attr]
+    dropped = plan("x", state)
+    assert isinstance(dropped, Dropped)
+    assert dropped.notice.startswith("Your unfinished `survey` expired after 1 minute without")
+    assert dropped.then == plan("x")
 
 
 def test_a_dialog_or_step_this_version_lacks_is_dropped() -> None:
     state = open_deploy()
-    assert plan("ping", state, Registry([ping])) == Gone(state, RunCommand(ping, {}))
+    assert plan("ping", state, Registry([ping])) == Dropped(state, GONE, RunCommand(ping, {}))
     lost_step = open_deploy(step="colour")
-    assert plan("cancel", lost_step) == Gone(lost_step, NothingToCancel())
+    assert plan("cancel", lost_step) == Dropped(lost_step, GONE, NOTHING)
 
 
 # --- scheduled jobs' text -----------------------------------------------------------------
@@ -191,7 +203,7 @@ def test_a_scheduled_command_is_never_the_answer_to_an_open_dialog() -> None:
     assert plan("tick", state, scheduled=True) == RunCommand(tick, {})
     assert plan("cancel k3x9pq", state, scheduled=True) == RunCommand(cancel_job, {"job": "k3x9pq"})
     # Nor does it cancel, or expire, the dialog: the person's next message does that.
-    assert plan("cancel", state, scheduled=True) == NothingToCancel()
+    assert plan("cancel", state, scheduled=True) == NOTHING
     quiet = open_deploy(last_activity=NOW - TIMEOUT - 1)
     assert plan("ping", quiet, scheduled=True) == RunCommand(ping, {})
 
