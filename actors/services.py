@@ -8,6 +8,7 @@ handles, which the supervisor updates when it restarts an actor.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import pykka
 
-from actors.dialog_runner import DialogRuntime
+from actors.lanes import Lanes
 from actors.messages import Answered, Outbound
 from actors.metrics import Metrics
 from actors.pool import Dispatcher
@@ -38,17 +39,19 @@ class Services:
     registry: Registry
     memory: Handle
     workers: WorkerPool
+    """Runs command functions, so a slow command holds a worker, never an actor."""
     dispatcher: Dispatcher
     """Runs the pooled actors (router, conversations, command actors) on a few threads."""
-    """Runs command functions, so a slow command holds a worker, never an actor."""
     inputs: dict[str, Handle] = field(default_factory=dict)
     commands: dict[str, Handle] = field(default_factory=dict)
     """Command actors by command name."""
     scheduler: Handle | None = None
-    router: Handle | None = None
     """The scheduler actor (actors/scheduler_actor.py); None until it has started."""
-    dialogs: DialogRuntime = field(default_factory=DialogRuntime)
-    """What the conversations' dialog jobs share (actors/dialog_runner.py)."""
+    router: Handle | None = None
+    lanes: Lanes = field(init=False)
+    """The worker pool, one conversation's turns at a time, in order (actors/lanes.py)."""
+    clock: Callable[[], float] = time.time
+    """The wall clock dialogs expire by (tests may replace it)."""
     metrics: Metrics = field(default_factory=Metrics)
     """Counters for `/metrics` and `status` (actors/metrics.py); thread-safe."""
     started_at: float = 0.0
@@ -57,6 +60,9 @@ class Services:
     """Set by the scheduler actor: called once the answer to a scheduled command (an
     event with `meta["scheduled"]`) is on its way to the input, so that the job's
     delivery can be recorded (actors/scheduler_actor.py)."""
+
+    def __post_init__(self) -> None:
+        self.lanes = Lanes(self.workers)
 
     def is_admin(self, event: Event) -> bool:
         settings = self.settings.inputs.get(event.input)

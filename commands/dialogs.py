@@ -28,7 +28,7 @@ other, checks each answer, and hands every answer to a finish function at the en
   `say`, and whatever else commands can do), `answers`, `event` and `memory`; it
   returns the reply like a command does, and may be `async def` like a command.
 
-The conversation runs the dialog (see `actors.dialog_runner`): while it is open the
+The bot runs the dialog (see `actors.runner`): while it is open the
 person's next messages are its answers, `cancel`/`stop` end it, `help` works, and its
 state is saved after every step so that it survives a restart. This module holds the
 declarations and the pure step logic: no actors, no memory, no clocks.
@@ -164,7 +164,6 @@ class Choice(Step):
         return list(self.choices)
 
     def ask(self, answers: Answers) -> str:
-        # The answers listed at the end are what inputs with buttons offer (Slack).
         return f"{super().ask(answers)} ({' / '.join(self.labels())})"
 
     def accept(self, text: str) -> JSON:
@@ -188,7 +187,6 @@ class Confirm(Step):
     """The reply when the answer is no; None keeps `False` as the answer and goes on."""
 
     def ask(self, answers: Answers) -> str:
-        # `(yes/no)` at the end is what inputs with buttons offer as two buttons (Slack).
         return f"{super().ask(answers)} (yes/no)"
 
     def accept(self, text: str) -> JSON:

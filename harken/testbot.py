@@ -209,7 +209,7 @@ class TestBot:
         system = BotSystem(self.settings, inputs={INPUT_NAME: make_input}, registry=registry)
         system.start()
         assert system.services is not None
-        system.services.dialogs.clock = self.clock
+        system.services.clock = self.clock
         scheduler = system.services.scheduler
 
         def bring_jobs_forward(seconds: float) -> None:

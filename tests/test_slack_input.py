@@ -502,6 +502,18 @@ def test_a_choice_is_posted_with_a_button_per_answer_and_its_text_as_fallback(
     assert bot.ask("cancel").blocks is None  # a plain reply is plain text
 
 
+def test_only_a_dialogs_question_gets_buttons_not_text_that_looks_like_one(
+    bot: Harness,
+) -> None:
+    # Buttons come from what the dialog's step offers, never from the wording of a reply.
+    assert bot.ask("echo Deploy now? (yes/no)").blocks is None
+    assert bot.ask("echo Which one? (a / b)").blocks is None
+    assert bot.ask("rota").buttons()
+    offer = bot.ask("rota")  # would start it again: abandon the open one?
+    assert offer.text == "You are in the middle of `rota`. Abandon it and start it again? (yes/no)"
+    assert offer.buttons() == {"yes": "yes", "no": "no"}
+
+
 def test_a_click_is_the_persons_answer_and_the_buttons_give_way_to_it(bot: Harness) -> None:
     slack = bot.slack
     question = bot.ask("rota")
