@@ -22,11 +22,14 @@ with `call_soon_threadsafe`, so a reply wakes the loop at once.
 * **Pacing.** Lines wait in one outbox and leave through a token bucket
   (`line_burst`, then `lines_per_second`): a server disconnects a client that floods it.
   While offline the outbox keeps up to `queue_limit` lines for the next session.
-* **Incoming.** PRIVMSG is read here, not through pydle's callbacks: pydle would WHOIS
-  every new sender on a server without WHOX before calling back, which delays and
-  reorders a person's first messages. Each message reaches `on_message` on the loop
-  thread, in the order read. NOTICEs are never answered (two bots would loop); CTCP
-  VERSION is answered at most once a minute, other CTCP ignored.
+* **No WHOIS.** pydle asks WHOIS about every nick it meets on a server without WHOX;
+  the session's `whois` asks nothing: servers charge WHOIS with seconds of penalty,
+  during which they hold back the bot's replies.
+* **Incoming.** PRIVMSG is read here, not through pydle's callbacks, which await user
+  bookkeeping first and so could reorder a person's first messages. Each message
+  reaches `on_message` on the loop thread, in the order read. NOTICEs are never
+  answered (two bots would loop); CTCP VERSION is answered at most once a minute,
+  other CTCP ignored.
 """
 
 from __future__ import annotations
@@ -114,6 +117,12 @@ class _Session(pydle.Client):
         self.sasl_offered = False
         self.own_nick = options.nick
 
+    async def whois(self, nickname: str) -> None:
+        """Never asked: Harken needs no WHOIS. pydle would send one for every new nick it
+        sees (joins, NAMES, senders) on a server without WHOX, and a server charges each
+        with seconds of penalty during which it holds back the bot's replies."""
+        return None
+
     async def on_raw_001(self, message: Any) -> None:
         # The nick the server gave us, before pydle's own bookkeeping (which may wait on
         # a WHOIS) catches up.
@@ -159,6 +168,14 @@ class _Session(pydle.Client):
 
     async def on_raw_notice(self, message: Any) -> None:
         logger.debug("IRC: notice from %s (not answered)", message.source)
+
+    async def on_raw_error(self, message: Any) -> None:
+        # The server's last word before it closes the link (pydle's would raise).
+        text = str(message.params[-1]) if message.params else "ERROR"
+        if not self.welcomed.is_set() and "password" in text.lower():
+            await self.on_raw_464(message)
+        else:
+            self.owner.server_said(text)
 
     async def on_raw_464(self, message: Any) -> None:
         self.owner.refused("the server refused the server password (HARKEN_IRC_SERVER_PASSWORD)")
@@ -436,6 +453,10 @@ class IrcClient:
         finally:
             for task in waits:
                 task.cancel()
+
+    def server_said(self, text: str) -> None:
+        """The server's ERROR line: why it is closing the connection."""
+        self._last_error = f"the server said: {text}"
 
     def refused(self, why: str) -> None:
         """The server refused a credential: log it once, stop retrying."""
