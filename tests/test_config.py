@@ -85,7 +85,7 @@ def test_shipped_default_equals_dataclass_defaults(
     assert settings.log == LogSettings()
     assert settings.scheduler == SchedulerSettings()
     assert settings.source == "<shipped default>"
-    assert list(settings.inputs) == ["shell", "email", "slack", "xmpp"]
+    assert list(settings.inputs) == ["shell", "email", "irc", "slack", "xmpp"]
     assert settings.inputs["shell"] == InputSettings(name="shell")
     assert settings.inputs["xmpp"].options["nick"] == "harken"
     assert settings.origins["memory.path"] == "derived from bot.data_dir"
