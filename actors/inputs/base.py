@@ -1,13 +1,10 @@
 """What every input actor shares.
 
-An input actor owns one chat connection. It turns what arrives into `Event`s for the
-router (`Inbound`) and sends what it is told to send: `Outbound` (one message, now) and
-`Answered` (the complete answer to one of its events).
-
-A new input is a subclass registered under the `harken.inputs` entry point group, so a
-third party can add one without touching Harken's code. It declares what it can be
-configured with in a dataclass (`options_class`; see `config.inputs`), which the config
-loader reads to check `[inputs.<name>]` and find its secrets.
+An input actor owns one chat connection: it turns what arrives into `Event`s for the
+router (`Inbound`) and sends what it is told (`Outbound`, now; `Answered`, the complete
+answer to one of its events). A new input is a subclass registered under the
+`harken.inputs` entry point group; its options are a dataclass (`options_class`, see
+`config.inputs`) from which the config loader checks `[inputs.<name>]`.
 """
 
 from __future__ import annotations

@@ -1,20 +1,10 @@
 """The Slack input's way in: Socket Mode envelopes turned into events for the router.
 
-Per envelope, on the input's loop thread and without awaiting anything, so envelopes
-are taken in the order they came and the input can acknowledge each right after:
-
-* `events_api`: dropped if its event was seen already (Slack re-delivers an envelope it
-  thinks was lost, with the same event id; a mention also comes as both `message` and
-  `app_mention`), or if it is not for the bot (its own messages, other bots, edits,
-  deletions, channel chatter that neither mentions it nor starts with the prefix);
-  otherwise it becomes a text event.
-* `interactive` (`block_actions`): a click on one of a question's buttons is that
-  person's answer, as if they had typed the button's value where the question was
-  asked. A click by anyone else is not taken; they are told, privately, whose question
-  it is. A question takes one click; the buttons are then replaced by the answer.
-
-A person's display name comes from `users.info`, cached; a message that waits for a
-lookup waits behind nothing but that lookup, and a person's messages stay in order.
+Each envelope is read on the input's loop thread without awaiting anything, so they
+are taken in order and acknowledged right after. An `events_api` envelope becomes a
+text event unless it was seen already (Slack re-delivers) or is not for the bot; a
+click on a question's button (`block_actions`) is that person's answer, as if typed.
+Display names come from `users.info`, cached; a person's messages stay in order.
 """
 
 from __future__ import annotations

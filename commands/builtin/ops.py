@@ -1,15 +1,5 @@
 """Operations commands: services, health, `call`, runbooks, watches, audit and status.
 
-    list services                 get service billing
-    register service web http://127.0.0.1:8080 health=/healthz tags=frontend
-    deregister service web        health [billing]
-    call billing /v1/status       call billing /v1/echo {"ping": 1}
-    runbooks                      run restart-web 3
-    watch billing every 30 seconds
-    watches                       unwatch billing
-    audit [<count>]               status
-    hello                         the three laws
-
 The logic lives in `commands/ops/` (registry, checks, runbooks, audit); this module is
 the chat side. Everything here runs on a command worker, and whatever waits on the
 network has a timeout, so a dead service delays only the person who asked about it.

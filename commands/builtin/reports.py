@@ -1,12 +1,8 @@
 """Reports sent by email: `health report to oncall@example.org`.
 
-    health report to <email>      health report <email>
-
-Checks every service Harken knows (as `health` does, and records their status the same
-way), adds how Harken itself is (as `status` shows it), and sends the table through the
-email input (`ctx.send`). The reply says whether the mail went out, waits to be
-retried, or why it could not be sent; the email input decides which recipients are
-allowed (`inputs.email.allowed_domains`).
+Checks every service Harken knows (recording their status as `health` does), adds
+Harken's own `status`, and sends the table through the email input (`ctx.send`), which
+decides which recipients are allowed. The reply says whether the mail went out.
 """
 
 from __future__ import annotations

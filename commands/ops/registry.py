@@ -1,14 +1,9 @@
-"""Where services come from: the `ServiceRegistry` interface and Harken's own registry.
+"""Where services come from: `ConfiguredRegistry`, the services the ops commands use.
 
-`Service` is what the ops commands work with. A registry lists, finds, adds and removes
-services; `ConfiguredRegistry` combines the config file's `[services.*]` (read-only) with
-services admins register at runtime (kept in team memory, so they survive restarts). A
-discovery source (Consul, etcd, Kubernetes) would be another `ServiceRegistry`.
-
-A service's `call` rules are matched against the path `call` will send, normalised by
-`normalise_call_path` as RFC 3986 says (section 6.2.2), so that a path cannot mean one
-thing to the allow-list and another to the service: `/v1/items/%2e%2e/admin` is
-`/admin`, and is matched and sent as `/admin`.
+It combines the config file's `[services.*]` (read-only) with services admins register
+at runtime (team memory, so they survive restarts). A service's `call` rules are
+matched against the path as `normalise_call_path` normalises it (RFC 3986, 6.2.2), so a
+path cannot mean one thing to the allow-list and another to the service.
 """
 
 from __future__ import annotations
