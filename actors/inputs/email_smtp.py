@@ -18,7 +18,7 @@ from types import TracebackType
 from actors.inputs.email_message import Mail
 from actors.inputs.email_options import EmailOptions
 
-__all__ = ["SmtpFailure", "SmtpSession", "failure_of"]
+__all__ = ["SmtpFailure", "SmtpSession"]
 
 _MAX_DETAIL_CHARS = 300
 

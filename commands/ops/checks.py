@@ -12,7 +12,7 @@ from __future__ import annotations
 import http.client
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -132,7 +132,6 @@ def check_all(
     timeout: float,
     slow: float,
     parallel: int,
-    checker: Callable[..., CheckResult] = check,
 ) -> list[CheckResult]:
     """Check every service, at most `parallel` at once; results in the given order.
 
@@ -148,8 +147,7 @@ def check_all(
     pool = ThreadPoolExecutor(max_workers=min(parallel, len(services)), thread_name_prefix="check")
     try:
         futures: dict[Future[CheckResult], Service] = {
-            pool.submit(checker, service, timeout=timeout, slow=slow): service
-            for service in services
+            pool.submit(check, service, timeout=timeout, slow=slow): service for service in services
         }
         pending = set(futures)
         while pending:

@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote
 
 from config.settings import ServiceSettings
@@ -163,21 +163,6 @@ def _remove_dot_segments(path: str) -> str:
 
 class RegistryRefused(ValueError):
     """The registry will not do that; the message is for the person."""
-
-
-class ServiceRegistry(Protocol):
-    """A source of services. Methods may block (they run on a command's worker)."""
-
-    def list(self) -> list[Service]: ...
-
-    def get(self, name: str) -> Service | None: ...
-
-    def register(self, service: Service) -> None:
-        """Add or replace a service; raise `RegistryRefused` if this source cannot."""
-
-    def deregister(self, name: str) -> bool:
-        """Remove a service; False if there was none. Raise `RegistryRefused` if this
-        source cannot remove it (a service from the config file)."""
 
 
 class ConfiguredRegistry:
