@@ -17,8 +17,9 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from commands.ops.registry import Service
+from commands.ops.registry import STATUS_NS, Service
 from config.ops_config import split_host_port
+from core.context import Context
 
 UP = "up"
 SLOW = "slow"
@@ -166,3 +167,23 @@ def check_all(
         return [results[service.name] for service in services]
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+def record_status(ctx: Context, result: CheckResult) -> None:
+    """Keep `result` as its service's last status (`ops:status`), unless not checked."""
+    if result.status != UNCHECKED:
+        ctx.team_memory(STATUS_NS).set(result.service, result.to_json())
+
+
+def check_and_record(ctx: Context, services: Iterable[Service]) -> list[CheckResult]:
+    """`check_all` within the `[ops]` limits, recording each service's status."""
+    ops = ctx.settings.ops
+    results = check_all(
+        services,
+        timeout=ops.check_timeout_seconds,
+        slow=ops.slow_seconds,
+        parallel=ops.max_parallel_checks,
+    )
+    for result in results:
+        record_status(ctx, result)
+    return results
