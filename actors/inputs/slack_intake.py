@@ -157,18 +157,8 @@ class Intake:
         if text is None:
             return
         thread = event.get("thread_ts")
-        self._hand_over(
-            Event(
-                type=EventType.TEXT,
-                sender=user,
-                to=self.bot_name,
-                data=from_slack(text),
-                input=self.input_name,
-                channel=channel,
-                thread=thread if isinstance(thread, str) else "",
-                meta={"ts": ts},
-            )
-        )
+        thread = thread if isinstance(thread, str) else ""
+        self._hand_over(user, channel, thread, from_slack(text), {"ts": ts})
 
     def _addressed_text(self, event: dict[str, Any], channel: str) -> str | None:
         """The command text if the message is for the bot, else None."""
@@ -223,27 +213,28 @@ class Intake:
             return
         self._seen.add(key)
         action_ts = action.get("action_ts")
-        self._hand_over(
-            Event(
-                type=EventType.TEXT,
-                sender=user,
-                to=self.bot_name,
-                data=value,
-                input=self.input_name,
-                channel=channel,
-                thread=thread,
-                meta={"ts": action_ts if isinstance(action_ts, str) else ts, "clicked": ts},
-            )
-        )
+        meta = {"ts": action_ts if isinstance(action_ts, str) else ts, "clicked": ts}
+        self._hand_over(user, channel, thread, value, meta)
         question = _field(payload, "message", "text")
         if question:
             self._outbox.update(channel, ts, question, answered_blocks(question, user, value))
 
     # --- display names ----------------------------------------------------------------------
 
-    def _hand_over(self, event: Event) -> None:
-        """Give the event to the router with the person's display name, in order."""
-        user = event.sender
+    def _hand_over(
+        self, user: str, channel: str, thread: str, text: str, meta: dict[str, str]
+    ) -> None:
+        """Give the router a text event from `user`, with their display name, in order."""
+        event = Event(
+            type=EventType.TEXT,
+            sender=user,
+            to=self.bot_name,
+            data=text,
+            input=self.input_name,
+            channel=channel,
+            thread=thread,
+            meta=meta,
+        )
         waiting = self._waiting_for_name.get(user)
         if waiting is not None:
             waiting.append(event)  # behind the same person's earlier messages
