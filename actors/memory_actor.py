@@ -26,11 +26,7 @@ Notify = Callable[[BaseException | None], None]
 
 
 class MemoryActor(SupervisedActor):
-    """Serialises every access to one `Store` and commits writes in groups.
-
-    A `pykka.ThreadingActor` (through `SupervisedActor`, so that the supervisor hears
-    of a crash and restarts it).
-    """
+    """Serialises every access to one `Store` and commits writes in groups."""
 
     def __init__(self, store: Store | Callable[[], Store], *, max_batch: int = 1000) -> None:
         """Own `store`, or call `store()` in `on_start` if it is a factory.

@@ -176,8 +176,8 @@ class Confirm(Step):
 class Dialog:
     """A declared dialog: its steps and what to do with the answers.
 
-    It is the function of the `Command` that `@dialog` returns; the conversation
-    recognises it there (`dialog_of`) and runs the dialog instead of calling it.
+    It is the function of the `Command` that `@dialog` returns; `actors.turn.decide`
+    recognises it there (`dialog_of`) and the runner runs the dialog instead of calling it.
     """
 
     name: str

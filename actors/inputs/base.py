@@ -96,13 +96,11 @@ class InputActor(SupervisedActor):
 class RepliesInbox:
     """An input actor's inbox that hands replies over on the sender's thread.
 
-    For inputs whose connection runs on a thread of its own (an asyncio loop): a reply
-    told to the actor would wake the actor's thread only for it to wake the loop's
-    thread, one thread hop and GIL hand-off per message for nothing. pykka lets an actor
-    choose its inbox; this one gives `Answered` and `Outbound` to `direct` (which must
-    be thread-safe and must not block: typically a hand-off to the loop) and queues
-    everything else (start, stop, asks) for the actor's thread as usual. Until `direct`
-    is set, everything is queued.
+    For inputs whose connection runs on a thread of its own (an asyncio loop), where
+    waking the actor's thread only to wake the loop's would be a hop for nothing: it
+    gives `Answered` and `Outbound` to `direct` (thread-safe, never blocking: a hand-off
+    to the loop) and queues everything else for the actor's thread, as does everything
+    until `direct` is set.
     """
 
     def __init__(self) -> None:
