@@ -76,10 +76,6 @@ def state_address(conversation: str) -> tuple[str, str]:
     return owner, conversation if len(conversation) <= MAX_KEY_CHARS else f"sha256:{digest}"
 
 
-def new_error_id() -> str:
-    return uuid.uuid4().hex[:8]
-
-
 def refused_store_text(exc: MemoryRefused) -> str:
     """The reply when memory refuses what a command stores (too big, a bad key)."""
     return f"Sorry, I can't store that: {exc}."
@@ -299,7 +295,7 @@ class Turn:
     def _log(self, what: str, error: BaseException | None = None) -> str:
         """Log `what` went wrong (with the exception being handled unless `error` is
         given) under a new error id, and return the id."""
-        error_id, event = new_error_id(), self.event
+        error_id, event = uuid.uuid4().hex[:8], self.event
         where = f"{what} for {event.user} on {event.input} (error id {error_id})"
         if error is None:
             logger.exception("%s", where)
