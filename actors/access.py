@@ -1,13 +1,10 @@
 """Who may use which command: admins, and the groups of `[access.commands]`.
 
-Groups are defined per input (`[inputs.shell] groups = { ops = ["alice"] }`), because a
-user id means something only on its input: `alice` in the shell and `alice` on XMPP are
-two people. A command listed in `[access.commands]` is for the members of those groups
-and the input's admins; a command not listed is open to everyone (unless it is declared
-`admin_only`). `authorize` applies both rules in the command actor, to every turn
-that concerns its command: a call, a dialog's start or step, the offer to switch to
-a dialog; so one decision covers every way in. `harken.testing.call` applies the same
-`refusal`.
+Groups are defined per input, because a user id means something only on its input.
+A command listed in `[access.commands]` is for the members of those groups and the
+input's admins; one not listed is open to everyone unless it is `admin_only`. The
+command actor applies `authorize` to every turn of its command, so one decision covers
+every way in; `harken.testing.call` applies the same `refusal`.
 """
 
 from __future__ import annotations

@@ -1,13 +1,10 @@
 """One actor per command: it decides whether a turn may run it, and where it runs.
 
-Every turn that concerns a command comes here (`RunTurn`), a plain call as much as a
-dialog's start or step: the actor applies the command's policy (`actors.access.
-authorize`: admins only, the groups of `[access.commands]`; a refusal is logged and
-counted), then runs the turn with the runner (`actors/runner.py`). A `quick` command
-(it computes its reply from its arguments and cannot reach memory) and a refusal run
-right here, which saves waking a worker; anything else runs on a worker, in the
-conversation's lane, so a command that takes ten seconds holds one worker thread and
-delays nobody else, not even another person calling the same command.
+Every turn of a command comes here (`RunTurn`): a call, a dialog's start or step. The
+actor applies the command's policy (`actors.access.authorize`), then runs the turn with
+the runner (`actors/runner.py`): a `quick` command and a refusal right here, which saves
+waking a worker; anything else on a worker, in the conversation's lane, so a slow
+command holds one worker and delays nobody else.
 """
 
 from __future__ import annotations

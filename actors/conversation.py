@@ -1,14 +1,10 @@
 """One actor per conversation: an input, a channel, a person (and a thread, where any).
 
-The conversation keeps that person's messages in order and a copy of their open
-dialog's state, nothing else. It reads each message (`actors.turn.decide`), takes a
-place in its lane (`actors.lanes`) and hands the turn to the actor of the command it
-concerns (`actors.runner`); it takes the next message once the turn reports
-`TurnDone`. It answers a message that concerns no command itself.
-
-The dialog's state is loaded from memory when the actor starts (messages wait until it
-is in). Conversations hold nothing that is not also in memory, so the router can retire
-an idle one at any time and start a fresh one for the next message.
+It keeps that person's messages in order and a copy of their open dialog's state,
+nothing else: it reads each message (`actors.turn.decide`), takes a place in its lane
+and hands the turn to the actor of its command, then takes the next message on
+`TurnDone`. The dialog's state is loaded from memory when the actor starts, so the
+router can retire an idle conversation at any time (ARCHITECTURE.md, Dialogs).
 """
 
 from __future__ import annotations

@@ -2,12 +2,9 @@
 
 A conversation takes a place in its lane (`reserve`) for each message before it hands
 it to a command actor, which fills the place (`Slot.fill`) with the job to run, or with
-nothing if it answered at once. Jobs run in the order their places were taken.
-
-A conversation stopped while its turn runs (its router crashed) has a successor, whose
-first job, loading the open dialog, must see what that turn writes: it waits behind the
-turn's place, and a turn tells memory its writes before it returns, so the load asks
-memory after them. No locks in the jobs.
+nothing if it answered at once. Jobs run in the order their places were taken, so a
+successor's first job (loading the open dialog) sees what the turn before it wrote
+(ARCHITECTURE.md, "One lane per conversation"). No locks in the jobs.
 """
 
 from __future__ import annotations
@@ -48,7 +45,7 @@ class Lanes:
         self._workers = workers
         self._guard = threading.Lock()
         # lane -> its places not yet run, oldest first. An entry lives only while a place
-        # of that lane is taken, so 50,000 quiet conversations cost nothing here.
+        # of that lane is taken, so quiet conversations cost nothing here.
         self._lanes: dict[Hashable, deque[Slot]] = {}
         self._running: set[Hashable] = set()
         """Lanes a worker is running jobs of: only that worker may run their next."""

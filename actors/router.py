@@ -1,13 +1,10 @@
 """The router: every person's message passes here on its way to their conversation.
 
-It owns the map from conversation key to conversation actor, so it alone starts and
-retires conversations and no message can slip between a retiring actor and its
-successor. A conversation quiet for `bot.conversation_idle_seconds` is asked whether it
-is idle (`RetireIfIdle`); only one that says so (`IdleNow`) and was given no message
-since is stopped, so a person's messages never wait in a retiring actor while a new
-one answers the ones after them. It also makes text safe before anything matches on
-it: control characters and bidirectional overrides are removed, and over-long messages
-are refused with a reply that says the limit.
+It owns the map conversation key -> conversation actor, so it alone starts and retires
+conversations: one quiet for `bot.conversation_idle_seconds` is asked (`RetireIfIdle`),
+and only one that says it is idle (`IdleNow`) and got no message since is stopped. It
+makes text safe first: control characters and bidirectional overrides are removed, and
+over-long messages are refused with a reply that says the limit.
 """
 
 from __future__ import annotations

@@ -1,16 +1,10 @@
 """The runner: the one path every person's message takes once `decide` has read it.
 
-A `Turn` is one message, whatever its `Plan` (`actors/turn.py`): a command, a dialog's
-start or step, `help` or `cancel` in a dialog. The actor of its command authorizes it
-and runs it (`actors/command_actor.py`). It runs the command or step (with a `Context`;
-a failure is logged under an error id the reply cites), tells memory the dialog's new
-state after what the command wrote, then one `MemoryBarrier`; once that fires, it
-answers (a question's answers in the reply's `meta["choices"]`) and tells the
-conversation `TurnDone` with the dialog as it now is.
-
-The open dialog's state is JSON in memory, namespace `conversation`, under the
-conversation's id, in one of `STATE_SHARDS` owners (`state_address`): the store rewrites
-one file per owner written between checkpoints, so 5,000 dialogs cost 16 small files.
+A `Turn` runs its `Plan` (a command, a dialog's start or step, `help` or `cancel`) with
+a `Context`, logging a failure under an error id the reply cites; it tells memory the
+dialog's new state, then one `MemoryBarrier`, and once that fires it answers and tells
+the conversation `TurnDone`. Dialog states live in namespace `conversation`, in one of
+`STATE_SHARDS` owners (`state_address`), so open dialogs cost few store files.
 """
 
 from __future__ import annotations
@@ -80,10 +74,6 @@ def state_address(conversation: str) -> tuple[str, str]:
     digest = hashlib.sha256(conversation.encode("utf-8", "surrogatepass")).hexdigest()
     owner = f"dialogs-{int(digest[:8], 16) % STATE_SHARDS:02d}"
     return owner, conversation if len(conversation) <= MAX_KEY_CHARS else f"sha256:{digest}"
-
-
-def new_error_id() -> str:
-    return uuid.uuid4().hex[:8]
 
 
 def refused_store_text(exc: MemoryRefused) -> str:
@@ -305,7 +295,7 @@ class Turn:
     def _log(self, what: str, error: BaseException | None = None) -> str:
         """Log `what` went wrong (with the exception being handled unless `error` is
         given) under a new error id, and return the id."""
-        error_id, event = new_error_id(), self.event
+        error_id, event = uuid.uuid4().hex[:8], self.event
         where = f"{what} for {event.user} on {event.input} (error id {error_id})"
         if error is None:
             logger.exception("%s", where)

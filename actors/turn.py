@@ -1,13 +1,10 @@
 """What a person's message is: `decide` reads it into a `Plan`, and nothing else.
 
-A message is a command to run, a dialog to start, the answer to a dialog's step, or one
-of the words a dialog understands on the side (`cancel`, `help`, a yes or no to
-"abandon it?"). Which depends only on the text, the commands, the open dialog, the time
-and whether a scheduled job sent it: `decide` is pure (no actors, no memory, no user
-code; that all runs later, in `actors/runner.py`).
-
-A scheduled job's text (`run in 10 minutes ...`) is never the answer to a dialog open
-when it fires: it runs as a command, and the dialog stays where it was.
+A command to run, a dialog to start, the answer to a dialog's step, or a word a dialog
+understands on the side (`cancel`, `help`, a yes or no to "abandon it?"). `decide` is
+pure: it reads the text, the commands, the open dialog, the time and whether a
+scheduled job sent it; the user's code runs later, in `actors/runner.py`. A scheduled
+job's text is never the answer to an open dialog.
 """
 
 from __future__ import annotations

@@ -1,13 +1,10 @@
 """What every input actor shares.
 
-An input actor owns one chat connection. It turns what arrives into `Event`s for the
-router (`Inbound`) and sends what it is told to send: `Outbound` (one message, now) and
-`Answered` (the complete answer to one of its events).
-
-A new input is a subclass registered under the `harken.inputs` entry point group, so a
-third party can add one without touching Harken's code. It declares what it can be
-configured with in a dataclass (`options_class`; see `config.inputs`), which the config
-loader reads to check `[inputs.<name>]` and find its secrets.
+An input actor owns one chat connection: it turns what arrives into `Event`s for the
+router (`Inbound`) and sends what it is told (`Outbound`, now; `Answered`, the complete
+answer to one of its events). A new input is a subclass registered under the
+`harken.inputs` entry point group; its options are a dataclass (`options_class`, see
+`config.inputs`) from which the config loader checks `[inputs.<name>]`.
 """
 
 from __future__ import annotations
@@ -99,13 +96,11 @@ class InputActor(SupervisedActor):
 class RepliesInbox:
     """An input actor's inbox that hands replies over on the sender's thread.
 
-    For inputs whose connection runs on a thread of its own (an asyncio loop): a reply
-    told to the actor would wake the actor's thread only for it to wake the loop's
-    thread, one thread hop and GIL hand-off per message for nothing. pykka lets an actor
-    choose its inbox; this one gives `Answered` and `Outbound` to `direct` (which must
-    be thread-safe and must not block: typically a hand-off to the loop) and queues
-    everything else (start, stop, asks) for the actor's thread as usual. Until `direct`
-    is set, everything is queued.
+    For inputs whose connection runs on a thread of its own (an asyncio loop), where
+    waking the actor's thread only to wake the loop's would be a hop for nothing: it
+    gives `Answered` and `Outbound` to `direct` (thread-safe, never blocking: a hand-off
+    to the loop) and queues everything else for the actor's thread, as does everything
+    until `direct` is set.
     """
 
     def __init__(self) -> None:

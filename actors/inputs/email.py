@@ -1,17 +1,11 @@
 """The email input: Harken's mail out, over SMTP (inbound mail is not read).
 
-A command sends mail with `ctx.send(input="email", to=..., subject=..., text=...)`,
-which asks this actor with an `Outbound` event (actors/services.py: `Services.send`).
-On its thread the actor checks the recipient against `allowed_domains` (anyone who can
-talk to Harken can ask it to send mail: it must never relay to anyone else), composes
-the mail (actors/inputs/email_message.py), stores it in the outbox
-(actors/inputs/email_outbox.py) and answers a `Future` that the sender thread
-(actors/inputs/email_sender.py) settles after the mail's first try. A recipient
-refused, or an outbox full or not writable, is answered at once: nothing is stored and
-nothing is sent.
-
-Options, the password (`HARKEN_EMAIL_PASSWORD`) and their checks are in
-actors/inputs/email_options.py; talking to the server in actors/inputs/email_smtp.py.
+A command's `ctx.send(input="email", ...)` asks this actor with an `Outbound` event. On
+its thread the actor checks the recipient against `allowed_domains` (anyone who can
+talk to Harken can ask it to send mail, so it must never relay elsewhere), composes the
+mail, stores it in the outbox and answers a `Future` the sender thread settles after
+the mail's first try. A refused recipient or a full outbox is answered at once, with
+nothing stored. ARCHITECTURE.md, "The email input", draws the whole path.
 """
 
 from __future__ import annotations

@@ -1,15 +1,10 @@
 """The email input's outbox: mails waiting for the server, one file each, bounded.
 
-A mail is on disk before the command that asked for it hears "queued" or "sent" (a
-temporary file, fsync, rename, fsync of the folder), and its file is removed once the
-server took it or refused it for good, so a mail still waiting when Harken stops (or
-dies) is sent after the next start, once: a `kill -9` between the server's "250" and
-the removal is the one case where a mail goes out twice. The folder lives beside the
-memory store (`<bot.data_dir>/<input>-outbox` by default), readable by Harken's user
-only, as mails may hold what the team would not publish.
-
-A file that cannot be read is never taken for "no mail": it is moved into `damaged/`
-inside the folder and named in an ERROR log line, and the rest is sent.
+A mail is on disk (temporary file, fsync, rename, fsync of the folder) before the
+command that asked hears of it, and its file is removed once the server took or refused
+it for good, so a mail waiting at a stop (or crash) is sent after the next start. The
+folder is readable by Harken's user only. A file that cannot be read is never taken for
+"no mail": it is moved into `damaged/` and named in an ERROR log line.
 """
 
 from __future__ import annotations

@@ -1,18 +1,10 @@
 """The thread that empties the email outbox: deliveries, retries, and who hears of them.
 
-One round connects to the server (STARTTLS or TLS, login), sends every waiting mail in
-the order queued and hangs up. A temporary failure (`SmtpFailure`, not permanent) ends
-the round and the next waits `retry_delay`, doubling up to `retry_max_delay` (each wait
-drawn between 80 and 100% of the delay, so the maximum is never exceeded); a round
-that reaches the server starts the backoff over. A permanent failure (5xx) removes that
-mail from the outbox, is logged and reported; a 5xx before any mail (a login the server
-refuses) is permanent for every mail of the round.
-
-Who hears the outcome: a command that asked (`ctx.send`) waits a few seconds on a
-`Future` for the mail's first try; if the Future is still pending when the command stops
-waiting, the command cancels it, and the outcome (delivered, or refused for good) goes
-instead as a message to the conversation that asked (the mail's `origin`). A mail from
-before a restart has nobody waiting, so its outcome goes there too.
+A round connects (STARTTLS or TLS, login), sends every waiting mail in order and hangs
+up. A temporary failure ends the round and backs off (`retry_delay` doubling to
+`retry_max_delay`); a permanent one (5xx) removes that mail and reports it. A command
+that asked waits briefly on a `Future` for the first try; an outcome nobody waits for
+goes as a message to the conversation that asked (the mail's `origin`).
 """
 
 from __future__ import annotations
@@ -142,6 +134,7 @@ class Sender:
             if not failure.permanent:
                 self._retry_later(failure)
                 return
+            # A 5xx outside one mail's send (the login) refuses every mail of the round.
             for mail in mails:
                 if mail.id in self.outbox:
                     self._refused(mail, failure)

@@ -1,14 +1,11 @@
 """Handing mail to the SMTP server, with the standard library's smtplib.
 
-smtplib rather than aiosmtplib: the email input sends from a thread of its own, one
-mail after another, so an event loop would buy nothing, and smtplib brings STARTTLS,
-implicit TLS and AUTH without a dependency. Every step waits at most `timeout`.
-
-What can go wrong is sorted in two (`SmtpFailure.permanent`): a 5xx answer is
-permanent (the server will refuse the mail again: not retried); a 4xx answer, a
-connection refused, reset or timed out, a server that hangs up, TLS that fails are
-temporary (retried later). The password goes to `SMTP.login` and nowhere else; a
-failure's description holds the server's answer, never what Harken sent.
+The input sends from a thread of its own, one mail after another, so an event loop
+would buy nothing; smtplib brings STARTTLS, TLS and AUTH without a dependency. Every
+step waits at most `timeout`. A failure is permanent (5xx: not retried) or temporary
+(4xx, a connection or TLS failure: retried), `SmtpFailure.permanent`. The password
+goes to `SMTP.login` only; a failure is described by the server's answer, never by
+what Harken sent.
 """
 
 from __future__ import annotations
@@ -21,7 +18,7 @@ from types import TracebackType
 from actors.inputs.email_message import Mail
 from actors.inputs.email_options import EmailOptions
 
-__all__ = ["SmtpFailure", "SmtpSession", "failure_of"]
+__all__ = ["SmtpFailure", "SmtpSession"]
 
 _MAX_DETAIL_CHARS = 300
 

@@ -1,18 +1,10 @@
 """The Slack input's way out: replies queued per channel, paced, posted with slack-sdk.
 
-Slack allows about one message per second per channel, with short bursts. Each channel
-has a queue and a token bucket (`replies_per_second`, `reply_burst`), so a burst of
-replies does not trip the limit; a 429 anyway pauses that channel's queue for
-`Retry-After` and the same message is sent again, so order is kept. 5xx answers and
-network failures are retried a few times, but never once Slack has begun to answer: it
-had the message then, and sending it again would most likely post it twice. Replies
-longer than Slack takes in one message are split into parts, in order.
-
-A dialog's question that offers answers (`meta["choices"]`, which the runner sets)
-goes out with a button per answer (`slack_text`); typing an answer works as well.
-An error reply in a channel concerns only the person it answers: with
-`ephemeral_errors` it is shown to them alone (`chat.postEphemeral`), in its place in
-the channel's queue. Everything here runs on the input's loop thread.
+Each channel has a queue and a token bucket (`replies_per_second`, `reply_burst`); a
+429 pauses that channel for `Retry-After` and sends the same message again, so order is
+kept. 5xx answers and network failures are retried, but never once Slack has begun to
+answer (it would most likely post twice). Long replies are split in order; questions
+get buttons; error replies in a channel may go out ephemeral. All on the loop thread.
 """
 
 from __future__ import annotations

@@ -1,21 +1,11 @@
 """Text between Slack's wire format and what commands see.
 
-Slack escapes `&`, `<` and `>` in message text and wraps entities in angle brackets:
-`<@U123>` (a person), `<#C123|ops>` (a channel), `<!here>` (a broadcast),
-`<https://example.org|example.org>` (a link). Commands should match on what the person
-typed, so `from_slack` undoes the escaping and unwraps links; mentions, channels and
-broadcasts keep their markup, so a command can store `<@U123>` and a reply shows it as
-a mention again. `to_slack` escapes a reply, leaving those entities intact.
-
-Slack cuts a message's text at 40,000 characters and advises at most 4,000 per message;
-`split_reply` cuts long replies into parts under a limit, at line breaks where it can,
-so nothing is ever truncated silently.
-
-A dialog's question that offers answers (a `Choice`, a `Confirm`: the reply's
-`meta["choices"]`) is posted with a button per answer (Block Kit), laid out by
-`question_blocks`. A button's value is the answer's text, so a click means what typing
-it would, and the person the question is for is written in the block's id, so a click
-by anyone else can be refused.
+`from_slack` undoes Slack's escaping and unwraps links, so commands match on what the
+person typed, while mentions, channels and broadcasts keep their markup; `to_slack`
+escapes a reply, leaving those entities intact. `split_reply` cuts long replies at line
+breaks where it can, so nothing is truncated silently. `question_blocks` lays out a
+question's answers as buttons whose value is the answer's text and whose block id
+names the person the question is for.
 """
 
 from __future__ import annotations

@@ -1,27 +1,11 @@
 """The XMPP (Jabber) input: direct chats and multi-user chat rooms, through slixmpp.
 
-The actor turns stanzas into `Event`s for the router and the bot's replies into
-stanzas; `XmppClient` (actors/inputs/xmpp_client.py) keeps the connection up on a
-thread of its own. Incoming messages are translated on the client's loop thread and
-handed straight to the router (`submit` is a thread-safe `tell`); replies arrive on
-the threads that produce them (the actor's inbox hands them over without waking the
-actor's thread) and go to the loop in one batch per answer.
-
-How a message becomes an event:
-
-* a direct message (`chat` or `normal`): user and channel are the sender's bare JID;
-  the reply goes back to that JID;
-* a room message (`groupchat`) in a configured room, addressed to the bot
-  (`harken: ping`, `harken, ping`, or the configured `prefix`, e.g. `!ping`): channel
-  is the room, user is the occupant's real bare JID when the room shows it to us, else
-  `room@service/nick`, so each occupant has a conversation of their own; the reply goes
-  to the room, addressed to the occupant by nick;
-* a private message from a room occupant: like a direct message, answered privately.
-
-Ignored, each with a log line saying why: our own messages (rooms echo them back),
-room history (delayed delivery), empty bodies, `error` and `headline` messages, and
-senders the allow-list (`allow_from`) does not admit. Messages too big for the bot are
-not refused here: the router answers them with the limit, like on every input.
+The actor turns stanzas into `Event`s for the router and replies into stanzas;
+`XmppClient` (xmpp_client.py) keeps the connection up on a thread of its own. A
+direct message is answered to its sender; a room message counts only when addressed to
+the bot (`harken: ping` or the `prefix`), and each occupant has a conversation of their
+own. Own messages, room history, empty bodies, `error`/`headline` messages and senders
+outside `allow_from` are ignored with a log line (ARCHITECTURE.md, "The XMPP input").
 """
 
 from __future__ import annotations

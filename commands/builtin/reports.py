@@ -1,12 +1,8 @@
 """Reports sent by email: `health report to oncall@example.org`.
 
-    health report to <email>      health report <email>
-
-Checks every service Harken knows (as `health` does, and records their status the same
-way), adds how Harken itself is (as `status` shows it), and sends the table through the
-email input (`ctx.send`). The reply says whether the mail went out, waits to be
-retried, or why it could not be sent; the email input decides which recipients are
-allowed (`inputs.email.allowed_domains`).
+Checks every service Harken knows (recording their status as `health` does), adds
+Harken's own `status`, and sends the table through the email input (`ctx.send`), which
+decides which recipients are allowed. The reply says whether the mail went out.
 """
 
 from __future__ import annotations
@@ -14,8 +10,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from commands.base import command
-from commands.ops.checks import DOWN, SLOW, UNCHECKED, UP, CheckResult, check_all
-from commands.ops.registry import SERVICES_NS, STATUS_NS, ConfiguredRegistry
+from commands.ops.checks import DOWN, SLOW, UNCHECKED, UP, CheckResult, check_and_record
+from commands.ops.registry import SERVICES_NS, ConfiguredRegistry
 from core.context import Context, SendRefused
 from core.status import StatusReport
 from core.timefmt import format_time, say_delay
@@ -62,17 +58,7 @@ def health_report(ctx: Context, address: str) -> str:
     if "@" not in address:
         return "Whom should I send it to? Say `health report to <email>`."
     services = ConfiguredRegistry(ctx.settings.services, ctx.team_memory(SERVICES_NS)).list()
-    ops = ctx.settings.ops
-    results = check_all(
-        services,
-        timeout=ops.check_timeout_seconds,
-        slow=ops.slow_seconds,
-        parallel=ops.max_parallel_checks,
-    )
-    statuses = ctx.team_memory(STATUS_NS)
-    for result in results:
-        if result.status != UNCHECKED:
-            statuses.set(result.service, result.to_json())
+    results = check_and_record(ctx, services)
     bot = ctx.settings.bot.name
     when = format_time(datetime.now(UTC), ctx.timezone())
     up = sum(1 for r in results if r.status in (UP, SLOW))
