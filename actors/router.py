@@ -72,6 +72,9 @@ class Router(SupervisedPooledActor):
         cleaned = clean_text(event.data)
         if cleaned != event.data:
             event = event.with_data(cleaned)
+        streams = self.services.streams
+        if streams is not None and streams.publish(event):
+            return  # not addressed to the bot: for the streams only
         key = conversation_key(event)
         self.last_seen[key] = time.monotonic()
         ref = self.conversations.get(key)

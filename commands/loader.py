@@ -47,6 +47,7 @@ BUILTIN_MODULES = (
     "commands.builtin.reminders",
     "commands.builtin.ops",
     "commands.builtin.reports",
+    "commands.builtin.streams_digest",
 )
 
 

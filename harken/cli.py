@@ -37,6 +37,7 @@ from actors.services import Services
 from actors.supervision import Handle
 from actors.system import BotSystem, StartupError, freeze_startup_objects, installed_inputs
 from commands.loader import load_commands
+from commands.streams import load_streams, stream_problems
 from config import ConfigError, InputSettings, Settings, load_settings, render_settings
 from config.loader import secret_env_vars
 from config.validate import access_problems, input_problems, load_problems, path_problems
@@ -151,6 +152,7 @@ def _check(settings: Settings) -> int:
         *input_problems(settings, {"shell", *installed_inputs()}),
         *load_problems(loaded.problems),
         *access_problems(settings, loaded.registry.names()),
+        *stream_problems(settings, load_streams(settings.bot.command_dirs).streams),
         *path_problems(settings),
     ]
     memory_lines, memory_problems = check_memory(settings)

@@ -30,6 +30,7 @@ from actors.supervision import Handle
 from actors.system import BotSystem
 from commands.base import Command, Registry
 from commands.loader import load_commands
+from commands.streams import Stream, load_streams
 from config.settings import InputSettings, Settings
 from core.event import Event, EventType
 from harken.unit import INPUT_NAME, settings_for_tests
@@ -138,6 +139,7 @@ class TestBot:
         *,
         settings: Settings | Mapping[str, Any] | None = None,
         commands: Iterable[Command] = (),
+        streams: Iterable[Stream] = (),
         admins: Iterable[str] = (),
         groups: Mapping[str, Iterable[str]] | None = None,
         timezone: str | None = None,
@@ -151,6 +153,8 @@ class TestBot:
         self.settings = Settings()
         self.configure(settings=settings, admins=admins, groups=groups, timezone=timezone)
         self._extra = list(commands)
+        self._streams = list(streams)
+        """Streams under test; each runs when the settings have its `streams.<name>`."""
         self._exchange = Exchange()
         self._sink: Sink = sink or self._exchange
         self.timeout = timeout
@@ -201,12 +205,16 @@ class TestBot:
         registry: Registry = loaded.registry
         for cmd in self._extra:
             registry.add(cmd)
+        streams = load_streams(self.settings.bot.command_dirs, use_entry_points=False).streams
+        streams.update((item.name, item) for item in self._streams)
         sink = self._sink
 
         def make_input(settings: InputSettings, services: Services, router: Handle) -> Any:
             return TestingInput(settings, services, router, sink)
 
-        system = BotSystem(self.settings, inputs={INPUT_NAME: make_input}, registry=registry)
+        system = BotSystem(
+            self.settings, inputs={INPUT_NAME: make_input}, registry=registry, streams=streams
+        )
         system.start()
         assert system.services is not None
         system.services.clock = self.clock

@@ -30,6 +30,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from actors.inputs.base import HEARD
 from actors.inputs.slack_outbox import Outbox, Spawn, why
 from actors.inputs.slack_text import (
     answer_block_owner,
@@ -88,6 +89,7 @@ class Intake:
         outbox: Outbox,
         submit: Callable[[Event], None],
         spawn: Spawn,
+        hear_all: bool = False,
     ) -> None:
         self.input_name = input_name
         self.bot_name = bot_name
@@ -98,6 +100,8 @@ class Intake:
         self._outbox = outbox
         self._submit = submit
         self._spawn = spawn
+        self._hear_all = hear_all
+        """Hand over channel messages not for the bot too (`meta["heard"]`), for streams."""
         self._seen = RecentIds(DEDUPE_CAPACITY)
         self._names: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._waiting_for_name: dict[str, list[Event]] = {}
@@ -164,8 +168,17 @@ class Intake:
         for key in keys:
             self._seen.add(key)
         text = self._addressed_text(event, channel)
+        meta: dict[str, Any] = {"ts": ts}
         if text is None:
-            return
+            if not self._hear_all:
+                return
+            raw = event.get("text")
+            text = (
+                raw
+                if isinstance(raw, str) and raw.strip()
+                else text_from_blocks(event.get("blocks"))
+            )
+            meta[HEARD] = True  # for the streams only
         thread = event.get("thread_ts")
         self._hand_over(
             Event(
@@ -176,7 +189,7 @@ class Intake:
                 input=self.input_name,
                 channel=channel,
                 thread=thread if isinstance(thread, str) else "",
-                meta={"ts": ts},
+                meta=meta,
             )
         )
 
