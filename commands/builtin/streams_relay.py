@@ -67,4 +67,7 @@ def relay(ctx: StreamContext, event: Event) -> None:
         return
     said_by_bot = event.type is not EventType.TEXT  # an answer, with `replies = true`
     who = ctx.settings.bot.name if said_by_bot else event.display_name or event.user
-    ctx.send(input=there[0], to=there[1], text=f"[{event.input}] {who}: {event.data}")
+    text = event.data
+    if said_by_bot and event.display_name:
+        text = f"{event.display_name}: {text}"  # as the room saw it: addressed to them
+    ctx.send(input=there[0], to=there[1], text=f"[{event.input}] {who}: {text}")
