@@ -55,13 +55,16 @@ def identity(name: str, bot_name: str, via: tuple[str, ...] = ()) -> Event:
 
 
 class BotStreamContext(Context):
-    """A stream's `ctx` (commands.streams.StreamContext), made per event it handles."""
+    """A stream's `ctx` (commands.streams.StreamContext): one per stream actor, told
+    which event it handles (`handling`) so that what it sends carries the right via."""
 
-    def __init__(self, runner: StreamRunner, services: Services, via: tuple[str, ...]) -> None:
+    def __init__(self, runner: StreamRunner, services: Services) -> None:
         self.name = runner.name
         self.options: Any = runner.options
         self._hub = runner.hub
-        self._via = (*via, runner.name) if runner.name not in via else via
+        self._own: tuple[str, ...] = (runner.name,)
+        self._via: tuple[str, ...]
+        self._via = self._own
         super().__init__(
             identity(runner.name, services.settings.bot.name, self._via),
             memory=services.memory,
@@ -72,6 +75,18 @@ class BotStreamContext(Context):
             scheduler=services.scheduler,
             services=services,
         )
+
+    def stale(self) -> bool:
+        """Made before the scheduler started: a new one can schedule."""
+        return self.services is not None and self._scheduler is not self.services.scheduler
+
+    def handling(self, event: Event | None) -> None:
+        """The event the stream handles now (None: its start)."""
+        if event is None or "via" not in event.meta:
+            self._via = self._own
+            return
+        via = via_of(event)
+        self._via = via if self.name in via else (*via, self.name)
 
     def _log(self, text: str) -> None:
         logger.info("stream %s: %s", self.name, text)

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from actors.inputs.base import HEARD
 from actors.inputs.testing import Done, Reply, Sink, TestingInput
 from actors.messages import BringJobsForward, Inbound
 from actors.services import Services
@@ -31,7 +32,7 @@ from actors.system import BotSystem
 from commands.base import Command, Registry
 from commands.loader import load_commands
 from commands.streams import Stream, load_streams
-from config.settings import InputSettings, Settings
+from config.settings import InputSettings, Settings, StreamSettings
 from core.event import Event, EventType
 from harken.unit import INPUT_NAME, settings_for_tests
 
@@ -198,9 +199,19 @@ class TestBot:
             raise RuntimeError("add commands before the first message: the bot is running")
         self._extra.extend(commands)
 
+    def add_stream(self, *streams: Stream) -> None:
+        """Add streams under test; call before the first message. Each runs, with its
+        `streams.<name>` settings if there are any."""
+        if self.system is not None:
+            raise RuntimeError("add streams before the first message: the bot is running")
+        self._streams.extend(streams)
+
     def start(self) -> TestBot:
         if self.system is not None:
             return self
+        missing = {s.name: StreamSettings(s.name) for s in self._streams}
+        missing.update(self.settings.streams)
+        self.settings = dataclasses.replace(self.settings, streams=missing)
         loaded = load_commands(self.settings.bot.command_dirs, use_entry_points=False)
         registry: Registry = loaded.registry
         for cmd in self._extra:
@@ -255,7 +266,10 @@ class TestBot:
         channel: str = "",
         thread: str = "",
         display_name: str = "",
+        addressed: bool = True,
     ) -> Event:
+        """A person's message on the testing input; `addressed=False`: one said in the
+        channel but not to the bot, as inputs hand them over for streams."""
         return Event(
             type=EventType.TEXT,
             sender=user,
@@ -265,11 +279,13 @@ class TestBot:
             channel=channel,
             thread=thread,
             display_name=display_name,
+            meta={} if addressed else {HEARD: True},
         )
 
-    def send(self, text: str, **who: str) -> Event:
-        """Send text as a person without waiting (`user=`, `channel=`, `thread=`)."""
-        return self.send_event(self.event(text, **who))
+    def send(self, text: str, *, addressed: bool = True, **who: str) -> Event:
+        """Send text as a person without waiting (`user=`, `channel=`, `thread=`);
+        `addressed=False` says it in the channel, not to the bot: only streams see it."""
+        return self.send_event(self.event(text, addressed=addressed, **who))
 
     def send_event(self, event: Event) -> Event:
         if self._router is None:
@@ -293,4 +309,6 @@ class TestBot:
 
     def ask(self, text: str, *, timeout: float | None = None, **who: str) -> str:
         """Send text and return the replies, joined by line breaks."""
-        return "\n".join(e.data for e in self.replies(self.send(text, **who), timeout))
+        return "\n".join(
+            e.data for e in self.replies(self.send(text, addressed=True, **who), timeout)
+        )

@@ -348,6 +348,7 @@ def test_harken_check_shows_the_streams_and_refuses_a_bad_one(tmp_path: Path) ->
     ok = harken("check", "--config", str(config), cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr.decode()
     assert '[streams.relay]\nfrom_room = "xmpp:ops@conference.example.org"' in ok.stdout.decode()
+    assert "# 2 streams: digest, relay; running: relay" in ok.stdout.decode()
     config.write_text('[streams.relay]\nfrom_room = "xmpp:ops@conference.example.org"\n')
     bad = harken("check", "--config", str(config), cwd=tmp_path)
     assert bad.returncode == 2
