@@ -359,3 +359,21 @@ def test_harken_check_shows_the_streams_and_refuses_a_bad_one(tmp_path: Path) ->
     assert run.stderr.decode().strip().splitlines()[-1] == (
         "harken: streams.relay.to_room: is needed by the relay stream"
     )
+
+
+def test_an_oversized_message_not_for_the_bot_is_neither_answered_nor_handed_out(
+    tmp_path: Path,
+) -> None:
+    seen = Seen()
+
+    @stream(name="chatter")
+    def chatter(ctx: StreamContext, event: Event) -> None:
+        seen.add(event)
+
+    with _bot(tmp_path, chatter, **{"bot.max_message_bytes": "1024"}) as bot:
+        huge = bot.send("x" * 5000, channel="ops", addressed=False)
+        bot.send("small talk", channel="ops", addressed=False)
+        seen.wait_for("small talk")
+        assert seen.texts() == ["small talk"]
+        with pytest.raises(TimeoutError):
+            bot.replies(huge, timeout=0.5)  # chatter is never answered, even to refuse it
