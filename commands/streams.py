@@ -195,10 +195,10 @@ def _typed(key: str, default: Any, value: Any) -> Any:
     if kind not in TEXT_KINDS:
         return value
     rule = Rule(kind, TEXT_KINDS[kind])
-    # From a file the value has its type; from --set or the environment it is text.
+    if isinstance(value, tuple):
+        value = list(value)  # a list from the file, kept as a tuple by config/
+    # From a file the value has its type; from --set it is text.
     as_text = isinstance(value, str) and kind is not str
-    if kind is tuple and isinstance(value, tuple):
-        as_text = False
     return apply(rule, key, value, None, text=as_text)
 
 

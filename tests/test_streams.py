@@ -17,6 +17,7 @@ from actors.inputs.base import HEARD
 from actors.messages import ListJobs, MemoryGet, MemoryKeys
 from actors.system import StartupError
 from commands.streams import StreamContext, stream
+from config.loader import load_settings
 from core.event import Event, EventType
 from harken.testbot import INPUT_NAME, TestBot, wait_until
 
@@ -377,3 +378,37 @@ def test_an_oversized_message_not_for_the_bot_is_neither_answered_nor_handed_out
         assert seen.texts() == ["small talk"]
         with pytest.raises(TimeoutError):
             bot.replies(huge, timeout=0.5)  # chatter is never answered, even to refuse it
+
+
+def test_stream_options_are_typed_from_the_file_and_from_the_command_line(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "harken.toml"
+    config.write_text(
+        "[streams.configured]\nlevel = 5\nchannels = ['ops', 'dev']\nreplies = true\n"
+    )
+    from_file = load_settings(path=config, env={})
+    options, subscription, _ = _configured.settings_for(from_file)
+    assert options == _Options(level=5)
+    assert subscription.channels == ("ops", "dev")
+    assert subscription.replies is True
+    overrides = {"streams.configured.level": "6", "streams.configured.channels": "ops,dev"}
+    from_flags = load_settings(env={}, overrides=overrides)
+    options, subscription, _ = _configured.settings_for(from_flags)
+    assert options == _Options(level=6)
+    assert subscription.channels == ("ops", "dev")
+
+
+def test_streams_in_command_dirs_are_found_and_run(tmp_path: Path) -> None:
+    folder = tmp_path / "mystreams"
+    folder.mkdir()
+    (folder / "notes.py").write_text(
+        "from harken import Event, StreamContext, stream\n\n\n"
+        "@stream(channels=('ops',))\n"
+        "def notes(ctx: StreamContext, event: Event) -> None:\n"
+        "    ctx.send(input=event.input, to='notes', text='noted: ' + event.data)\n"
+    )
+    settings = {"bot.command_dirs": str(folder), "streams.notes.mailbox": "10"}
+    with TestBot(tmp_path / "memory", settings=settings) as bot:
+        bot.send("the backup ran", channel="ops", addressed=False)
+        assert bot.wait_for("noted: the backup ran").channel == "notes"
