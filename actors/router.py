@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pykka
 
 from actors.conversation import ConversationActor, ConversationKey, conversation_key
+from actors.inputs.base import HEARD
 from actors.messages import ConversationIdle, IdleNow, Inbound, RetireIfIdle, RouterStats
 from actors.pool import Dispatcher
 from actors.supervision import SupervisedPooledActor
@@ -57,6 +58,9 @@ class Router(SupervisedPooledActor):
         if len(event.data) > limit // 4:
             size = len(event.data.encode("utf-8", "surrogatepass"))
             if size > limit:
+                if HEARD in event.meta:
+                    logger.debug("dropped a %d-byte message not for the bot", size)
+                    return  # chatter: not answered, not even to refuse it
                 logger.info(
                     "refused a %d-byte message from %s on %s", size, event.user, event.input
                 )
@@ -69,6 +73,9 @@ class Router(SupervisedPooledActor):
         cleaned = clean_text(event.data)
         if cleaned != event.data:
             event = event.with_data(cleaned)
+        streams = self.services.streams
+        if streams is not None and streams.publish(event):
+            return  # not addressed to the bot: for the streams only
         key = conversation_key(event)
         self.last_seen[key] = time.monotonic()
         ref = self.conversations.get(key)

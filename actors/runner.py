@@ -69,6 +69,11 @@ def conversation_id(key: tuple[str, ...]) -> str:
     return json.dumps(list(key), ensure_ascii=False, separators=(",", ":"))
 
 
+def new_error_id() -> str:
+    """A short id that ties what a person is told to the log line with the details."""
+    return uuid.uuid4().hex[:8]
+
+
 def state_address(conversation: str) -> tuple[str, str]:
     """(owner, key) of a conversation's dialog state in the `conversation` namespace."""
     digest = hashlib.sha256(conversation.encode("utf-8", "surrogatepass")).hexdigest()
@@ -295,7 +300,7 @@ class Turn:
     def _log(self, what: str, error: BaseException | None = None) -> str:
         """Log `what` went wrong (with the exception being handled unless `error` is
         given) under a new error id, and return the id."""
-        error_id, event = uuid.uuid4().hex[:8], self.event
+        error_id, event = new_error_id(), self.event
         where = f"{what} for {event.user} on {event.input} (error id {error_id})"
         if error is None:
             logger.exception("%s", where)

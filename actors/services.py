@@ -26,6 +26,7 @@ from core.context import SendRefused, SendResult
 from core.event import Event
 
 if TYPE_CHECKING:
+    from actors.streams import StreamHub
     from actors.supervision import Handle
     from commands.base import Registry
     from config.settings import Settings
@@ -61,8 +62,15 @@ class Services:
     event with `meta["scheduled"]`) is on its way to the input, so that the job's
     delivery can be recorded (actors/scheduler_actor.py)."""
 
+    streams: StreamHub | None = None
+    """Hands events to the streams (actors/streams.py); None when no stream runs."""
+
     def __post_init__(self) -> None:
         self.lanes = Lanes(self.workers)
+
+    def hears(self, input_name: str) -> bool:
+        """Whether a stream wants the messages on `input_name` not addressed to the bot."""
+        return self.streams is not None and self.streams.hears(input_name)
 
     def is_admin(self, event: Event) -> bool:
         settings = self.settings.inputs.get(event.input)
@@ -72,6 +80,8 @@ class Services:
         """Send a message to the input it belongs to, now."""
         self.metrics.messages_out(event.input, 1)
         self._tell_input(event.input, Outbound(event))
+        if self.streams is not None and self.streams.replies:
+            self.streams.publish_replies((event,))
 
     def send(self, event: Event, *, wait: float) -> SendResult:
         """Send a message to the input it names, for a command (`ctx.send`).
@@ -99,6 +109,8 @@ class Services:
         except pykka.Timeout:
             raise SendRefused(f"the {name} input did not answer within {wait:.0f} s") from None
         self.metrics.messages_out(name, 1)
+        if self.streams is not None and self.streams.replies:
+            self.streams.publish_replies((event,))
         if not isinstance(answer, Future):
             return SendResult(delivered=True)
         try:
@@ -117,6 +129,8 @@ class Services:
         """Send the complete answer to a person's message back to its input."""
         self.metrics.messages_out(event.input, len(replies))
         self._tell_input(event.input, Answered(event.id, tuple(replies)))
+        if self.streams is not None and self.streams.replies:
+            self.streams.publish_replies(replies)
         if event.meta.get("scheduled"):
             hook = self.job_answered
             if hook is not None:

@@ -11,6 +11,7 @@ from bench import (
     bench_pg_memory,
     bench_scheduler,
     bench_slack,
+    bench_streams,
     bench_xmpp,
 )
 
@@ -31,4 +32,6 @@ print()
 status |= bench_xmpp.main([])
 print()
 status |= bench_slack.main([])
+print()
+status |= bench_streams.main([])
 sys.exit(status)

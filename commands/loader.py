@@ -37,6 +37,7 @@ BUILTIN_MODULES = (
     "commands.builtin.reminders",
     "commands.builtin.ops",
     "commands.builtin.reports",
+    "commands.builtin.streams_digest",
 )
 
 

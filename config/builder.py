@@ -48,6 +48,7 @@ from config.settings import (
     Secret,
     Settings,
 )
+from config.streams_config import read_streams
 
 DERIVED: Final = "derived from bot.data_dir"
 """The origin of `memory.path` when it was left empty and follows the data directory."""
@@ -303,6 +304,7 @@ class Builder:
             services=self.tables.get("services", {}),
             runbooks=self.tables.get("runbooks", {}),
             access=self.tables.get("access", AccessSettings()),
+            streams=self.tables.get("streams", {}),
             inputs=inputs,
             source=self.source,
             origins=self.origins,
@@ -316,6 +318,7 @@ def _read_table(key: str, value: Any, cli_keys: frozenset[str] = frozenset()) ->
         "services": read_services,
         "runbooks": read_runbooks,
         "access": lambda table: read_access(table, AccessSettings()),
+        "streams": read_streams,
     }
     reader = readers.get(key) or (lambda table: read_groups(key, table))
     try:

@@ -222,6 +222,7 @@ _TABLE_SHAPES: Final[Mapping[str, str]] = {
     "runbooks": "name a runbook key, e.g. runbooks.restart-web.argv or "
     "runbooks.restart-web.args.<name>",
     "access": "name a command, e.g. access.commands.watch",
+    "streams": "name a stream's option, e.g. streams.relay.from",
 }
 
 
@@ -243,6 +244,8 @@ def _table_override_kind(key: str) -> type[Any]:
         return _TABLE_LEAF_KINDS["runbooks"].get(parts[2], str)
     if top == "runbooks" and len(parts) == 4 and parts[2] == "args":
         return str
+    if top == "streams" and len(parts) == 3:
+        return str  # the stream's declaration says what it must be (commands/streams.py)
     raise ConfigError(key, _TABLE_SHAPES[top], f"from {CLI}")
 
 

@@ -21,6 +21,7 @@ from config.loader import DATA_DIR_ENV_VAR
 from config.ops_config import render_ops_tables
 from config.rules import RULES, SECTION_SECRETS
 from config.settings import Secret, Settings
+from config.streams_config import render_streams
 
 
 def _toml_key(key: str) -> str:
@@ -104,6 +105,7 @@ def render_settings(settings: Settings) -> str:
             rows.append((f.name, _toml_value(value), origin))
         out += ["", *_table(f"[{section}]", rows), *secrets]
     out += render_ops_tables(settings, _toml_value)
+    out += render_streams(settings, _toml_value)
     for name, settings_for in settings.inputs.items():
         prefix = f"inputs.{name}"
         rows = [("admins", _toml_value(settings_for.admins), origins.get(f"{prefix}.admins"))]

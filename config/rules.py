@@ -37,7 +37,7 @@ SECTIONS: Final[Mapping[str, type[Any]]] = {
     "health": HealthSettings,
 }
 # Tables of named entries ([services.<name>], [runbooks.<name>]) and [access]: see ops_config.
-TABLES: Final = ("services", "runbooks", "access")
+TABLES: Final = ("services", "runbooks", "access", "streams")
 _INPUT_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 # Section names would make `HARKEN_BOT_<KEY>` ambiguous, and `config` is HARKEN_CONFIG.
 _RESERVED_INPUT_NAMES: Final = frozenset({*SECTIONS, *TABLES, "inputs", "config"})

@@ -233,6 +233,19 @@ class RunbookSettings:
         object.__setattr__(self, "args", _read_only(self.args))
 
 
+@dataclass(frozen=True)
+class StreamSettings:
+    """`[streams.<name>]`: a stream to run, with its options as written (strings, numbers,
+    booleans, lists of strings). The stream declares what it accepts; they are checked
+    against that declaration at start-up and by `harken check` (commands/streams.py)."""
+
+    name: str
+    options: Mapping[str, Any] = field(default_factory=_no_options)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "options", _read_only(self.options))
+
+
 def _default_access() -> Mapping[str, tuple[str, ...]]:
     return MappingProxyType({"call": ("ops",), "run": ("ops",)})
 
@@ -301,6 +314,8 @@ class Settings:
     services: Mapping[str, ServiceSettings] = field(default_factory=_no_options)
     runbooks: Mapping[str, RunbookSettings] = field(default_factory=_no_options)
     access: AccessSettings = field(default_factory=AccessSettings)
+    streams: Mapping[str, StreamSettings] = field(default_factory=_no_options)
+    """The streams to run: only those with a `[streams.<name>]` section run."""
     inputs: Mapping[str, InputSettings] = field(default_factory=default_inputs)
     """Always has `shell` and every installed input, plus every input named in the file or
     in `bot.inputs`."""
@@ -322,4 +337,5 @@ class Settings:
         object.__setattr__(self, "inputs", MappingProxyType(dict(self.inputs)))
         object.__setattr__(self, "services", MappingProxyType(dict(self.services)))
         object.__setattr__(self, "runbooks", MappingProxyType(dict(self.runbooks)))
+        object.__setattr__(self, "streams", MappingProxyType(dict(self.streams)))
         object.__setattr__(self, "origins", _read_only(self.origins))

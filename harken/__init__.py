@@ -6,6 +6,7 @@ Everything a command author uses is importable from here:
     from harken import dialog, Ask, Choice, Confirm, Invalid, Answers   # dialogs
     from harken import parse_when, WhenError, SchedulingRefused          # later
     from harken import SendRefused                                       # ctx.send
+    from harken import stream, StreamContext, Subscription               # streams
 
 The names are imported when first used, not with the package: `python -m harken` and
 the `harken` command first check that Harken's top-level packages (`actors`, `config`,
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from commands.base import Command, Registry, command
     from commands.dialogs import Answers, Ask, Choice, Confirm, Invalid, dialog
+    from commands.streams import StreamContext, Subscription, stream
     from commands.when import WhenError, parse_when
     from core.context import (
         Context,
@@ -54,6 +56,9 @@ _EXPORTS = {
     "WhenError": "commands.when",
     "parse_when": "commands.when",
     "TestBot": "harken.testbot",
+    "stream": "commands.streams",
+    "StreamContext": "commands.streams",
+    "Subscription": "commands.streams",
 }
 
 __all__ = [
@@ -71,12 +76,15 @@ __all__ = [
     "Registry",
     "SchedulingRefused",
     "SendRefused",
+    "StreamContext",
+    "Subscription",
     "TestBot",
     "When",
     "WhenError",
     "command",
     "dialog",
     "parse_when",
+    "stream",
 ]
 __version__ = "0.1.0"
 

@@ -37,6 +37,7 @@ from actors.services import Services
 from actors.supervision import Handle
 from actors.system import BotSystem, StartupError, freeze_startup_objects, installed_inputs
 from commands.loader import load_commands
+from commands.streams import load_streams, stream_problems
 from config import ConfigError, InputSettings, Settings, load_settings, render_settings
 from config.loader import secret_env_vars
 from config.validate import access_problems, input_problems, load_problems, path_problems
@@ -146,17 +147,24 @@ def _check(settings: Settings) -> int:
     """
     logging.getLogger().addHandler(logging.NullHandler())
     loaded = load_commands(settings.bot.command_dirs)
+    streams = load_streams(settings.bot.command_dirs).streams
     problems = [
         # The shell is wired by this command line; the other inputs are entry points.
         *input_problems(settings, {"shell", *installed_inputs()}),
         *load_problems(loaded.problems),
         *access_problems(settings, loaded.registry.names()),
+        *stream_problems(settings, streams),
         *path_problems(settings),
     ]
     memory_lines, memory_problems = check_memory(settings)
     print(render_settings(settings))
     print(*memory_lines, sep="\n", end="\n" if memory_lines else "")
     print(f"# {len(loaded.registry)} commands: {', '.join(sorted(loaded.registry.names()))}")
+    running = [name for name in settings.streams if name in streams]
+    print(
+        f"# {len(streams)} streams: {', '.join(sorted(streams))}; "
+        f"running: {', '.join(running) or 'none (no [streams.<name>] section)'}"
+    )
     for name in settings.unknown_env:
         print(f"warning: {name} matches no setting and is ignored", file=sys.stderr)
     for problem in [*problems, *memory_problems]:

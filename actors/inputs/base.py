@@ -25,6 +25,12 @@ if TYPE_CHECKING:
     from config.settings import InputSettings
 
 
+HEARD = "heard"
+"""`meta` key of a message not addressed to the bot, handed over only because a stream
+wants every message of its input (`InputActor.hears_all`): the router gives it to the
+streams and to no conversation."""
+
+
 class InputActor(SupervisedActor):
     """Base class: subclasses implement `send`, and may implement `processed`.
 
@@ -85,6 +91,11 @@ class InputActor(SupervisedActor):
     def submit(self, event: Event) -> None:
         """Hand a person's message to the bot (safe from any thread)."""
         self.router.tell(Inbound(event))
+
+    def hears_all(self) -> bool:
+        """Whether a stream wants this input's messages that are not for the bot too:
+        then hand them over with `meta[HEARD]` (the same for the bot's whole run)."""
+        return self.services.hears(self.name)
 
     def send(self, event: Event) -> None:
         raise NotImplementedError

@@ -28,7 +28,7 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any
 
-from actors.inputs.base import InputActor, RepliesInbox
+from actors.inputs.base import HEARD, InputActor, RepliesInbox
 from actors.inputs.irc_client import Incoming, IrcClient, Line
 from actors.inputs.irc_options import IrcOptions, is_channel
 from actors.inputs.irc_text import split_lines, strip_formatting
@@ -78,6 +78,7 @@ class IrcInput(InputActor):
             _addressed(self.options.nick),
         )
         self.client = IrcClient(self.options, self._on_message, self.report_connected)
+        self._hear_all = self.hears_all()
         # Replies skip this actor's thread: building lines from them is thread-safe.
         self.actor_inbox.direct = self._deliver
 
@@ -139,6 +140,8 @@ class IrcInput(InputActor):
                 return
             command = self._strip_address(text)
             if command is None:
+                if self._hear_all:  # for the streams only
+                    self.submit(self._event(nick, channel, text, {HEARD: True}))
                 return
             self.submit(self._event(nick, channel, command))
         else:
@@ -162,7 +165,9 @@ class IrcInput(InputActor):
             return stripped[len(mark) :].lstrip()
         return None
 
-    def _event(self, nick: str, channel: str, text: str) -> Event:
+    def _event(
+        self, nick: str, channel: str, text: str, meta: dict[str, Any] | None = None
+    ) -> Event:
         return Event(
             type=EventType.TEXT,
             sender=nick.lower(),
@@ -171,4 +176,5 @@ class IrcInput(InputActor):
             input=self.name,
             channel=channel,
             display_name=nick,
+            meta=meta or {},
         )

@@ -192,6 +192,7 @@ class SlackInput(InputActor):
             outbox=self._outbox,
             submit=self.submit,
             spawn=self._spawn,
+            hear_all=self.hears_all(),
         )
         self._flush_replies()  # any that came before the outbox was there
         await self._identify(web)

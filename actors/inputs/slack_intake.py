@@ -20,6 +20,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from actors.inputs.base import HEARD
 from actors.inputs.slack_outbox import Outbox, Spawn, why
 from actors.inputs.slack_text import (
     answer_block_owner,
@@ -78,6 +79,7 @@ class Intake:
         outbox: Outbox,
         submit: Callable[[Event], None],
         spawn: Spawn,
+        hear_all: bool = False,
     ) -> None:
         self.input_name = input_name
         self.bot_name = bot_name
@@ -88,6 +90,8 @@ class Intake:
         self._outbox = outbox
         self._submit = submit
         self._spawn = spawn
+        self._hear_all = hear_all
+        """Hand over channel messages not for the bot too (`meta["heard"]`), for streams."""
         self._seen = RecentIds(DEDUPE_CAPACITY)
         self._names: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._waiting_for_name: dict[str, list[Event]] = {}
@@ -154,11 +158,20 @@ class Intake:
         for key in keys:
             self._seen.add(key)
         text = self._addressed_text(event, channel)
+        meta: dict[str, Any] = {"ts": ts}
         if text is None:
-            return
+            if not self._hear_all:
+                return
+            raw = event.get("text")
+            text = (
+                raw
+                if isinstance(raw, str) and raw.strip()
+                else text_from_blocks(event.get("blocks"))
+            )
+            meta[HEARD] = True  # for the streams only
         thread = event.get("thread_ts")
         thread = thread if isinstance(thread, str) else ""
-        self._hand_over(user, channel, thread, from_slack(text), {"ts": ts})
+        self._hand_over(user, channel, thread, from_slack(text), meta)
 
     def _addressed_text(self, event: dict[str, Any], channel: str) -> str | None:
         """The command text if the message is for the bot, else None."""
@@ -222,7 +235,7 @@ class Intake:
     # --- display names ----------------------------------------------------------------------
 
     def _hand_over(
-        self, user: str, channel: str, thread: str, text: str, meta: dict[str, str]
+        self, user: str, channel: str, thread: str, text: str, meta: dict[str, Any]
     ) -> None:
         """Give the router a text event from `user`, with their display name, in order."""
         event = Event(

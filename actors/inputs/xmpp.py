@@ -18,7 +18,7 @@ from slixmpp.jid import JID
 from slixmpp.stanza import Message
 
 from actors.errors import StartupError
-from actors.inputs.base import InputActor, RepliesInbox
+from actors.inputs.base import HEARD, InputActor, RepliesInbox
 from actors.inputs.xmpp_client import XmppClient
 from actors.inputs.xmpp_login import check_login
 from actors.inputs.xmpp_options import XmppOptions
@@ -85,6 +85,7 @@ class XmppInput(InputActor):
         self._addressed = re.compile(rf"\s*(?:@{nick}(?![\w-])[:,]?|{nick}\s*[:,])\s*", re.I)
         self._warned_senders: set[str] = set()
         self.client = XmppClient(self.options, self._on_message, self.report_connected)
+        self._hear_all = self.hears_all()
         # Replies skip this actor's thread: building stanzas from them is thread-safe.
         self.actor_inbox.direct = self._deliver
 
@@ -177,11 +178,13 @@ class XmppInput(InputActor):
         if message.xml.find(_SUBJECT_TAG) is not None:
             return None
         command = self._strip_address(text)
-        if command is None:
+        if command is None and not self._hear_all:
             return None
         user = self._occupant_id(sender)
         if user is None:
             return None
+        if command is None:  # for the streams only
+            return self._event(user, room, text, nick, {HEARD: True})
         return self._event(user, room, command, nick)
 
     def _strip_address(self, text: str) -> str | None:
@@ -220,7 +223,14 @@ class XmppInput(InputActor):
             logger.debug("XMPP: ignored another message from %s (not in allow_from)", bare)
         return False
 
-    def _event(self, user: str, channel: str, text: str, display_name: str) -> Event:
+    def _event(
+        self,
+        user: str,
+        channel: str,
+        text: str,
+        display_name: str,
+        meta: dict[str, Any] | None = None,
+    ) -> Event:
         return Event(
             type=EventType.TEXT,
             sender=user,
@@ -229,4 +239,5 @@ class XmppInput(InputActor):
             input=self.name,
             channel=channel,
             display_name=display_name,
+            meta=meta or {},
         )
