@@ -1,12 +1,10 @@
 """Who may use which command: admins, and the groups of `[access.commands]`.
 
-Groups are defined per input (`[inputs.shell] groups = { ops = ["alice"] }`), because a
-user id means something only on its input: `alice` in the shell and `alice` on XMPP are
-two people. A command listed in `[access.commands]` is for the members of those groups
-and the input's admins; a command not listed is open to everyone (unless it is declared
-`admin_only`). `authorize` applies both rules, for commands (in the command actor,
-before a call reaches a worker) and for dialogs (before a dialog starts, or is offered
-as the one to switch to), so that one decision covers every way in.
+Groups are defined per input, because a user id means something only on its input.
+A command listed in `[access.commands]` is for the members of those groups and the
+input's admins; one not listed is open to everyone unless it is `admin_only`. The
+command actor applies `authorize` to every turn of its command, so one decision covers
+every way in; `harken.testing.call` applies the same `refusal`.
 """
 
 from __future__ import annotations
@@ -28,16 +26,23 @@ def groups_of(settings: Settings, event: Event) -> list[str]:
     return [name for name, users in input_settings.groups.items() if event.user in users]
 
 
-def group_refusal(settings: Settings, command: str, event: Event, is_admin: bool) -> str | None:
-    """Why this person may not run `command` (a reply for them), or None if they may."""
-    allowed = settings.access.commands.get(command)
+def refusal(
+    settings: Settings, name: str, *, admin_only: bool, event: Event, is_admin: bool
+) -> tuple[str, str] | None:
+    """Why this person may not run command or dialog `name`: (a reason for the log, a
+    reply for them), or None if they may."""
+    if admin_only and not is_admin:
+        return "admins only", (
+            f"Sorry, `{name}` is for admins only, and you are not an admin on {event.input}."
+        )
+    allowed = settings.access.commands.get(name)
     if allowed is None or is_admin:
         return None
     if set(allowed) & set(groups_of(settings, event)):
         return None
     names = ", ".join(allowed) or "none"
-    return (
-        f"Sorry, `{command}` is only for the group(s) {names} and the admins, and you "
+    return "not in an allowed group", (
+        f"Sorry, `{name}` is only for the group(s) {names} and the admins, and you "
         f"({event.user} on {event.input}) are in none of them. An admin can add you to "
         f"`groups` in the [inputs.{event.input}] section of Harken's config."
     )
@@ -54,14 +59,10 @@ def authorize(
 ) -> str | None:
     """Why this person may not run command or dialog `name` (a reply for them; the
     refusal is logged and counted), or None if they may."""
-    if admin_only and not is_admin:
-        reason = "admins only"
-        text = f"Sorry, `{name}` is for admins only, and you are not an admin on {event.input}."
-    else:
-        refused = group_refusal(settings, name, event, is_admin)
-        if refused is None:
-            return None
-        reason, text = "not in an allowed group", refused
+    refused = refusal(settings, name, admin_only=admin_only, event=event, is_admin=is_admin)
+    if refused is None:
+        return None
+    reason, text = refused
     metrics.refused(name)
     logger.warning("refused %s for %s on %s: %s", name, event.user, event.input, reason)
     return text

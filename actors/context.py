@@ -32,10 +32,12 @@ from core.context import (
     USER_NS,
     MemoryRefused,
     SchedulingRefused,
+    SendRefused,
+    SendResult,
     key_problem,
     owner_of,
 )
-from core.event import Event
+from core.event import Event, EventType
 from core.jobs import CancelResult, JobInfo, JobKind, JobSpec, When
 from core.timefmt import format_time
 from memory.store import InvalidWrite, check_names, encode_value
@@ -50,6 +52,8 @@ if TYPE_CHECKING:
 __all__ = ["Context", "MemoryView"]
 
 _ASK_TIMEOUT = 10.0
+_SEND_WAIT = 10.0
+"""How long `send` waits for the input's first try before saying it keeps trying."""
 
 
 class MemoryView:
@@ -149,6 +153,23 @@ class Context:
     def say(self, text: str) -> None:
         """Send a reply now, before the command returns (progress for slow commands)."""
         self._say(text)
+
+    def send(self, *, input: str, to: str, text: str, subject: str = "") -> SendResult:
+        """Send `text` to `to` through another input (`input="email"`), as an `Outbound`
+        event; the request (`origin`) goes with it, so that the input can tell the
+        person of an outcome that comes later (Services.send)."""
+        if self.services is None:
+            raise SendRefused("sending through another input needs the running bot")
+        event = Event(
+            type=EventType.REPLY,
+            sender=self.settings.bot.name,
+            to=to,
+            data=text,
+            input=input,
+            channel=to,
+            meta={"subject": subject, "origin": self.event.to_dict()},
+        )
+        return self.services.send(event, wait=_SEND_WAIT)
 
     def timezone(self) -> ZoneInfo:
         """The person's stored time zone, else the configured default."""

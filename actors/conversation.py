@@ -1,47 +1,30 @@
 """One actor per conversation: an input, a channel, a person (and a thread, where any).
 
-The conversation keeps that person's messages in order: it hands one message at a time
-to the command that matches it and takes the next once the command reports
-`InvocationDone`. Different conversations run side by side. Text that matches no command
-gets a pointer to `help` here, without a trip to a command actor.
-
-While a dialog is open (`commands.dialogs`), the person's next messages here are its
-answers: each goes to a dialog job on the worker pool (`actors.dialog_runner`), which
-also handles `cancel`/`stop`, `help`, and a second dialog started mid-way. The
-conversation keeps a copy of the open dialog's state, loaded from memory when the actor
-starts and replaced by every job's result.
-
-Conversations hold nothing that is not also in memory, so the router can retire an idle
-one at any time and start a fresh one for the next message.
+It keeps that person's messages in order and a copy of their open dialog's state,
+nothing else: it reads each message (`actors.turn.decide`), takes a place in its lane
+and hands the turn to the actor of its command, then takes the next message on
+`TurnDone`. The dialog's state is loaded from memory when the actor starts, so the
+router can retire an idle conversation at any time (ARCHITECTURE.md, Dialogs).
 """
 
 from __future__ import annotations
 
 import contextlib
-import difflib
 import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import pykka
 
-from actors.dialog_runner import DialogTurn, conversation_id, load_state
-from actors.messages import (
-    DialogLoaded,
-    DialogTurnDone,
-    IdleNow,
-    Inbound,
-    InvocationDone,
-    Invoke,
-    RetireIfIdle,
-)
+from actors.messages import DialogLoaded, IdleNow, Inbound, RetireIfIdle, RunTurn, TurnDone
 from actors.pool import Dispatcher, PooledActor
-from commands.dialogs import DialogState, dialog_of, is_stop_word
-from core.event import Event, EventType
+from actors.runner import Turn, conversation_id, load_dialog
+from actors.turn import Unknown, decide, handler
+from core.event import Event
 
 if TYPE_CHECKING:
     from actors.services import Services
-    from commands.base import Registry
+    from commands.dialogs import DialogState
 
 logger = logging.getLogger(__name__)
 
@@ -58,30 +41,14 @@ def conversation_key(event: Event) -> ConversationKey:
     return (event.input, event.channel, event.user, event.thread)
 
 
-def unknown_command_reply(text: str, registry: Registry) -> str:
-    """A short answer for text that matches no command, suggesting the closest name."""
-    words = text.split()
-    if not words:
-        return "Say `help` to see what I can do."
-    too_long = registry.limit_reply(text)
-    if too_long is not None:
-        return too_long
-    word = words[0].lower()
-    known = registry.by_name(word)
-    if known is not None:
-        return f"Usage: {known.usage}. Say `help {known.name}` for more."
-    shown = word if len(word) <= 40 else word[:40] + "…"
-    close = difflib.get_close_matches(word, registry.names(), n=1, cutoff=0.6)
-    hint = f" Did you mean `{close[0]}`?" if close else ""
-    return f"I don't know the command `{shown}`.{hint} Say `help` to see what I can do."
-
-
 class ConversationActor(PooledActor):
     def __init__(
         self, dispatcher: Dispatcher, key: ConversationKey, services: Services, router: Any
     ) -> None:
         super().__init__(dispatcher)
         self.key = key
+        self.talk = conversation_id(key)
+        """The conversation's id: its lane, and where its dialog's state is stored."""
         self.services = services
         self.router = router
         self.pending: deque[Event] | None = None
@@ -89,18 +56,13 @@ class ConversationActor(PooledActor):
         most of the time, so that an idle conversation keeps no queue for the garbage
         collector to walk."""
         self.running: str | None = _LOADING
-        """Id of the event whose command or dialog step is running, if any."""
-        self.talk = conversation_id(key)
-        self.generation = 0
+        """Id of the event whose turn is running, if any."""
         self.dialog: DialogState | None = None
-        """The open dialog, as memory has it once the running job's writes are durable."""
-        self.dialog_event: Event | None = None
-        """The message the running dialog job handles; None between jobs, so that a
-        waiting dialog holds no old message for the garbage collector to walk."""
+        """The open dialog, as memory has it once the running turn's writes are durable."""
 
     def on_start(self) -> None:
-        self.generation = self.services.dialogs.claim(self.talk)
-        self.services.workers.submit(load_state, self.services, self.talk, self.actor_ref)
+        # First in this conversation's lane: after any turn a predecessor left running.
+        self.services.lanes.submit(self.talk, load_dialog, self.services, self.talk, self.actor_ref)
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Inbound):
@@ -108,16 +70,9 @@ class ConversationActor(PooledActor):
                 self._take(message.event)
             else:
                 self._hold(message.event)
-        elif isinstance(message, InvocationDone) and message.event_id == self.running:
+        elif isinstance(message, TurnDone) and message.event_id == self.running:
             self.running = None
-            self._dispatch()
-        elif isinstance(message, DialogTurnDone) and message.event_id == self.running:
-            self.running = None
-            self.dialog = message.state
-            if message.again:
-                # The dialog had expired: this message is not an answer but a new one.
-                self._hold(self._event_for_again(message.event_id), first=True)
-            self.dialog_event = None
+            self.dialog = message.dialog
             self._dispatch()
         elif isinstance(message, RetireIfIdle):
             if self.running is None and self.pending is None:
@@ -130,33 +85,11 @@ class ConversationActor(PooledActor):
             self._dispatch()
         return None
 
-    def _event_for_again(self, event_id: str) -> Event:
-        event = self.dialog_event
-        assert event is not None
-        assert event.id == event_id
-        return event
-
-    def _dialog_job(self, event: Event) -> DialogTurn:
-        self.dialog_event = event
-        self.running = event.id
-        return DialogTurn(
-            self.services,
-            event,
-            talk=self.talk,
-            generation=self.generation,
-            conversation=self.actor_ref,
-            router=self.router,
-        )
-
-    def _hold(self, event: Event, *, first: bool = False) -> None:
-        """Keep `event` until the running message is done (first in line if `first`)."""
-        pending = self.pending
-        if pending is None:
-            pending = self.pending = deque()
-        if first:
-            pending.appendleft(event)
-        else:
-            pending.append(event)
+    def _hold(self, event: Event) -> None:
+        """Keep `event` until the running message is done."""
+        if self.pending is None:
+            self.pending = deque()
+        self.pending.append(event)
 
     def _dispatch(self) -> None:
         """Take the waiting messages, in order, until one has to be waited for."""
@@ -169,35 +102,36 @@ class ConversationActor(PooledActor):
             self.pending = None
 
     def _take(self, event: Event) -> None:
-        """Answer `event` or hand it on; `running` is its id if the answer comes later."""
-        services = self.services
-        if self.dialog is not None:
-            services.workers.submit(self._dialog_job(event).answer, self.dialog)
+        """Answer `event` now or hand it on; `running` is its id if the answer comes later."""
+        services, dialog, talk = self.services, self.dialog, self.talk
+        now = services.clock()
+        plan = decide(
+            event.data,
+            services.registry,
+            dialog,
+            now,
+            services.settings.bot.dialog_timeout_seconds,
+            scheduled=bool(event.meta.get("scheduled")),
+        )
+        turn = Turn(services, talk, event, plan, dialog=dialog, now=now)
+        if isinstance(plan, Unknown):  # nothing to wait for or write: answered right here
+            turn.run()
             return
-        text = event.data.strip()
-        # Harken's hidden commands match only the text of a scheduled job.
-        found = services.registry.find(text, hidden=bool(event.meta.get("scheduled")))
-        if found is not None and dialog_of(found[0]) is not None:
-            services.workers.submit(self._dialog_job(event).start, found[0])
+        turn.conversation, turn.slot = self.actor_ref, services.lanes.reserve(talk)
+        self.running = event.id
+        command = handler(plan)
+        if command is None:  # a dialog dropped, then nothing to run: no one to ask
+            turn.run_on_worker()
             return
-        if found is None and is_stop_word(text):
-            services.answer(event, [event.reply("There is nothing to cancel: no dialog is open.")])
-            return
-        if found is None:
-            services.answer(event, [event.reply(unknown_command_reply(text, services.registry))])
-            return
-        command, match = found
         try:
-            services.commands[command.name].tell(Invoke(event, match.groupdict(), self.actor_ref))
+            services.commands[command.name].tell(RunTurn(turn))
         except pykka.ActorDeadError:
             logger.error("command %s is down; told %s so", command.name, event.user)
-            text = f"Sorry, `{command.name}` is not available right now. Please try again soon."
-            services.answer(event, [event.reply(text, type=EventType.ERROR)])
-            return
-        self.running = event.id
+            turn.run_here(
+                f"Sorry, `{command.name}` is not available right now. Please try again soon."
+            )
 
     def on_stop(self) -> None:
-        self.services.dialogs.release(self.talk, self.generation)
         # Stopped while messages still waited (the router restarted, or the bot is
         # stopping; idle retirement waits for an idle conversation): hand them back to
         # the router, which gives them to this conversation's successor.

@@ -25,9 +25,9 @@ import pykka
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, Metric, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-from actors.dialog_runner import CONVERSATION_NS, STATE_SHARDS
 from actors.messages import ClusterStatus, JobCount, MemoryKeys, RouterStats
 from actors.metrics import HEALTHY_STATES
+from actors.runner import CONVERSATION_NS, STATE_SHARDS
 from core.status import StatusReport
 
 if TYPE_CHECKING:

@@ -57,6 +57,7 @@ __all__ = [
     "check_pg_job_store",
     "check_store",
     "job_store_url",
+    "migrate_jobs",
     "open_engine",
     "open_pg_engine",
 ]
@@ -108,13 +109,10 @@ def job_store_url(settings: Settings) -> str | None:
 
     `[scheduler] url` if set, else the memory store's URL when memory is on PostgreSQL.
     """
-    own = settings.scheduler.url.reveal()
-    if own:
-        return own
-    if settings.memory.backend == "postgresql":
-        memory_url = getattr(settings.memory, "url", None)  # the memory store's setting
-        if memory_url is not None and memory_url.reveal():
-            return str(memory_url.reveal())
+    if settings.scheduler.url is not None:
+        return settings.scheduler.url.reveal()
+    if settings.memory.backend == "postgresql" and settings.memory.url is not None:
+        return settings.memory.url.reveal()
     return None
 
 
@@ -143,9 +141,23 @@ def open_pg_engine(url: str, name: str) -> Engine:
     )
 
 
-def check_pg_job_store(url: str, name: str) -> None:
-    """Bring the job store's and the cluster's tables up to date; refuse to start on a
-    database that cannot be reached or has a newer schema. Raises `StartupError`."""
+def migrate_jobs(settings: Settings) -> tuple[list[str], list[str]]:
+    """`harken migrate`'s part for jobs: what was done, and the problems (none to do
+    for the SQLite file)."""
+    url = job_store_url(settings)
+    if url is None:
+        return [], []
+    try:
+        done = check_pg_job_store(url, settings.cluster.process_name())
+    except StartupError as exc:
+        return [], [str(exc)]
+    return done, []
+
+
+def check_pg_job_store(url: str, name: str) -> list[str]:
+    """Bring the job store's and the cluster's tables up to date (what was done); refuse
+    to start on a database that cannot be reached or has a newer schema. Raises
+    `StartupError`."""
     try:
         import psycopg
 
@@ -156,9 +168,18 @@ def check_pg_job_store(url: str, name: str) -> None:
             f"a PostgreSQL job store needs psycopg ({exc}): pip install 'harken[postgresql]'"
         ) from exc
     try:
+        done = []
         with connect(url, name, 5.0) as connection:
-            pg_schema.migrate(connection, "jobs", JOBS_MIGRATIONS)
-            pg_schema.migrate(connection, "cluster", CLUSTER_MIGRATIONS)
+            for component, migrations in (
+                ("jobs", JOBS_MIGRATIONS),
+                ("cluster", CLUSTER_MIGRATIONS),
+            ):
+                before, after = pg_schema.migrate(connection, component, migrations)
+                done.append(
+                    f"{component}: schema migrated from version {before} to {after} in "
+                    f"{safe_url(url)}"
+                )
+        return done
     except pg_schema.SchemaError as exc:
         raise StartupError(f"the job store at {safe_url(url)}: {exc}") from exc
     except psycopg.Error as exc:

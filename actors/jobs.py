@@ -1,18 +1,11 @@
 """What happens when a scheduled job falls due: the messages the scheduler sends.
 
-What a job is (`JobSpec`, `Due`, ...) lives in core/jobs.py, the floor the commands see
-too; this module turns a due job into actor messages (actors/messages.py).
-
-`when_due` is the policy for a job whose time has come, as a pure function of the
-spec and a `Due` (the scheduled run times, now, the grace time): on time, late with a
-note saying how late, or, beyond the grace time, a message telling the person what
-was missed. It returns the actor messages to send; the scheduler actor sends them.
-A quiet job (one running a hidden command, such as a watch's check) says nothing
-about being late or missed: it just runs, once for all the runs that were due.
-
-A `Delivery` is a due run as the job store's outbox records it before anything is
-sent (see actors/scheduler_actor.py); `when_interrupted` is what the person is told
-when Harken stopped after handing a deferred command over and before its answer.
+`when_due` is the policy, a pure function of a job's spec and its `Due` (run times,
+now, grace time): on time, late with a note, or missed beyond the grace time; a quiet
+job (a hidden command, such as a watch's check) just runs, once for all its runs.
+`Delivery` is a due run as the outbox records it before anything is sent, and
+`when_interrupted` what the person hears of a deferred command a stop cut short.
+What a job is (`JobSpec`, `Due`) lives in core/jobs.py.
 """
 
 from __future__ import annotations

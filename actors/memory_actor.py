@@ -1,41 +1,11 @@
 """The memory actor: the one owner of the memory store, with group commit.
 
-Everyone else talks to the store through this actor's messages (`actors.messages`):
-reads are asks, writes are tells applied in arrival order, and a `MemoryBarrier` fires
-once every write before it is durable.
-
-Group commit falls out of the actor's inbox: after each message, if the inbox is empty
-and something is waiting to be made durable, the actor commits (one journal sync) and
-then notifies the waiting barriers. While that sync runs, new messages pile up in the
-inbox; they are all handled before the next commit, so a burst of writes costs one sync,
-not one per write. `max_batch` bounds how long a never-empty inbox can delay a commit.
-A commit never waits for owner files to be rewritten: the TinyDB store checkpoints on a
-writer thread of its own (see `memory.tinydb_store`), so this actor stays the only
-caller of the store and the store itself needs no lock.
-
-Callers are expected to validate writes before sending them (`memory.store.check_names`
-and `memory.store.encode_value`, with the store's size limit): a `MemoryPut` that fails
-validation cannot be refused to a tell, so it is logged at WARNING (without its value)
-and dropped, and the next barrier is notified with the `InvalidWrite` instead of `None`.
-Messages carry no sender, so "the next barrier" is whoever's barrier comes next: in the
-usual pattern (tell the writes, then the barrier, from one thread) that is the writer's
-own, but another caller's barrier may land in between and get the error instead.
-
-Failures never stop the actor. A read that fails (bad name, a damaged owner file:
-`StoreCorrupt`) raises to its asker: reads must be asks, and an unreadable key is never
-answered as a missing one. A write that fails is logged and dropped, and the next
-barrier is notified with the error; a `MemoryDelete` that fails returns False, since it
-may have been told rather than asked, and its barrier carries the error, so that a
-caller who waits for it (as commands do) never reports a delete that did not happen. A
-`MemoryDelete` of an invalid name is no failure (no such key can exist) and notifies no
-barrier. A failed commit is logged, its barriers are notified with the error, and its writes stay
-pending for the next commit. Once the store's files are deleted under it, every write
-and commit fails with `StoreUnavailable` (logged at ERROR by the store), and every
-barrier with it. A read that arrives after writes and empties the inbox replies after
-their commit.
-
-Values may be secrets and are never logged; namespaces, owners and keys are logged at
-DEBUG only.
+Reads are asks, writes are tells applied in arrival order, and a `MemoryBarrier` fires
+once every write before it is durable. When the inbox is empty and something waits,
+the actor commits (one sync) and notifies the barriers, so a burst costs one sync.
+Failures never stop it: a failed read raises to its asker (an unreadable key is never
+"missing"); a failed write or commit is logged and the next barrier gets the error.
+Values may be secrets and are never logged (ARCHITECTURE.md, "Memory: who owns what").
 """
 
 from __future__ import annotations
@@ -56,11 +26,7 @@ Notify = Callable[[BaseException | None], None]
 
 
 class MemoryActor(SupervisedActor):
-    """Serialises every access to one `Store` and commits writes in groups.
-
-    A `pykka.ThreadingActor` (through `SupervisedActor`, so that the supervisor hears
-    of a crash and restarts it).
-    """
+    """Serialises every access to one `Store` and commits writes in groups."""
 
     def __init__(self, store: Store | Callable[[], Store], *, max_batch: int = 1000) -> None:
         """Own `store`, or call `store()` in `on_start` if it is a factory.
@@ -214,7 +180,9 @@ class MemoryActor(SupervisedActor):
             except StoreUnavailable as exc:
                 logger.error("memory commit failed: %s", exc)
                 error = exc
-                self._uncommitted = False  # they never can be: do not retry on every message
+                # Not retried on every message: a store that can keep them retries them
+                # at the commit after the next write or barrier.
+                self._uncommitted = False
             except StoreError as exc:
                 logger.error("memory commit failed: %s", exc)
                 error = exc

@@ -7,15 +7,15 @@ information the receiving actor needs, or ask an actor for something.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from core.event import Event
 
 if TYPE_CHECKING:
     from apscheduler.triggers.base import BaseTrigger
-    from pykka import ActorRef
 
+    from actors.runner import Turn
     from commands.dialogs import DialogState
     from core.jobs import JobSpec
 
@@ -81,41 +81,27 @@ class RouterStats(NamedTuple):
     """Ask the router for its figures: active and retired conversations."""
 
 
-# --- conversations <-> command actors -------------------------------------------------
+# --- conversations -> command actors -> the runner (actors/runner.py) ---------------
 
 
-class Invoke(NamedTuple):
-    """Run a command for an event (conversation -> command actor)."""
+class RunTurn(NamedTuple):
+    """Authorize and run this turn (conversation -> the actor of its command)."""
 
-    event: Event
-    groups: Mapping[str, str | None]
-    conversation: ActorRef[Any]
-    """Told `InvocationDone` when the command has finished, whatever the outcome."""
+    turn: Turn
 
 
-class InvocationDone(NamedTuple):
-    """A command finished for this event (command worker -> conversation)."""
+class TurnDone(NamedTuple):
+    """The turn for this event is answered and its writes durable (runner ->
+    conversation), whatever the outcome. `dialog` is the open dialog now (None: none)."""
 
     event_id: str
-
-
-# --- dialogs (see actors/dialog_runner.py) ---------------------------------------------
+    dialog: DialogState | None
 
 
 class DialogLoaded(NamedTuple):
     """The conversation's open dialog as memory has it, or None (worker -> conversation)."""
 
     state: DialogState | None
-
-
-class DialogTurnDone(NamedTuple):
-    """A dialog step was handled for this event and its state is durable (worker ->
-    conversation), whatever the outcome. `state` is the dialog now (None: no dialog open).
-    With `again`, the event was not an answer (the dialog had expired): handle it anew."""
-
-    event_id: str
-    state: DialogState | None
-    again: bool = False
 
 
 # --- supervision -----------------------------------------------------------------------
@@ -197,6 +183,13 @@ class ListJobs(NamedTuple):
 
 class JobCount(NamedTuple):
     """Ask: how many jobs are pending, everyone's (for `/metrics` and `status`)."""
+
+
+class BringJobsForward(NamedTuple):
+    """Ask, from the test kit: its clock moved on by `seconds`, so every pending job comes
+    due that much sooner (never before now); answers how many jobs moved."""
+
+    seconds: float
 
 
 class ClusterStatus(NamedTuple):

@@ -1,31 +1,11 @@
-"""Pooled actors: many pykka actors sharing a few threads.
+"""Pooled actors: many pykka actors sharing a few threads (the dispatcher).
 
-A `pykka.ThreadingActor` is a thread. That suits the few long-lived actors (router,
-memory, inputs), but Harken has one conversation actor per person and channel: tens of
-thousands on a busy bot, most of them idle. A thread each would cost memory, and every
-message would wake a sleeping thread on the busiest path.
-
-A `PooledActor` is a real pykka actor (`ActorRef`, `tell`, `ask`, `proxy`, `stop`,
-`on_start`/`on_stop`/`on_failure` behave as pykka documents them), but its messages are
-run by a `Dispatcher`: a few threads that take whichever actor has mail and handle a
-batch of its messages. An actor is never run by two threads at once, so its state needs
-no locks, exactly as with a thread of its own. Handlers must not block for long: they
-hold a dispatcher thread while they run (conversations only tell other actors).
-
-When a handler tells another pooled actor and the actor running it has no more mail,
-the thread that ran the handler runs the told actor next itself rather than waking
-another thread for it: a person's message passes router, conversation and command actor
-on one thread instead of three, which is most of what a reply costs on a quiet bot.
-
-pykka leaves room for this: `_create_actor_inbox`, `_create_future` and
-`_start_actor_loop` are its documented points for new kinds of actor. A pooled actor
-also sets itself up without pykka's `Actor.__init__` and has a ref of its own kind, both
-to cost the garbage collector fewer objects (see `PooledActor`).
-
-That leans on names pykka keeps private, each marked `pykka private:` where it is used,
-with what it is and why it is needed. They are why pyproject.toml pins pykka to the
-releases this was tested with (4.4.2, the first with `ActorRef._actor_weakref`, up to
-4.5), and why .ci/run also tests the lowest allowed one.
+A `PooledActor` is a real pykka actor whose messages a few `Dispatcher` threads run,
+never two at once, so a bot with an actor per person needs no thread per person.
+Handlers must not block. A told actor runs next on the teller's thread when that one
+has no more mail (ARCHITECTURE.md, "The actors"). This leans on pykka names kept
+private, each marked `pykka private:` where used; hence the pin on pykka's releases
+in pyproject.toml, and .ci/run tests the lowest one.
 """
 
 from __future__ import annotations
@@ -114,18 +94,12 @@ class Dispatcher:
 class _Inbox(deque[Envelope[Any]]):
     """A pooled actor's mailbox, and whether the actor has stopped.
 
-    Putting mail in schedules the actor if it is not yet. The inbox is the queue
-    itself and holds the actor's stopped flag, so that an actor costs the garbage
-    collector as few objects as it can (see `PooledActor`). Its lock is one of the
-    dispatcher's few, each shared by many actors: it guards a few bytecodes that run no
-    Python code and allocate nothing the collector tracks, so sharing one costs next to
-    no waiting, and no code that holds one takes another.
-
-    Once the stopped actor has refused the last of its mail, the inbox lets go of it:
-    actor and inbox no longer hold each other, so a retired conversation is freed as
-    soon as its last message is done with, not at the next full collection (its ref,
-    which callers may keep, holds only the inbox). Mail that comes later is refused on
-    the sender's thread, as the actor would have.
+    Putting mail in schedules the actor if it is not yet. Its lock is one of the
+    dispatcher's few, each shared by many actors: it guards a few bytecodes that
+    allocate nothing, so sharing it costs next to no waiting, and no code that holds one
+    takes another. Once the stopped actor has refused the last of its mail, the inbox
+    lets go of it, so a retired conversation is freed at once (its ref, which callers may
+    keep, holds only the inbox); later mail is refused on the sender's thread.
     """
 
     __slots__ = ("_actor", "_gone", "_lock", "_scheduled", "_stopped_event", "stopped")
@@ -254,15 +228,9 @@ class PooledActor(pykka.Actor):
 
     Start one with `spawn(dispatcher, ...)`. Pooled actors are not entered in pykka's
     `ActorRegistry`: there can be very many, and whoever spawns them keeps their refs.
-
-    Each costs the garbage collector three objects (the actor, its ref, its inbox)
-    besides what it keeps itself. Full collections walk every one of them while every
-    message in flight waits, and there is an actor per conversation: pykka's own parts
-    (a `threading.Event`, which is six objects, and a weakref) and an inbox with a
-    lock and a queue of its own made it twelve. So `__init__` does pykka's work (an
-    URN, an inbox, a ref) without the event and the weakref; `actor_stopped` is a view
-    of the inbox's flag with the methods pykka and Harken call (`is_set`, `set`,
-    `wait`).
+    Every full collection walks them all, so each costs the collector three objects
+    (actor, ref, inbox): `__init__` does pykka's work without its `threading.Event` and
+    weakref, and `actor_stopped` is a view of the inbox's flag.
     """
 
     actor_inbox: _Inbox

@@ -1,13 +1,10 @@
 """The router: every person's message passes here on its way to their conversation.
 
-It owns the map from conversation key to conversation actor, so it alone starts and
-retires conversations and no message can slip between a retiring actor and its
-successor. A conversation quiet for `bot.conversation_idle_seconds` is asked whether it
-is idle (`RetireIfIdle`); only one that says so (`IdleNow`) and was given no message
-since is stopped, so a person's messages never wait in a retiring actor while a new
-one answers the ones after them. It also makes text safe before anything matches on
-it: control characters and bidirectional overrides are removed, and over-long messages
-are refused with a reply that says the limit.
+It owns the map conversation key -> conversation actor, so it alone starts and retires
+conversations: one quiet for `bot.conversation_idle_seconds` is asked (`RetireIfIdle`),
+and only one that says it is idle (`IdleNow`) and got no message since is stopped. It
+makes text safe first: control characters and bidirectional overrides are removed, and
+over-long messages are refused with a reply that says the limit.
 """
 
 from __future__ import annotations
@@ -20,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pykka
 
 from actors.conversation import ConversationActor, ConversationKey, conversation_key
+from actors.inputs.base import HEARD
 from actors.messages import ConversationIdle, IdleNow, Inbound, RetireIfIdle, RouterStats
 from actors.pool import Dispatcher
 from actors.supervision import SupervisedPooledActor
@@ -60,6 +58,9 @@ class Router(SupervisedPooledActor):
         if len(event.data) > limit // 4:
             size = len(event.data.encode("utf-8", "surrogatepass"))
             if size > limit:
+                if HEARD in event.meta:
+                    logger.debug("dropped a %d-byte message not for the bot", size)
+                    return  # chatter: not answered, not even to refuse it
                 logger.info(
                     "refused a %d-byte message from %s on %s", size, event.user, event.input
                 )
@@ -72,6 +73,9 @@ class Router(SupervisedPooledActor):
         cleaned = clean_text(event.data)
         if cleaned != event.data:
             event = event.with_data(cleaned)
+        streams = self.services.streams
+        if streams is not None and streams.publish(event):
+            return  # not addressed to the bot: for the streams only
         key = conversation_key(event)
         self.last_seen[key] = time.monotonic()
         ref = self.conversations.get(key)

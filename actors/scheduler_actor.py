@@ -60,7 +60,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pykka
@@ -78,7 +78,14 @@ from actors.job_deliveries import DELIVERIES, METADATA, delete_delivered, undeli
 from actors.job_outbox import Outbox
 from actors.job_store import JOBS_CHANNEL, JobStore, job_store_url, open_engine, open_pg_engine
 from actors.jobs import MAX_RUN_TIMES, Delivery
-from actors.messages import CancelJob, ClusterStatus, JobCount, ListJobs, ScheduleJob
+from actors.messages import (
+    BringJobsForward,
+    CancelJob,
+    ClusterStatus,
+    JobCount,
+    ListJobs,
+    ScheduleJob,
+)
 from actors.supervision import SupervisedActor
 from core.jobs import CancelResult, JobInfo, JobSpec
 from core.status import ClusterView
@@ -323,6 +330,8 @@ class SchedulerActor(SupervisedActor):
             return self._count() if self.shared else len(self._owner_of)
         if isinstance(message, CancelJob):
             return self._cancel(message)
+        if isinstance(message, BringJobsForward):
+            return self._bring_forward(message.seconds)
         if isinstance(message, ClusterStatus):
             return self._view()
         if isinstance(message, _Forget):
@@ -355,6 +364,21 @@ class SchedulerActor(SupervisedActor):
         self._index(job_id, owner)
         logger.info("scheduled job %s (%s) for %s", job_id, spec.kind.value, owner)
         return JobInfo(job_id, spec, job.next_run_time)
+
+    def _bring_forward(self, seconds: float) -> int:
+        # APScheduler runs on the wall clock; a test's clock that jumps ahead moves the
+        # jobs instead, through the public API, and the store keeps them as usual.
+        now = datetime.now(UTC)
+        moved = 0
+        for job in self.scheduler.get_jobs():
+            due: datetime | None = job.next_run_time
+            if due is None or due <= now:
+                continue
+            self.scheduler.modify_job(
+                job.id, next_run_time=max(due - timedelta(seconds=seconds), now)
+            )
+            moved += 1
+        return moved
 
     def _list(self, owner: str) -> list[JobInfo]:
         found = []

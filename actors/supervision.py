@@ -1,17 +1,11 @@
 """Supervision: actors that crash are restarted, with backoff, behind a stable address.
 
-pykka has no supervision tree, so Harken adds the small part it needs. Each long-lived
-actor (router, memory, command actors, inputs) is started by the `Supervisor` from a
-factory and reached through a `Handle`. When the actor dies of an unhandled exception
-its `on_failure` tells the supervisor, which starts a fresh one after a backoff delay
-and points the handle at it. Senders keep their handle; a message told while the actor
-is being replaced waits briefly for the new one instead of being lost.
-
-Actors that only pass messages on run pooled (`SupervisedPooledActor`), the others on
-a thread of their own (`SupervisedActor`); the supervisor treats both alike.
-
-Conversation actors are not supervised here: they are cheap, the router owns them, and
-a dead one is simply recreated from memory on the next message.
+pykka has no supervision tree, so Harken adds the part it needs: each long-lived actor
+is started by the `Supervisor` from a factory and reached through a `Handle`. A crash
+tells the supervisor, which starts a fresh one after a backoff and points the handle at
+it; a message told meanwhile waits for the new one. Pooled actors are
+`SupervisedPooledActor`s, the others `SupervisedActor`s. Conversations are not
+supervised: the router starts a dead one again on the next message.
 """
 
 from __future__ import annotations

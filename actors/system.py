@@ -30,10 +30,12 @@ from actors.pool import Dispatcher
 from actors.router import Router
 from actors.scheduler_actor import SchedulerActor
 from actors.services import Services
+from actors.streams import StreamHub, StreamInput
 from actors.supervision import Handle, Supervised, Supervisor
 from actors.workers import WorkerPool
 from commands.base import Registry
 from commands.loader import load_commands
+from commands.streams import STREAM_INPUT, Stream, load_streams, stream_problems
 from config.inputs import INPUTS_GROUP, installed_inputs
 from config.settings import InputSettings, Settings
 from config.validate import access_problems, unmet_needs
@@ -114,10 +116,12 @@ class BotSystem:
         *,
         inputs: Mapping[str, InputFactory] | None = None,
         registry: Registry | None = None,
+        streams: Mapping[str, Stream] | None = None,
     ) -> None:
         self.settings = settings
         self._input_factories = dict(inputs) if inputs is not None else {}
         self._registry = registry
+        self._streams = dict(streams) if streams is not None else None
         self.problems: list[str] = []
         self._supervisor_ref: pykka.ActorRef[Supervisor] | None = None
         self._ticker_stop = threading.Event()
@@ -160,6 +164,12 @@ class BotSystem:
         # A rule for a command that does not exist (`wach`) leaves the one meant open.
         for problem in access_problems(settings, registry.names()):
             raise StartupError(f"{problem.key}: {problem.problem}")
+        if self._streams is None:
+            found = load_streams(settings.bot.command_dirs)
+            self._streams = found.streams
+            self.problems += found.problems
+        for problem in stream_problems(settings, self._streams):
+            raise StartupError(f"{problem.key}: {problem.problem}")
         if settings.health.enabled:
             try:
                 self.health_server = HealthServer(settings.health.host, settings.health.port)
@@ -195,6 +205,7 @@ class BotSystem:
         router = child("router", partial(Router, services.dispatcher, services))
         self.router = router
         services.router = router
+        self._start_streams(services, router, child)
         for name, factory in factories.items():
             input_settings = settings.inputs.get(name) or InputSettings(name=name)
             services.inputs[name] = child(
@@ -203,29 +214,56 @@ class BotSystem:
         # Last, so that a job which fell due while Harken was down finds the inputs up.
         services.scheduler = child("scheduler", partial(SchedulerActor, services, router))
         self._start_ticker(router)
+        if services.streams is not None:
+            services.streams.begin()
         self.started_at = time.time()
         services.started_at = self.started_at
         if self.health_server is not None:
             self.health_server.start(services)
         logger.info(
-            "Harken is up: inputs %s, %d commands, memory %s at %s",
+            "Harken is up: inputs %s, %d commands, memory %s%s",
             ", ".join(factories),
             len(registry),
             settings.memory.backend,
-            settings.memory.path,
+            f" at {settings.memory.path}" if settings.memory.backend == "tinydb" else "",
+        )
+
+    def _start_streams(
+        self,
+        services: Services,
+        router: Handle,
+        child: Callable[[str, Callable[[], Supervised]], Handle],
+    ) -> None:
+        """Start the streams with a section in the config (before the inputs, so none
+        misses a message), and the `stream` input their commands' answers come to."""
+        settings, streams = self.settings, self._streams or {}
+        if not settings.streams:
+            return
+        hub = StreamHub(services)
+        for name in settings.streams:
+            options, subscription, mailbox = streams[name].settings_for(settings)
+            hub.add(streams[name], options, subscription, mailbox)
+        services.streams = hub
+        hub.start()
+        own = settings.inputs.get(STREAM_INPUT) or InputSettings(name=STREAM_INPUT)
+        services.inputs[STREAM_INPUT] = child(
+            f"input:{STREAM_INPUT}", partial(StreamInput, own, services, router)
         )
 
     def _store_factory(self) -> Callable[[], Store]:
         """Open the store now, so a store that cannot open stops start-up with a clear
         error; the memory actor takes this one, and opens a fresh one after a crash."""
         backend, path = self.settings.memory.backend, self.settings.memory.path
+        secret = self.settings.memory.url
+        url = secret.reveal() if secret is not None else None
+        place = f"at {path}" if backend == "tinydb" else f"in {backend}"
         try:
-            opened = [open_store(backend, path)]
+            opened = [open_store(backend, path, url=url)]
         except (StoreError, OSError, ValueError) as exc:
-            raise StartupError(f"cannot open the memory store at {path}: {exc}") from exc
+            raise StartupError(f"cannot open the memory store {place}: {exc}") from exc
 
         def factory() -> Store:
-            return opened.pop() if opened else open_store(backend, path)
+            return opened.pop() if opened else open_store(backend, path, url=url)
 
         return factory
 
@@ -277,6 +315,8 @@ class BotSystem:
         supervisor.stop_children(["router", *commands]).get()
         if services is not None:
             self._drain(services)
+            if services.streams is not None:
+                services.streams.stop()
         supervisor.stop_children(
             [f"input:{name}" for name in (services.inputs if services else {})]
         ).get()

@@ -8,8 +8,10 @@ from bench import (
     bench_handoff,
     bench_memory,
     bench_metrics,
+    bench_pg_memory,
     bench_scheduler,
     bench_slack,
+    bench_streams,
     bench_xmpp,
 )
 
@@ -18,6 +20,8 @@ print()
 status |= bench_bot.main(sys.argv[1:])
 print()
 status |= bench_memory.main([])
+print()
+status |= bench_pg_memory.main([])
 print()
 status |= bench_metrics.main([])
 print()
@@ -28,4 +32,6 @@ print()
 status |= bench_xmpp.main([])
 print()
 status |= bench_slack.main([])
+print()
+status |= bench_streams.main([])
 sys.exit(status)

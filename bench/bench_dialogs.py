@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from actors.dialog_runner import CANCEL_HINT
 from actors.inputs.testing import Done, Reply
+from actors.runner import CANCEL_HINT
 from actors.system import freeze_startup_objects
 from config.settings import BotSettings, Settings
 from harken.testbot import TestBot

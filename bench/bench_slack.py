@@ -2,7 +2,7 @@
 
 The real bot (the Slack input with slack-sdk's aiohttp clients, the actors, memory on
 disk) runs in this process, with its production settings: replies paced per channel
-(`replies_per_second` 1, `reply_burst` 4). The fake Slack (tests/fake_slack.py: the Web
+(`replies_per_second` 1, `reply_burst` 4). The fake Slack (tests/support/fake_slack.py: the Web
 API over HTTP and Socket Mode over a websocket, on 127.0.0.1) runs in a child process,
 so that its own CPU is not charged to the bot on a 2-core machine, and it holds every
 bot to Slack's limit on posting: one message a second per channel, with short bursts
@@ -58,7 +58,7 @@ def _user(i: int) -> str:
 
 def serve(messages: int, runs: int, warmup: int) -> int:  # noqa: PLR0915
     """Child process: run the fake Slack, print its port, drive the runs, print results."""
-    from tests.fake_slack import FakeSlack, Post
+    from tests.support.fake_slack import FakeSlack, Post
 
     fake = FakeSlack(
         users={_user(i): f"user{i:03d}" for i in range(USERS)}, channel_limit=SLACK_LIMIT
@@ -249,7 +249,7 @@ BOTS: dict[str, tuple[str, Callable[[str, str, str], _Bot]]] = {
 
 def bench(bot: str, messages: int, runs: int, warmup: int) -> list[dict[str, Any]]:
     """Start a fake Slack (child process) and `bot` against it; return each run's figures."""
-    from tests.fake_slack import APP_TOKEN, BOT_TOKEN
+    from tests.support.fake_slack import APP_TOKEN, BOT_TOKEN
 
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
         os.environ.pop(var, None)

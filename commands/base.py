@@ -1,33 +1,11 @@
 """The command model: `Command`, the `@command` decorator and the `Registry`.
 
-A command is a plain function under a decorator, as in Slack Bolt or Errbot:
-
     @command(r"^ping$", usage="ping", description="Check that Harken is alive.")
     def ping() -> str:
         return "pong"
 
-Arguments are injected by name: every named group of the pattern, plus `event` (the
-`Event`), `ctx` (the `Context`: memory, settings, time zone, ...) and `memory` (the
-person's own key/value memory). The return value is the reply: a string, a list of
-strings (several replies), or None (no reply); anything else is refused when the
-command returns it (`ReplyTypeError`), and what can be known wrong at declaration (not
-a function, a generator) is refused then (`CommandError`).
-
-An `async def` command is awaited on its own event loop (`asyncio.run` on the worker
-thread that runs it), so it may use asyncio libraries; nothing of the loop outlives
-the call.
-
-A command that computes its reply from its arguments alone (no memory, no network, no
-waiting) can be declared `quick=True`: it runs on its command actor's thread instead of
-a worker thread, which saves a thread hand-off on every call. Such a function may take
-named groups and `event` only; `ctx` and `memory` reach the memory actor, which can wait.
-
-A pattern is tried only on messages up to the command's `max_chars` (500 characters
-unless it says otherwise), so a pattern that backtracks badly cannot hold the
-dispatcher (and, since matching holds the interpreter lock, everyone) for long. Built-in
-commands have no such limit: their patterns are linear, which the tests check.
-
-The registry is keyed by pattern, as the Micro Bot's `Commands["^ping$"]` was.
+Arguments are injected by name (the pattern's groups, `event`, `ctx`, `memory`); the
+return value is the reply (a string, a list of them, or None). README.md has the rest.
 """
 
 from __future__ import annotations
@@ -127,7 +105,8 @@ class Command:
     description: str
     admin_only: bool = False
     quick: bool = False
-    """Runs on the command actor's thread, not a worker: see the module's docstring."""
+    """Runs on the command actor's thread, not a worker, saving a thread hand-off: for
+    a pure function of its named groups and `event` (no `ctx`, no `memory`)."""
     source: str = "builtin"
     """Where the command came from: `builtin`, `entry point NAME`, or a file path."""
     max_chars: int | None = DEFAULT_MAX_CHARS
@@ -212,7 +191,7 @@ def command(
 
     `name` defaults to the function's name, `usage` to the name, and `description` to
     the first line of the function's docstring. `quick=True` for a function that only
-    computes its reply from its arguments (see the module's docstring). `max_chars`:
+    computes its reply from its arguments (see `Command.quick`). `max_chars`:
     the longest message the pattern is tried on (None for a pattern known to be linear).
     `hidden=True` for a command only scheduled jobs run (see `Command.hidden`).
     """

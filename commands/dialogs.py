@@ -1,37 +1,10 @@
 """The dialog API: a multi-turn conversation declared as a form.
 
-A dialog is a command that, instead of answering at once, asks questions one after the
-other, checks each answer, and hands every answer to a finish function at the end:
-
-    @dialog(
-        r"^oncall-swap$",
-        steps=[
-            Ask("who", "Who takes your shift?"),
-            Ask("date", "Which day? (YYYY-MM-DD)", parse=iso_date),
-            Choice("team", "Which rota?", ["ops", "db", "network"]),
-            Ask("reason", "Why? (for the log)", when=lambda a: a["team"] == "db"),
-            Confirm("ok", lambda a: f"Swap {a['date']} with {a['who']}?"),
-        ],
-    )
-    def oncall_swap(ctx: Context, answers: Answers) -> str:
-        \"\"\"Hand one of your on-call days to someone else.\"\"\"
-        ctx.memory.set(f"swap {answers['date']}", answers["who"])
-        return "Done."
-
-* `Ask` takes free text; `parse` turns it into the value to keep or raises `Invalid`
-  with what to tell the person, and the question is asked again.
-* `Choice` takes one of a few answers; `Confirm` a yes or a no (a no ends the dialog,
-  unless `on_no=None`, which keeps `False` as the answer).
-* `when` makes a step depend on earlier answers (branching); a question may be a
-  function of the answers so far (a summary before a confirmation).
-* The finish function gets, by name, `ctx` (the same `Context` commands get: memory,
-  `say`, and whatever else commands can do), `answers`, `event` and `memory`; it
-  returns the reply like a command does, and may be `async def` like a command.
-
-The conversation runs the dialog (see `actors.dialog_runner`): while it is open the
-person's next messages are its answers, `cancel`/`stop` end it, `help` works, and its
-state is saved after every step so that it survives a restart. This module holds the
-declarations and the pure step logic: no actors, no memory, no clocks.
+A dialog is a command that asks its steps' questions one after the other (`Ask`,
+`Choice`, `Confirm`; `when` for branching), checks each answer, and hands them all to
+a finish function, which gets what a command gets plus `answers`. The bot runs it
+(`actors.runner`; README.md shows an example). This module holds the declarations and
+the pure step logic: no actors, no memory, no clocks.
 """
 
 from __future__ import annotations
@@ -164,7 +137,6 @@ class Choice(Step):
         return list(self.choices)
 
     def ask(self, answers: Answers) -> str:
-        # The answers listed at the end are what inputs with buttons offer (Slack).
         return f"{super().ask(answers)} ({' / '.join(self.labels())})"
 
     def accept(self, text: str) -> JSON:
@@ -188,7 +160,6 @@ class Confirm(Step):
     """The reply when the answer is no; None keeps `False` as the answer and goes on."""
 
     def ask(self, answers: Answers) -> str:
-        # `(yes/no)` at the end is what inputs with buttons offer as two buttons (Slack).
         return f"{super().ask(answers)} (yes/no)"
 
     def accept(self, text: str) -> JSON:
@@ -205,8 +176,8 @@ class Confirm(Step):
 class Dialog:
     """A declared dialog: its steps and what to do with the answers.
 
-    It is the function of the `Command` that `@dialog` returns; the conversation
-    recognises it there (`dialog_of`) and runs the dialog instead of calling it.
+    It is the function of the `Command` that `@dialog` returns; `actors.turn.decide`
+    recognises it there (`dialog_of`) and the runner runs the dialog instead of calling it.
     """
 
     name: str

@@ -1,20 +1,10 @@
 """Where commands come from: the built-ins, entry points, and a directory of files.
 
-* Built-ins: every `Command` defined in the modules of `commands.builtin`.
-* Entry points in the group `harken.commands`: each names a `Command`, a list of
-  them, or a module whose `Command`s are all taken.
-* Each `.py` file in the directories listed in `bot.command_dirs`, imported as an
-  ordinary module of a package named after its directory (`mycommands/oncall.py` is
-  `mycommands.oncall`, the module a test imports), so dataclasses, pickling and sibling
-  imports (`from .helpers import x`, `from mycommands.helpers import x`) work as
-  anywhere in Python. A directory whose name is not a module name, or names another
-  module (`commands`, `email`), gets a private package name instead.
-
-A plugin that fails to load is reported (logged, and listed by `harken check`) and
-skipped, so one broken file does not keep the bot from answering everyone else.
-Built-in commands are registered without a `max_chars` limit: their patterns are
-linear, which the tests check; a plugin's pattern is tried only on messages up to its
-`max_chars`.
+Built-ins are the `Command`s of `commands.builtin`; the `harken.commands` entry points
+name a `Command`, a list of them, or a module; each `.py` file of `bot.command_dirs` is
+imported as a module of a package named after its directory, so sibling imports and
+pickling work. A plugin that fails to load is logged, listed by `harken check` and
+skipped. Built-ins have no `max_chars` limit (their patterns are linear, tests check).
 """
 
 from __future__ import annotations
@@ -46,6 +36,8 @@ BUILTIN_MODULES = (
     "commands.builtin.incidents",
     "commands.builtin.reminders",
     "commands.builtin.ops",
+    "commands.builtin.reports",
+    "commands.builtin.streams_digest",
 )
 
 

@@ -1,16 +1,10 @@
 """Reading times people write: `in 10 minutes`, `at 17:30`, `every weekday at 9:00`.
 
-`parse_when(text, now)` turns one of the accepted forms (`FORMS`) into a `When`: the
-APScheduler trigger that will fire it, the first time it fires and a description to
-confirm back to the person. Times are wall-clock times in the zone of `now` (the
-person's), so a daily 9:00 stays at 9:00 local time across daylight-saving changes:
-the cron trigger computes each run in that zone.
-
-A day and a time of day may come in either order (`tomorrow at 17:30`, `at 17:30
-tomorrow`). A weekday (`on friday`) is the next such day whose time is still ahead, so
-today if the time has not come yet; `next friday` is never today. A date without a year
-(`on Jan 15`) is the next time it comes round. Anything else raises `WhenError`, whose
-message is meant for the person; `parse_when` depends on nothing but its arguments.
+`parse_when(text, now)` turns one of `FORMS` into a `When`: the APScheduler trigger, its
+first firing and a description to confirm. Times are wall-clock times in the zone of
+`now` (the person's), so a daily 9:00 stays 9:00 across daylight-saving changes.
+Anything else raises `WhenError`, whose message is for the person; `parse_when`
+depends on nothing but its arguments.
 """
 
 from __future__ import annotations

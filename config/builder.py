@@ -26,7 +26,7 @@ from config.rules import (
     ADMINS_RULE,
     PATH_KEYS,
     RULES,
-    SECRET_KEYS,
+    SECTION_SECRETS,
     SECTIONS,
     TABLES,
     TEXT_KINDS,
@@ -36,7 +36,6 @@ from config.rules import (
     apply,
     check_input_name,
     known_keys,
-    secret_in_file,
     show,
     suggest,
 )
@@ -50,6 +49,7 @@ from config.settings import (
     Secret,
     Settings,
 )
+from config.streams_config import read_streams
 
 DERIVED: Final = "derived from bot.data_dir"
 """The origin of `memory.path` when it was left empty and follows the data directory."""
@@ -103,6 +103,8 @@ class Builder:
         self.groups: dict[str, dict[str, tuple[str, ...]]] = {}
         self.tables: dict[str, Any] = {}
         self.secrets: dict[str, dict[str, Secret]] = {}
+        # Section secrets (`memory.url`) by dotted key, from the environment only.
+        self.section_secrets: dict[str, Secret] = {}
 
     def set(self, key: str, value: Any, origin: str) -> None:
         self.values[key] = value
@@ -148,10 +150,14 @@ class Builder:
         for leaf, value in table.items():
             key = f"{section}.{leaf}"
             rule = RULES.get(key)
+            if key in SECTION_SECRETS:
+                raise ConfigError(
+                    key,
+                    "secrets must not be in a config file; set "
+                    f"{SECTION_SECRETS[key]} in the environment instead",
+                )
             if rule is None:
                 raise ConfigError(key, suggest(key, known_keys()))
-            if key in SECRET_KEYS and value != "":
-                raise ConfigError(key, secret_in_file(key))
             if key == "log.levels" and isinstance(value, dict):
                 # A `[log.levels]` table; env and flags give the same as "logger=LEVEL,...".
                 pairs = [f"{name}={level}" for name, level in value.items()]
@@ -210,8 +216,6 @@ class Builder:
     # -- environment and command line --
 
     def read_section_text(self, key: str, text: str, origin: str) -> None:
-        if key in SECRET_KEYS and origin == CLI:
-            raise ConfigError(key, secret_in_file(key), f"from {CLI}")
         value = apply(RULES[key], key, text, f"from {origin}", text=True)
         if key in PATH_KEYS:
             value = _absolute(value, self.cwd)
@@ -254,10 +258,21 @@ class Builder:
                 for f in dataclasses.fields(cls)
                 if f"{section}.{f.name}" in self.values
             }
+            fields.update(
+                (key.partition(".")[2], secret)
+                for key, secret in self.section_secrets.items()
+                if key.partition(".")[0] == section
+            )
             sections[section] = cls(**fields)
             for f in dataclasses.fields(cls):
                 self.origins.setdefault(f"{section}.{f.name}", "default")
         bot: BotSettings = sections["bot"]
+        if sections["memory"].backend == "postgresql" and sections["memory"].url is None:
+            raise ConfigError(
+                "memory.url",
+                "is not set: the postgresql memory backend needs HARKEN_MEMORY_URL in the "
+                "environment (postgresql://user:password@host:5432/database)",
+            )
         for name in bot.inputs:
             self.input(name)
             if name in self.broken:
@@ -291,6 +306,7 @@ class Builder:
             services=self.tables.get("services", {}),
             runbooks=self.tables.get("runbooks", {}),
             access=self.tables.get("access", AccessSettings()),
+            streams=self.tables.get("streams", {}),
             inputs=inputs,
             source=self.source,
             origins=self.origins,
@@ -315,6 +331,7 @@ def _read_table(key: str, value: Any, cli_keys: frozenset[str] = frozenset()) ->
         "services": read_services,
         "runbooks": read_runbooks,
         "access": lambda table: read_access(table, AccessSettings()),
+        "streams": read_streams,
     }
     reader = readers.get(key) or (lambda table: read_groups(key, table))
     try:

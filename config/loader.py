@@ -21,6 +21,8 @@ Environment variables:
   `HARKEN_CHAT_SERVER` for an option `server` of an input `chat`.
 * `HARKEN_<INPUT>_<SECRET>` sets a secret: one the input declares, and for any input a
   key named `token`, `password`, `secret` or ending in `_token`, `_password`, `_secret`.
+* `HARKEN_MEMORY_URL` is the secret `memory.url`: the PostgreSQL database of the
+  `postgresql` memory backend.
 * `HARKEN_CONFIG` names the config file when no path is given.
 
 Values are parsed from text: lists are comma-separated, numbers are numbers, booleans
@@ -57,6 +59,7 @@ from config.builder import CLI, Builder
 from config.inputs import input_env_var, is_secret_key
 from config.rules import (
     RULES,
+    SECTION_SECRETS,
     TABLES,
     ConfigError,
     Invalid,
@@ -129,6 +132,11 @@ def _read_env(builder: Builder, env: Mapping[str, str]) -> list[str]:
             continue
         section, _, leaf = var[len("HARKEN_") :].partition("_")
         key = f"{section.lower()}.{leaf.lower()}"
+        if SECTION_SECRETS.get(key) == var:
+            if env[var]:  # empty is "not set", as for input secrets
+                builder.section_secrets[key] = Secret(env[var])
+                builder.origins[key] = f"env {var}"
+            continue
         if key in RULES:
             builder.read_section_text(key, env[var], var)
         else:
@@ -172,6 +180,13 @@ def _read_input_env(builder: Builder, env: Mapping[str, str], names: list[str]) 
 
 def _read_overrides(builder: Builder, overrides: Mapping[str, str]) -> None:
     for key, text in overrides.items():
+        if key in SECTION_SECRETS:
+            raise ConfigError(
+                key,
+                "secrets are not accepted on the command line (other users can see it "
+                f"in ps); set {SECTION_SECRETS[key]} in the environment instead",
+                f"from {CLI}",
+            )
         if key in RULES:
             builder.read_section_text(key, text, CLI)
             continue
@@ -208,6 +223,7 @@ _TABLE_SHAPES: Final[Mapping[str, str]] = {
     "runbooks": "name a runbook key, e.g. runbooks.restart-web.argv or "
     "runbooks.restart-web.args.<name>",
     "access": "name a command, e.g. access.commands.watch",
+    "streams": "name a stream's option, e.g. streams.relay.from",
 }
 
 
@@ -229,6 +245,8 @@ def _table_override_kind(key: str) -> type[Any]:
         return _TABLE_LEAF_KINDS["runbooks"].get(parts[2], str)
     if top == "runbooks" and len(parts) == 4 and parts[2] == "args":
         return str
+    if top == "streams" and len(parts) == 3:
+        return str  # the stream's declaration says what it must be (commands/streams.py)
     raise ConfigError(key, _TABLE_SHAPES[top], f"from {CLI}")
 
 
@@ -282,7 +300,7 @@ def load_settings(
     # Sections first: HARKEN_BOT_INPUTS (or --inputs) may enable an input whose own
     # variables must then be recognised, e.g. HARKEN_MATRIX_TOKEN.
     rest = _read_env(builder, env)
-    section_overrides = {k: v for k, v in overrides.items() if k in RULES}
+    section_overrides = {k: v for k, v in overrides.items() if k in RULES or k in SECTION_SECRETS}
     _read_overrides(builder, section_overrides)
     enabled = builder.values.get("bot.inputs", BotSettings().inputs)
     names = list(dict.fromkeys([*builder.options, *enabled]))
@@ -308,5 +326,7 @@ def load_settings(
 
 def secret_env_vars(env: Mapping[str, str]) -> list[str]:
     """The `HARKEN_*` variables in `env` that hold secrets, by `is_secret_key`'s naming rule
-    (any input, started or not), so the CLI can remove them once the settings are read."""
-    return sorted(v for v in env if v.startswith("HARKEN_") and is_secret_key(v[len("HARKEN_") :]))
+    (any input, started or not) and the section secrets (`HARKEN_MEMORY_URL`), so the CLI
+    can remove them once the settings are read."""
+    named = {var for var in env if var.startswith("HARKEN_") and is_secret_key(var[7:])}
+    return sorted(named | {var for var in SECTION_SECRETS.values() if var in env})

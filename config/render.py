@@ -13,13 +13,15 @@ import json
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from config.builder import DERIVED
 from config.inputs import input_env_var
 from config.loader import DATA_DIR_ENV_VAR
 from config.ops_config import render_ops_tables
-from config.rules import RULES
+from config.rules import RULES, SECTION_SECRETS
 from config.settings import Secret, Settings
+from config.streams_config import render_streams
 
 
 def _toml_key(key: str) -> str:
@@ -90,22 +92,22 @@ def render_settings(settings: Settings) -> str:
     }
     for section, values in sections.items():
         rows = []
+        secrets = []
         for f in dataclasses.fields(values):
             key = f"{section}.{f.name}"
             value, origin = getattr(values, f.name), origins.get(key)
+            if key in SECTION_SECRETS:
+                shown = _toml_value(mask_url(value.reveal())) if value else "(unset)"
+                secrets.append(f"# {f.name} = {shown}  (secret: env {SECTION_SECRETS[key]} only)")
+                continue
             if origin == DERIVED:
                 value, origin = "", "default"
             if key in derived and not value:
                 origin = f"{origin}: {derived[key]}"
-            if isinstance(value, Secret):
-                # Shown empty, so the output stays a config a file may hold.
-                if value.reveal():
-                    origin = f"{origin}: set, not shown (a secret)"
-                rows.append((f.name, '""', origin))
-                continue
             rows.append((f.name, _toml_value(value), origin))
-        out += ["", *_table(f"[{section}]", rows)]
+        out += ["", *_table(f"[{section}]", rows), *secrets]
     out += render_ops_tables(settings, _toml_value)
+    out += render_streams(settings, _toml_value)
     for name, settings_for in settings.inputs.items():
         prefix = f"inputs.{name}"
         rows = [("admins", _toml_value(settings_for.admins), origins.get(f"{prefix}.admins"))]
@@ -134,6 +136,22 @@ def render_settings(settings: Settings) -> str:
     return "\n".join(out) + "\n"
 
 
+def mask_url(url: str) -> str:
+    """A database URL (or libpq `key=value` string) with its password replaced by `***`."""
+    if "://" not in url:
+        return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(not shown: not a valid URL)"
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    netloc = parts.netloc
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.partition(':')[0]}:***@{hosts}"
+    query = re.sub(r"(^|&)(password=)[^&]*", r"\1\2***", parts.query)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
 def _toml_key_path(dotted: str) -> str:
     return ".".join(_toml_key(part) for part in dotted.split("."))
 
@@ -141,6 +159,7 @@ def _toml_key_path(dotted: str) -> str:
 def _env_hint(var: str, settings: Settings) -> str:
     """` (did you mean HARKEN_X?)` for an ignored variable close to a real one, else ''."""
     known = [DATA_DIR_ENV_VAR, *(f"HARKEN_{key.replace('.', '_')}".upper() for key in RULES)]
+    known += SECTION_SECRETS.values()
     for name, settings_for in settings.inputs.items():
         declared = settings_for.spec.secrets if settings_for.spec else ()
         leaves = ["admins", *settings_for.options, *declared]

@@ -27,7 +27,6 @@ from config.settings import (
     MemorySettings,
     OpsSettings,
     SchedulerSettings,
-    Secret,
 )
 
 SECTIONS: Final[Mapping[str, type[Any]]] = {
@@ -40,13 +39,13 @@ SECTIONS: Final[Mapping[str, type[Any]]] = {
     "cluster": ClusterSettings,
 }
 # Tables of named entries ([services.<name>], [runbooks.<name>]) and [access]: see ops_config.
-TABLES: Final = ("services", "runbooks", "access")
+TABLES: Final = ("services", "runbooks", "access", "streams")
 _INPUT_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 # Section names would make `HARKEN_BOT_<KEY>` ambiguous, and `config` is HARKEN_CONFIG.
 _RESERVED_INPUT_NAMES: Final = frozenset({*SECTIONS, *TABLES, "inputs", "config"})
 _LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
 _LOG_FORMATS: Final = ("text", "json")
-_MEMORY_BACKENDS: Final = ("tinydb",)
+_MEMORY_BACKENDS: Final = ("tinydb", "postgresql")
 _TRUE: Final = frozenset({"true", "yes", "on", "1"})
 _FALSE: Final = frozenset({"false", "no", "off", "0"})
 
@@ -188,14 +187,6 @@ def _logger_levels(value: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(levels)
 
 
-def _postgres_url(value: Secret) -> Secret:
-    text = value.reveal().strip()
-    if text and not re.match(r"postgres(ql)?(\+psycopg)?://", text):
-        # The value is never shown: it may hold a password.
-        raise Invalid("must be a postgresql:// URL (value not shown: it is a secret)")
-    return Secret(text)
-
-
 def _process_name(value: str) -> str:
     if value and not re.fullmatch(r"[A-Za-z0-9_.:@-]{1,63}", value):
         raise Invalid(f"{show(value)} is not a process name (up to 63 letters, digits and _.:@-)")
@@ -247,22 +238,17 @@ RULES: Final[Mapping[str, Rule]] = {
     "health.enabled": Rule(bool, "true or false"),
     "health.host": Rule(str, "an address such as 127.0.0.1", _non_empty),
     "health.port": Rule(int, "a TCP port, 0 to 65535", _port),
-    "scheduler.url": Rule(Secret, "a postgresql:// URL", _postgres_url),
     "cluster.enabled": Rule(bool, "true or false"),
     "cluster.name": Rule(str, "a name without spaces (empty: hostname-pid)", _process_name),
     "cluster.lease_seconds": Rule(float, "a number > 0", _positive_finite),
     "cluster.renew_seconds": Rule(float, "a number > 0", _positive_finite),
 }
-SECRET_KEYS: Final = frozenset(key for key, rule in RULES.items() if rule.kind is Secret)
-"""Section keys that hold a secret: read from the environment only, never shown."""
-
-
-def secret_in_file(key: str) -> str:
-    """The message for a secret section key found in a file or on the command line."""
-    var = "HARKEN_" + key.replace(".", "_").upper()
-    return f"secrets must not be in a config file or on the command line; set {var} instead"
-
-
+# Section keys that are secrets: read from their environment variable only, refused in a
+# file or on the command line, shown masked. Not in RULES: they have no rule of text.
+SECTION_SECRETS: Final[Mapping[str, str]] = {
+    "memory.url": "HARKEN_MEMORY_URL",
+    "scheduler.url": "HARKEN_SCHEDULER_URL",
+}
 # Keys holding paths: made absolute by the loader (see config.loader's docstring).
 PATH_KEYS: Final = frozenset(
     {"bot.command_dirs", "bot.data_dir", "memory.path", "scheduler.path", "log.file"}
@@ -290,8 +276,6 @@ def _from_toml(kind: type[Any], value: Any) -> Any:
         return value
     if kind is tuple and isinstance(value, list) and all(isinstance(v, str) for v in value):
         return tuple(value)
-    if kind is Secret and value == "":
-        return Secret("")  # the shipped file lists the key, empty
     raise Invalid()
 
 
@@ -313,8 +297,6 @@ def from_text(kind: type[Any], text: str) -> Any:
         raise Invalid()
     if kind is tuple:
         return tuple(item.strip() for item in text.split(",") if item.strip())
-    if kind is Secret:
-        return Secret(text)
     return text
 
 

@@ -68,10 +68,6 @@ class Secret:
         return (Secret, (self._value,))
 
 
-NO_SECRET: Final = Secret("")
-"""An unset secret setting (a section key such as `scheduler.url`)."""
-
-
 def _read_only(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
     # Copy before wrapping: a proxy over the caller's dict would still change with it.
     return MappingProxyType(dict(mapping))
@@ -122,10 +118,14 @@ class MemorySettings:
     """`[memory]`: where per-user state is kept."""
 
     backend: str = "tinydb"
-    """Store implementation; only `tinydb` exists today."""
+    """Store implementation: `tinydb` (embedded, files under `path`) or `postgresql`
+    (shared by several processes, in the database `url` names)."""
     path: str = ""
     """Store location; empty means `memory` in `bot.data_dir`. The loader always fills
     in the absolute path, so code reading loaded settings never sees it empty."""
+    url: Secret | None = None
+    """The PostgreSQL database of the `postgresql` backend, from `HARKEN_MEMORY_URL`
+    only: a secret, since it may hold a password (`config.rules.SECTION_SECRETS`)."""
 
 
 @dataclass(frozen=True)
@@ -143,10 +143,10 @@ class SchedulerSettings:
     """Pending jobs one person may have; more are refused with a reply."""
     min_interval_seconds: float = 60.0
     """The shortest interval of a recurring job (`every 2 hours`), so none floods a channel."""
-    url: Secret = NO_SECRET
-    """PostgreSQL URL of a job store shared by several Harken processes (a secret, from
-    `HARKEN_SCHEDULER_URL` only: it holds the password). Empty: the memory store's URL
-    when `[memory] backend = "postgresql"`, else the SQLite file at `path`."""
+    url: Secret | None = None
+    """PostgreSQL database of a job store shared by several Harken processes, from
+    `HARKEN_SCHEDULER_URL` only (a secret: `config.rules.SECTION_SECRETS`). Unset: the
+    memory store's `url` when `[memory] backend = "postgresql"`, else the SQLite file."""
 
     def job_store(self, memory_path: str) -> str:
         """The job store's path, given the memory store's."""
@@ -259,6 +259,19 @@ class RunbookSettings:
         object.__setattr__(self, "args", _read_only(self.args))
 
 
+@dataclass(frozen=True)
+class StreamSettings:
+    """`[streams.<name>]`: a stream to run, with its options as written (strings, numbers,
+    booleans, lists of strings). The stream declares what it accepts; they are checked
+    against that declaration at start-up and by `harken check` (commands/streams.py)."""
+
+    name: str
+    options: Mapping[str, Any] = field(default_factory=_no_options)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "options", _read_only(self.options))
+
+
 def _default_access() -> Mapping[str, tuple[str, ...]]:
     return MappingProxyType({"call": ("ops",), "run": ("ops",)})
 
@@ -328,6 +341,8 @@ class Settings:
     services: Mapping[str, ServiceSettings] = field(default_factory=_no_options)
     runbooks: Mapping[str, RunbookSettings] = field(default_factory=_no_options)
     access: AccessSettings = field(default_factory=AccessSettings)
+    streams: Mapping[str, StreamSettings] = field(default_factory=_no_options)
+    """The streams to run: only those with a `[streams.<name>]` section run."""
     inputs: Mapping[str, InputSettings] = field(default_factory=default_inputs)
     """Always has `shell` and every installed input, plus every input named in the file or
     in `bot.inputs`."""
@@ -349,4 +364,5 @@ class Settings:
         object.__setattr__(self, "inputs", MappingProxyType(dict(self.inputs)))
         object.__setattr__(self, "services", MappingProxyType(dict(self.services)))
         object.__setattr__(self, "runbooks", MappingProxyType(dict(self.runbooks)))
+        object.__setattr__(self, "streams", MappingProxyType(dict(self.streams)))
         object.__setattr__(self, "origins", _read_only(self.origins))

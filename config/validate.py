@@ -139,7 +139,11 @@ def path_problems(settings: Settings) -> list[ConfigError]:
     writable (or creatable) by this user."""
     wanted = [
         ("bot.data_dir", Path(settings.bot.data_dir), "the data directory"),
-        ("memory.path", Path(settings.memory.path), "the memory store"),
+        *(
+            [("memory.path", Path(settings.memory.path), "the memory store")]
+            if settings.memory.backend == "tinydb"  # else the store is in a database
+            else []
+        ),
         (
             "scheduler.path",
             Path(settings.scheduler.job_store(settings.memory.path)).parent,

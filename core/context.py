@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
@@ -32,6 +33,8 @@ __all__ = [
     "MemoryRefused",
     "MemoryView",
     "SchedulingRefused",
+    "SendRefused",
+    "SendResult",
     "key_problem",
     "owner_of",
 ]
@@ -54,6 +57,22 @@ class MemoryRefused(ValueError):
 
 class SchedulingRefused(ValueError):
     """A job Harken will not schedule (limit reached, scheduler down); says why, for the person."""
+
+
+class SendRefused(ValueError):
+    """A message `ctx.send` could not send (no such input running, a recipient the input
+    refuses, a permanent failure); the message says why, for the person."""
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What `ctx.send` did with a message it took."""
+
+    delivered: bool
+    """True: handed over (to the mail server, the chat service). False: kept in the
+    input's outbox and retried; the person who asked hears later if it fails for good."""
+    note: str = ""
+    """Why it is not delivered yet, for the person."""
 
 
 def owner_of(event: Event) -> str:
@@ -171,6 +190,15 @@ class Context(Protocol):
 
     def say(self, text: str) -> None:
         """Send a reply now, before the command returns (progress for slow commands)."""
+        ...
+
+    def send(self, *, input: str, to: str, text: str, subject: str = "") -> SendResult:
+        """Send `text` to `to` through another input, e.g. `input="email"`.
+
+        Waits (a few seconds at most) for the input's first try. Raises `SendRefused`
+        (the message is for the person) for an input that is not running, a recipient it
+        refuses, or a failure that retrying cannot mend.
+        """
         ...
 
     def timezone(self) -> ZoneInfo:

@@ -5,6 +5,8 @@ Everything a command author uses is importable from here:
     from harken import command, Context, Event
     from harken import dialog, Ask, Choice, Confirm, Invalid, Answers   # dialogs
     from harken import parse_when, WhenError, SchedulingRefused          # later
+    from harken import SendRefused                                       # ctx.send
+    from harken import stream, StreamContext, Subscription               # streams
 
 The names are imported when first used, not with the package: `python -m harken` and
 the `harken` command first check that Harken's top-level packages (`actors`, `config`,
@@ -20,8 +22,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from commands.base import Command, Registry, command
     from commands.dialogs import Answers, Ask, Choice, Confirm, Invalid, dialog
+    from commands.streams import StreamContext, Subscription, stream
     from commands.when import WhenError, parse_when
-    from core.context import Context, MemoryRefused, MemoryView, SchedulingRefused
+    from core.context import (
+        Context,
+        MemoryRefused,
+        MemoryView,
+        SchedulingRefused,
+        SendRefused,
+    )
     from core.event import Event, EventType
     from core.jobs import When
     from harken.testbot import TestBot
@@ -36,6 +45,7 @@ _EXPORTS = {
     "MemoryRefused": "core.context",
     "MemoryView": "core.context",
     "SchedulingRefused": "core.context",
+    "SendRefused": "core.context",
     "Answers": "commands.dialogs",
     "Ask": "commands.dialogs",
     "Choice": "commands.dialogs",
@@ -46,6 +56,9 @@ _EXPORTS = {
     "WhenError": "commands.when",
     "parse_when": "commands.when",
     "TestBot": "harken.testbot",
+    "stream": "commands.streams",
+    "StreamContext": "commands.streams",
+    "Subscription": "commands.streams",
 }
 
 __all__ = [
@@ -62,12 +75,16 @@ __all__ = [
     "MemoryView",
     "Registry",
     "SchedulingRefused",
+    "SendRefused",
+    "StreamContext",
+    "Subscription",
     "TestBot",
     "When",
     "WhenError",
     "command",
     "dialog",
     "parse_when",
+    "stream",
 ]
 __version__ = "0.1.0"
 

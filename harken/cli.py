@@ -1,10 +1,11 @@
-"""The `harken` command line: run, shell, check.
+"""The `harken` command line: run, shell, check, migrate.
 
     harken run [--inputs shell,slack]     start the configured inputs
     harken shell [--user NAME]            chat in the terminal (or pipe a script in)
     harken check                          validate the config and show what is in effect
     harken --version
     harken check --repair                 move damaged memory store files aside, say what is lost
+    harken migrate                        create or update the tables in PostgreSQL
 
 Settings come from the config file (`--config`, else the shipped default), then
 `HARKEN_*` environment variables, then these flags. Secrets are read once and then
@@ -32,16 +33,19 @@ from typing import Any
 
 from actors.inputs.base import Outstanding
 from actors.inputs.shell import ShellInput, ShellSession
+from actors.job_store import migrate_jobs
 from actors.services import Services
 from actors.supervision import Handle
 from actors.system import BotSystem, StartupError, freeze_startup_objects, installed_inputs
 from commands.loader import load_commands
+from commands.streams import load_streams, stream_problems
 from config import ConfigError, InputSettings, Settings, load_settings, render_settings
 from config.loader import secret_env_vars
 from config.validate import access_problems, input_problems, load_problems, path_problems
 from harken import __version__
 from harken.environment import forget
 from harken.logs import Logs, setup_logging
+from harken.memory_admin import check_memory, migrate_memory
 from memory.repair import repair_command
 
 logger = logging.getLogger(__name__)
@@ -88,6 +92,11 @@ def _parser() -> argparse.ArgumentParser:
         "--repair",
         action="store_true",
         help="move damaged memory store files into its damaged/ folder, say what is lost",
+    )
+    sub.add_parser(
+        "migrate",
+        parents=[common],
+        help="create or update Harken's tables in PostgreSQL (the postgresql backend)",
     )
     return parser
 
@@ -139,18 +148,38 @@ def _check(settings: Settings) -> int:
     """
     logging.getLogger().addHandler(logging.NullHandler())
     loaded = load_commands(settings.bot.command_dirs)
+    streams = load_streams(settings.bot.command_dirs).streams
     problems = [
         # The shell is wired by this command line; the other inputs are entry points.
         *input_problems(settings, {"shell", *installed_inputs()}),
         *load_problems(loaded.problems),
         *access_problems(settings, loaded.registry.names()),
+        *stream_problems(settings, streams),
         *path_problems(settings),
         *_cluster_problems(settings),
     ]
+    memory_lines, memory_problems = check_memory(settings)
     print(render_settings(settings))
+    print(*memory_lines, sep="\n", end="\n" if memory_lines else "")
     print(f"# {len(loaded.registry)} commands: {', '.join(sorted(loaded.registry.names()))}")
+    running = [name for name in settings.streams if name in streams]
+    print(
+        f"# {len(streams)} streams: {', '.join(sorted(streams))}; "
+        f"running: {', '.join(running) or 'none (no [streams.<name>] section)'}"
+    )
     for name in settings.unknown_env:
         print(f"warning: {name} matches no setting and is ignored", file=sys.stderr)
+    for problem in [*problems, *memory_problems]:
+        print(f"harken: {problem}", file=sys.stderr)
+    return EXIT_CONFIG if problems or memory_problems else 0
+
+
+def _migrate(settings: Settings) -> int:
+    """Create or migrate the schema in PostgreSQL; say what was done."""
+    done, problems = migrate_memory(settings)
+    jobs_done, jobs_problems = migrate_jobs(settings)
+    done, problems = done + jobs_done, problems + jobs_problems
+    print(*done, sep="\n", end="\n" if done else "")
     for problem in problems:
         print(f"harken: {problem}", file=sys.stderr)
     return EXIT_CONFIG if problems else 0
@@ -292,7 +321,16 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     # The settings hold the secrets now; runbooks started later must not find them.
     forget(secret_env_vars(os.environ))
+    if args.action == "migrate":
+        return _migrate(settings)
     if args.action == "check" and args.repair:
+        if settings.memory.backend != "tinydb":
+            print(
+                "harken: check --repair is for the tinydb memory store; on PostgreSQL, the "
+                "error names the damaged row: correct or delete it",
+                file=sys.stderr,
+            )
+            return EXIT_CONFIG
         return repair_command(settings.memory.path)
     if args.action == "check":
         return _check(settings)

@@ -10,7 +10,7 @@ and benchmarks:
 reply to it. A benchmark can pass its own `sink` to get the raw, thread-safe stream of
 `Reply` and `Done` items instead. `configure` sets admins, groups, the time zone and
 settings in plain values (no settings classes needed); `clock` is what dialogs expire
-by, which a test moves on instead of waiting.
+and jobs come due by, which a test moves on instead of waiting.
 """
 
 from __future__ import annotations
@@ -23,14 +23,16 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from actors.inputs.base import HEARD
 from actors.inputs.testing import Done, Reply, Sink, TestingInput
-from actors.messages import Inbound
+from actors.messages import BringJobsForward, Inbound
 from actors.services import Services
 from actors.supervision import Handle
 from actors.system import BotSystem
 from commands.base import Command, Registry
 from commands.loader import load_commands
-from config.settings import InputSettings, Settings
+from commands.streams import Stream, load_streams
+from config.settings import InputSettings, Settings, StreamSettings
 from core.event import Event, EventType
 from harken.unit import INPUT_NAME, settings_for_tests
 
@@ -104,15 +106,18 @@ class Exchange:
 class TestClock:
     """The bot's clock in a test: the wall clock plus however far the test moved it on.
 
-    Dialogs expire by it, so a test can let half an hour pass at once:
-    `testbot.clock.advance(minutes=31)`. Time keeps flowing as well; a test that
-    never advances it sees the wall clock.
+    Dialogs expire by it and pending jobs come due by it, so a test can let half an hour
+    pass at once: `testbot.clock.advance(minutes=31)` expires an open dialog, and a
+    reminder set "in 10 minutes" is sent after `advance(minutes=10)`. Time keeps
+    flowing as well; a test that never advances it sees the wall clock.
     """
 
     __test__ = False
 
     def __init__(self) -> None:
         self._ahead = 0.0
+        self.on_advance: Callable[[float], None] | None = None
+        """Called with each step, once the bot runs: it brings the pending jobs forward."""
 
     def __call__(self) -> float:
         return time.time() + self._ahead
@@ -122,6 +127,8 @@ class TestClock:
         if step < 0:
             raise ValueError("a clock moves forward only")
         self._ahead += step
+        if self.on_advance is not None and step:
+            self.on_advance(step)
 
 
 class TestBot:
@@ -133,6 +140,7 @@ class TestBot:
         *,
         settings: Settings | Mapping[str, Any] | None = None,
         commands: Iterable[Command] = (),
+        streams: Iterable[Stream] = (),
         admins: Iterable[str] = (),
         groups: Mapping[str, Iterable[str]] | None = None,
         timezone: str | None = None,
@@ -146,6 +154,8 @@ class TestBot:
         self.settings = Settings()
         self.configure(settings=settings, admins=admins, groups=groups, timezone=timezone)
         self._extra = list(commands)
+        self._streams = list(streams)
+        """Streams under test; each runs when the settings have its `streams.<name>`."""
         self._exchange = Exchange()
         self._sink: Sink = sink or self._exchange
         self.timeout = timeout
@@ -189,27 +199,49 @@ class TestBot:
             raise RuntimeError("add commands before the first message: the bot is running")
         self._extra.extend(commands)
 
+    def add_stream(self, *streams: Stream) -> None:
+        """Add streams under test; call before the first message. Each runs, with its
+        `streams.<name>` settings if there are any."""
+        if self.system is not None:
+            raise RuntimeError("add streams before the first message: the bot is running")
+        self._streams.extend(streams)
+
     def start(self) -> TestBot:
         if self.system is not None:
             return self
+        missing = {s.name: StreamSettings(s.name) for s in self._streams}
+        missing.update(self.settings.streams)
+        self.settings = dataclasses.replace(self.settings, streams=missing)
         loaded = load_commands(self.settings.bot.command_dirs, use_entry_points=False)
         registry: Registry = loaded.registry
         for cmd in self._extra:
             registry.add(cmd)
+        streams = load_streams(self.settings.bot.command_dirs, use_entry_points=False).streams
+        streams.update((item.name, item) for item in self._streams)
         sink = self._sink
 
         def make_input(settings: InputSettings, services: Services, router: Handle) -> Any:
             return TestingInput(settings, services, router, sink)
 
-        system = BotSystem(self.settings, inputs={INPUT_NAME: make_input}, registry=registry)
+        system = BotSystem(
+            self.settings, inputs={INPUT_NAME: make_input}, registry=registry, streams=streams
+        )
         system.start()
         assert system.services is not None
-        system.services.dialogs.clock = self.clock
+        system.services.clock = self.clock
+        scheduler = system.services.scheduler
+
+        def bring_jobs_forward(seconds: float) -> None:
+            if scheduler is not None:
+                scheduler.ask(BringJobsForward(seconds))
+
+        self.clock.on_advance = bring_jobs_forward
         self.system = system
         self._router = system.router
         return self
 
     def stop(self) -> None:
+        self.clock.on_advance = None
         if self.system is not None:
             self.system.stop()
             self.system = None
@@ -234,7 +266,10 @@ class TestBot:
         channel: str = "",
         thread: str = "",
         display_name: str = "",
+        addressed: bool = True,
     ) -> Event:
+        """A person's message on the testing input; `addressed=False`: one said in the
+        channel but not to the bot, as inputs hand them over for streams."""
         return Event(
             type=EventType.TEXT,
             sender=user,
@@ -244,11 +279,13 @@ class TestBot:
             channel=channel,
             thread=thread,
             display_name=display_name,
+            meta={} if addressed else {HEARD: True},
         )
 
-    def send(self, text: str, **who: str) -> Event:
-        """Send text as a person without waiting (`user=`, `channel=`, `thread=`)."""
-        return self.send_event(self.event(text, **who))
+    def send(self, text: str, *, addressed: bool = True, **who: str) -> Event:
+        """Send text as a person without waiting (`user=`, `channel=`, `thread=`);
+        `addressed=False` says it in the channel, not to the bot: only streams see it."""
+        return self.send_event(self.event(text, addressed=addressed, **who))
 
     def send_event(self, event: Event) -> Event:
         if self._router is None:
@@ -272,4 +309,6 @@ class TestBot:
 
     def ask(self, text: str, *, timeout: float | None = None, **who: str) -> str:
         """Send text and return the replies, joined by line breaks."""
-        return "\n".join(e.data for e in self.replies(self.send(text, **who), timeout))
+        return "\n".join(
+            e.data for e in self.replies(self.send(text, addressed=True, **who), timeout)
+        )

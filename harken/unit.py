@@ -32,10 +32,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pykka
 
-from actors.access import group_refusal
+from actors.access import refusal as access_refusal
 from actors.context import Context, MemoryView
 from actors.memory_actor import MemoryActor
 from actors.messages import CancelJob, ListJobs, MemoryBarrier, ScheduleJob
+from actors.runner import refused_store_text
 from actors.supervision import Handle
 from actors.text import clean_text
 from commands.base import Command, Registry
@@ -326,11 +327,6 @@ def _registry(command: Command, extra: Iterable[Command]) -> tuple[Registry, Com
     return registry, found
 
 
-def _admin_refusal(command: Command, event: Event) -> str:
-    # The command actor's words (actors/command_actor.py); the tests compare them.
-    return f"Sorry, `{command.name}` is for admins only, and you are not an admin on {event.input}."
-
-
 def _run(command: Command, ctx: Context, groups: Mapping[str, str | None]) -> list[str]:
     try:
         asyncio.get_running_loop()
@@ -441,13 +437,11 @@ def call(
         for namespace, values in (team_memory or {}).items():
             _seed(view(namespace, TEAM_OWNER), values, f"team_memory[{namespace!r}]")
 
-        refusal = None
-        if runs.admin_only and not is_admin:
-            refusal = _admin_refusal(runs, event)
-        else:
-            refusal = group_refusal(config, runs.name, event, is_admin)
-        if refusal is not None:
-            replies = [refusal]
+        refused = access_refusal(
+            config, runs.name, admin_only=runs.admin_only, event=event, is_admin=is_admin
+        )
+        if refused is not None:
+            replies = [refused[1]]
         elif runs.quick:
             replies = runs.call_quick(event, found)
         else:
@@ -464,8 +458,7 @@ def call(
             try:
                 replies = _run(runs, ctx, found)
             except MemoryRefused as exc:
-                # The command actor's words (actors/command_actor.py); the tests compare.
-                replies = [f"Sorry, I can't store that: {exc}."]
+                replies = [refused_store_text(exc)]
             if ctx.wrote:
                 _wait_durable(handle)
     finally:
@@ -476,7 +469,7 @@ def call(
         said=said,
         memory=dict(stored.get((USER_NS, owner), {})),
         scheduled=list(jobs.jobs),
-        refused=refusal is not None,
+        refused=refused is not None,
         stored=stored,
         owner=owner,
     )

@@ -11,6 +11,7 @@ are named, and where damaged files are kept (`memory.repair` uses both).
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import re
@@ -20,7 +21,7 @@ from typing import Final, NamedTuple
 
 from memory.journal import JournalContents, fsync_directory, read_journal
 from memory.owner_files import OWNER_SUFFIX, TEMP_SUFFIX, check_owner_file
-from memory.store import StoreCorrupt, StoreError
+from memory.store import StoreCorrupt, StoreError, StoreLocked
 
 __all__ = [
     "DAMAGED_DIR",
@@ -29,6 +30,7 @@ __all__ = [
     "check_owners_directory",
     "find_journal_damage",
     "keep_copy",
+    "lock_directory",
     "numbered_segments",
     "read_segments",
     "segment_name",
@@ -264,3 +266,18 @@ def read_segments(root: str, paths: list[str]) -> list[tuple[str, JournalContent
                 kept,
             )
     return segments
+
+
+def lock_directory(root: str) -> int:
+    """Create `root` if needed and lock it for this process; raise `StoreLocked` if taken.
+
+    Returns the lock's file descriptor: closing it releases the lock.
+    """
+    os.makedirs(root, 0o700, exist_ok=True)
+    fd = os.open(os.path.join(root, "LOCK"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreLocked(f"memory store {root} is already open") from None
+    return fd

@@ -1,8 +1,8 @@
 """The interface every memory store implements, its validation rules and a factory.
 
 The memory actor is the only code that talks to a store (see DESIGN.md, Memory). Keeping
-the interface this small is what lets a shared server store (Redis, Postgres, ...)
-replace the embedded TinyDB store later without touching the actor or its callers.
+the interface this small is what lets a shared server store (`memory.pg_store`, on
+PostgreSQL) replace the embedded TinyDB store without touching the actor or its callers.
 
 Values are JSON: whatever `json.dumps` accepts in strict mode (no NaN or infinities,
 since a server store would reject them). A store keeps the value as it would read back
@@ -42,7 +42,7 @@ DEFAULT_MAX_VALUE_BYTES: Final = 256 * 1024
 MAX_KEY_CHARS: Final = 200
 """Longest key, in characters; keys are names, not data."""
 
-BACKENDS: Final = ("tinydb",)
+BACKENDS: Final = ("tinydb", "postgresql")
 """The backends `open_store` knows."""
 
 
@@ -89,11 +89,13 @@ class StoreCorrupt(StoreError):
 
 
 class StoreUnavailable(StoreError):
-    """The store's files went away under it (deleted while open): it takes no more writes.
+    """The store cannot keep writes now: a commit (and reads it cannot answer) fail.
 
-    Writes acknowledged before are in those files, or lost with them; writes after
+    The TinyDB store raises it once its files went away under it (deleted while open):
+    writes acknowledged before are in those files, or lost with them; writes after
     would be lost, so every write, commit, and read of an owner not in memory raises
-    this until the store is opened again.
+    this until the store is opened again. A server store raises it while its server
+    cannot be reached, and keeps uncommitted writes for the next commit.
     """
 
     for_people = (
@@ -199,15 +201,27 @@ class Store(Protocol):
         ...
 
 
-def open_store(backend: str, path: str) -> Store:
-    """Open the store `backend` keeps under `path` (a directory, created if missing).
+def open_store(backend: str, path: str, *, url: str | None = None) -> Store:
+    """Open the store `backend` keeps under `path` (a directory, created if missing), or
+    for `postgresql` in the database `url` names (a secret: never logged).
 
-    Raises `ValueError` naming the known backends if `backend` is not one of them.
+    Raises `ValueError` naming the known backends if `backend` is not one of them, or
+    if `postgresql` has no URL or its client library is not installed.
     """
     if backend == "tinydb":
         # Imported here because the backend imports this module for its interface.
         from memory.tinydb_store import TinyDBStore
 
         return TinyDBStore(path)
+    if backend == "postgresql":
+        if not url:
+            raise ValueError("the postgresql memory store needs HARKEN_MEMORY_URL")
+        try:
+            from memory.pg_store import PgStore
+        except ImportError:
+            raise ValueError(
+                "the postgresql memory store needs psycopg: pip install 'harken[postgresql]'"
+            ) from None
+        return PgStore(url)
     known = ", ".join(repr(name) for name in BACKENDS)
     raise ValueError(f"unknown memory store backend {backend!r}; known backends: {known}")

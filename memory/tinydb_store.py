@@ -58,10 +58,8 @@ by the size of its own owner instead:
   deleted while open (checked with `fstat` at each commit), the store stops taking
   writes (`StoreUnavailable`) rather than acknowledge writes no file holds.
 
-* Loaded owners are kept in a bounded LRU cache, so a store with 100,000 owners does
-  not hold them all in memory. Owners written since the last snapshot (dirty) and
-  owners in the snapshot a checkpoint is writing (flushing) are pinned until their
-  file is durable, so a read never goes to a file that is older than memory.
+* Loaded owners are kept in a bounded cache (`memory.owner_cache`): 100,000 owners
+  are not all held in memory, and owners not yet in a durable file are pinned.
 
 * Threads. The store's user (the memory actor) calls every public method from one
   thread at a time; the writer thread runs one checkpoint at a time. The writer
@@ -69,32 +67,33 @@ by the size of its own owner instead:
   once handed over; `spare_created`, `error` and `done`, which it sets last), the
   owner files and shard directories on disk, the sealed segment files of its
   checkpoint, its spare segment file, and its `CheckpointWriter.shards`. The user's
-  thread touches everything else (`_clean`, `_dirty`, `_flushing`, `_journal`,
-  `_sealed`, ...) and looks at the checkpoint only after `done` is set, which orders
+  thread touches everything else (`_owners`, `_journal`, `_sealed`, ...) and looks
+  at the checkpoint only after `done` is set, which orders
   the writer's work before it. `shards` is shared in time, not at once: a
   checkpoint that runs on the user's thread (at open, `checkpoint()`, close) first
   waits for the writer's.
 
-The owner file format is in `memory.owner_files`, the writer's side of checkpoints in
-`memory.checkpoint`, and the checks and recovery done at opening in `memory.recovery`.
+The owner file format is in `memory.owner_files`, the owners in memory in
+`memory.owner_cache`, the writer's side of checkpoints in `memory.checkpoint`, and
+the directory lock, checks and recovery done at opening in `memory.recovery`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
 import threading
-from collections import OrderedDict
 from typing import Final
 
 from memory.checkpoint import WRITER_THREAD_NAME, Checkpoint, CheckpointWriter
 from memory.journal import Journal, Put
-from memory.owner_files import Tables, owner_file_path, parse_owner_file, read_all
+from memory.owner_cache import Owner, OwnerCache
+from memory.owner_files import owner_file_path, parse_owner_file, read_all
 from memory.recovery import (
     check_owners_directory,
+    lock_directory,
     numbered_segments,
     read_segments,
     segment_name,
@@ -106,7 +105,6 @@ from memory.store import (
     StoreClosed,
     StoreCorrupt,
     StoreError,
-    StoreLocked,
     StoreUnavailable,
     check_names,
     encode_value,
@@ -127,42 +125,6 @@ DEFAULT_CHECKPOINT_BYTES: Final = 4 * 1024 * 1024
 DEFAULT_CHECKPOINT_OWNERS: Final = 1_000
 DEFAULT_CACHE_OWNERS: Final = 10_000
 DEFAULT_JOURNAL_MAX_BYTES: Final = 64 * 1024 * 1024
-
-
-class _Owner:
-    """One owner's data in memory: namespace -> key -> the value's JSON text.
-
-    Values are kept as text so that every read hands out a fresh object (callers may
-    mutate it) and so that they cost little memory.
-    """
-
-    __slots__ = ("id", "tables")
-
-    def __init__(self, owner_id: str) -> None:
-        self.id = owner_id
-        self.tables: Tables = {}
-
-    def snapshot(self) -> Tables:
-        """A copy the writer thread can serialise while this owner keeps changing.
-
-        Shallow is enough: the values are immutable strings.
-        """
-        return {namespace: dict(table) for namespace, table in self.tables.items()}
-
-
-def lock_directory(root: str) -> int:
-    """Create `root` if needed and lock it for this process; raise `StoreLocked` if taken.
-
-    Returns the lock's file descriptor: closing it releases the lock.
-    """
-    os.makedirs(root, 0o700, exist_ok=True)
-    fd = os.open(os.path.join(root, "LOCK"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise StoreLocked(f"memory store {root} is already open") from None
-    return fd
 
 
 class TinyDBStore:
@@ -211,12 +173,9 @@ class TinyDBStore:
         # Below the checkpoint threshold the cap could never apply: no checkpoint would
         # be due, so none would be waited for.
         self._journal_max_bytes = max(journal_max_bytes, checkpoint_bytes)
-        self._cache_owners = cache_owners
         self._max_value_bytes = max_value_bytes
         self._fsync = fsync
-        self._clean: OrderedDict[str, _Owner] = OrderedDict()
-        self._dirty: dict[str, _Owner] = {}  # written since the last snapshot
-        self._flushing: dict[str, _Owner] = {}  # in the running checkpoint's snapshot
+        self._owners = OwnerCache(cache_owners, self._load)
         # Writes the owner files and drops sealed segments, on the writer thread.
         self._checkpointer = CheckpointWriter(self.root, fsync=fsync)
         self._sealed: list[str] = []  # segments before the active one, oldest first
@@ -273,12 +232,12 @@ class TinyDBStore:
         for _, contents in segments:
             # In order: a newer segment's writes came after, so they must win.
             for record in contents.records:
-                owner = self._owner(record.owner)
+                owner = self._owners.get(record.owner)
                 if isinstance(record, Put):
                     owner.tables.setdefault(record.namespace, {})[record.key] = record.value
                 else:
-                    self._remove(owner, record.namespace, record.key)
-                self._mark_dirty(owner)
+                    owner.remove(record.namespace, record.key)
+                self._owners.mark_dirty(owner)
             replayed += len(contents.records)
         self._sealed = [path for path, _ in segments]
         journal = self._open_segment()
@@ -286,7 +245,7 @@ class TinyDBStore:
             logger.info("memory store %s: replayed %d journal records", self.root, replayed)
         self._journal = journal
         try:
-            if self._dirty or self._sealed:
+            if self._owners.dirty or self._sealed:
                 # Empty segments included: a checkpoint with nothing to write deletes them.
                 self.checkpoint()
             self._spare = self._new_segment_path()
@@ -315,7 +274,7 @@ class TinyDBStore:
     def _path(self, owner_id: str) -> str:
         return owner_file_path(self.root, owner_id)
 
-    def _load(self, owner_id: str) -> _Owner:
+    def _load(self, owner_id: str) -> Owner:
         """Read an owner's file through TinyDB (an owner without a file is empty).
 
         Raises `StoreCorrupt` if the file cannot be read back whole: never an empty
@@ -325,7 +284,7 @@ class TinyDBStore:
         if self._unavailable is not None:
             raise StoreUnavailable(self._unavailable)
         path = self._path(owner_id)
-        owner = _Owner(owner_id)
+        owner = Owner(owner_id)
         try:
             raw = read_all(path)
         except FileNotFoundError:
@@ -342,43 +301,6 @@ class TinyDBStore:
         if file_owner != owner_id:
             raise StoreCorrupt(path, "it is not this owner's file: it holds another owner's data")
         return owner
-
-    def _owner(self, owner_id: str) -> _Owner:
-        owner = self._dirty.get(owner_id) or self._flushing.get(owner_id)
-        if owner is not None:
-            return owner
-        owner = self._clean.get(owner_id)
-        if owner is not None:
-            self._clean.move_to_end(owner_id)
-            return owner
-        owner = self._load(owner_id)
-        self._clean[owner_id] = owner
-        self._evict()
-        return owner
-
-    def _mark_dirty(self, owner: _Owner) -> None:
-        if owner.id not in self._dirty:
-            # From the cache, or from the running checkpoint's snapshot: the writer has
-            # its own copy, and this change is in the active segment.
-            self._clean.pop(owner.id, None)
-            self._flushing.pop(owner.id, None)
-            self._dirty[owner.id] = owner
-
-    def _evict(self) -> None:
-        # Pinned owners count against the bound but cannot leave until written.
-        pinned = len(self._dirty) + len(self._flushing)
-        while self._clean and len(self._clean) + pinned > self._cache_owners:
-            self._clean.popitem(last=False)
-
-    @staticmethod
-    def _remove(owner: _Owner, namespace: str, key: str) -> bool:
-        table = owner.tables.get(namespace)
-        if table is None or key not in table:
-            return False
-        del table[key]
-        if not table:
-            del owner.tables[namespace]
-        return True
 
     # --- the Store interface -------------------------------------------------------
 
@@ -417,36 +339,36 @@ class TinyDBStore:
         """The value under (namespace, owner, key) as a fresh object, or `default`."""
         self._check_open()
         check_names(namespace, owner, key)
-        text = self._owner(owner).tables.get(namespace, {}).get(key)
+        text = self._owners.get(owner).tables.get(namespace, {}).get(key)
         return default if text is None else json.loads(text)
 
     def keys(self, namespace: str, owner: str) -> list[str]:
         """The keys stored for (namespace, owner), sorted."""
         self._check_open()
         check_names(namespace, owner)
-        return sorted(self._owner(owner).tables.get(namespace, ()))
+        return sorted(self._owners.get(owner).tables.get(namespace, ()))
 
     def put(self, namespace: str, owner: str, key: str, value: JSON) -> None:
         """Store a value (durable after the next `commit()`); `InvalidWrite` if invalid."""
         self._check_writable()
         check_names(namespace, owner, key)
         text = encode_value(value, self._max_value_bytes)
-        record = self._owner(owner)  # may raise (unreadable file): nothing changed yet
+        record = self._owners.get(owner)  # may raise (unreadable file): nothing changed yet
         self._journal.append_put(namespace, owner, key, text)
         record.tables.setdefault(namespace, {})[key] = text
-        self._mark_dirty(record)
+        self._owners.mark_dirty(record)
         self._maybe_checkpoint()
 
     def delete(self, namespace: str, owner: str, key: str) -> bool:
         """Remove a key (durable after the next `commit()`); return whether it existed."""
         self._check_writable()
         check_names(namespace, owner, key)
-        record = self._owner(owner)
+        record = self._owners.get(owner)
         if key not in record.tables.get(namespace, {}):
             return False  # nothing changes, so there is nothing to journal
         self._journal.append_delete(namespace, owner, key)
-        self._remove(record, namespace, key)
-        self._mark_dirty(record)
+        record.remove(namespace, key)
+        self._owners.mark_dirty(record)
         self._maybe_checkpoint()
         return True
 
@@ -489,9 +411,7 @@ class TinyDBStore:
                     os.unlink(self._spare)
             os.close(self._owners_fd)
             os.close(self._lock_fd)
-            self._clean.clear()
-            self._dirty.clear()
-            self._flushing.clear()
+            self._owners.clear()
 
     def __enter__(self) -> TinyDBStore:
         return self
@@ -504,17 +424,17 @@ class TinyDBStore:
     @property
     def loaded_owners(self) -> int:
         """How many owners are in memory (cached clean ones plus pinned ones)."""
-        return len(self._clean) + len(self._dirty) + len(self._flushing)
+        return len(self._owners)
 
     @property
     def dirty_owners(self) -> int:
         """How many owners were written since the last checkpoint took its snapshot."""
-        return len(self._dirty)
+        return len(self._owners.dirty)
 
     @property
     def flushing_owners(self) -> int:
         """How many owners the checkpoint running in the background is writing."""
-        return len(self._flushing)
+        return len(self._owners.flushing)
 
     @property
     def checkpoint_running(self) -> bool:
@@ -560,8 +480,7 @@ class TinyDBStore:
             # is an empty segment, deleted by the next open.)
             # Its owners go back to the dirty set; their writes are still in the sealed
             # segments, which stay until a checkpoint writes those owners successfully.
-            self._dirty.update(self._flushing)
-            self._flushing.clear()
+            self._owners.flushed(ok=False)
             self._retry_checkpoint_at = self._journal.size + max(self._checkpoint_bytes // 16, 1)
             if report:
                 logger.error(
@@ -576,10 +495,7 @@ class TinyDBStore:
         if running.spare_created:
             self._spare = running.spare
         self._retry_checkpoint_at = 0
-        for owner_id, owner in self._flushing.items():
-            self._clean[owner_id] = owner
-        self._flushing.clear()
-        self._evict()
+        self._owners.flushed(ok=True)
         logger.debug("memory store %s: checkpointed %d owners", self.root, len(running.owners))
         return None
 
@@ -595,7 +511,7 @@ class TinyDBStore:
             return
         size = self._journal.size
         if size < self._retry_checkpoint_at or (
-            size < self._checkpoint_bytes and len(self._dirty) < self._checkpoint_owners
+            size < self._checkpoint_bytes and len(self._owners.dirty) < self._checkpoint_owners
         ):
             return
         if self._running is not None:
@@ -643,7 +559,6 @@ class TinyDBStore:
         one created.
         """
         assert self._running is None
-        assert not self._flushing
         if self._journal.has_records:
             # Sealed segments must be complete: every write in a snapshot is then
             # durable in a segment before any owner file can hold it. (An active
@@ -655,10 +570,9 @@ class TinyDBStore:
             self._journal.append_seal(os.path.basename(old.path), old.size, old.crc)
             self._sealed.append(old.path)
             old.close()
-        if not self._dirty and not self._sealed:
+        if not self._owners.dirty and not self._sealed:
             return
-        owners = [(owner.id, owner.snapshot()) for owner in self._dirty.values()]
-        self._flushing, self._dirty = self._dirty, {}
+        owners = self._owners.start_flush()
         make_spare = background and self._spare is None
         running = Checkpoint(
             owners, list(self._sealed), self._new_segment_path() if make_spare else None

@@ -41,9 +41,9 @@ def one_error(tmp_path: Path, config: str, env: dict[str, str] | None = None) ->
 
 
 def test_an_unknown_input_name_is_an_error(tmp_path: Path) -> None:
-    line = one_error(tmp_path, '[bot]\ninputs = ["shell", "irc"]\n')
-    assert line.startswith("harken: config error: bot.inputs: input 'irc' is not available here")
-    assert "(available: shell, slack, xmpp)" in line
+    line = one_error(tmp_path, '[bot]\ninputs = ["shell", "matrix"]\n')
+    assert line.startswith("harken: config error: bot.inputs: input 'matrix' is not available here")
+    assert "(available: email, irc, shell, slack, xmpp)" in line
 
 
 def test_a_missing_slack_token_is_an_error(tmp_path: Path) -> None:

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from actors.dialog_runner import CANCEL_HINT, CONVERSATION_NS, conversation_id, state_address
 from actors.messages import Inbound, MemoryGet
+from actors.runner import CANCEL_HINT, CONVERSATION_NS, conversation_id, state_address
 from config.settings import BotSettings, Settings
 from harken import Answers, Ask, Choice, Confirm, Context, Invalid, TestBot, dialog
 from harken.testbot import INPUT_NAME, wait_until
@@ -241,16 +241,45 @@ def test_a_step_still_running_keeps_its_conversation_and_hands_over_after_a_cras
         assert old is not None
         old.tell(Inbound(None))  # type: ignore[arg-type]  # a malformed message kills it
         wait_until(lambda: router.ref is not old and router.is_alive())
+        lanes = system.services.lanes
+        wait_until(lambda: lanes.busy() == 1)  # the step, still running
         second = bot.send("two")  # reaches a new conversation actor
+        # Whose first job, loading the dialog, waits for the step still running.
+        wait_until(lambda: lanes.busy() == 2)
         release.set()
         assert [e.data for e in bot.replies(first)] == ["B?"]
         assert [e.data for e in bot.replies(second)] == ["a=one b=two"]
-        wait_until(
-            lambda: system.services is not None and system.services.dialogs.held_locks() == 0
-        )
+        wait_until(lambda: lanes.busy() == 0)
     finally:
         release.set()
         bot.stop()
+
+
+# --- scheduled commands ----------------------------------------------------------------
+
+
+def scheduled(bot: TestBot, text: str) -> list[str]:
+    """What the bot answers to `text` sent as a scheduled job sends it (actors/jobs.py)."""
+    event = replace(bot.event(text), meta={"scheduled": True})
+    return [e.data for e in bot.replies(bot.send_event(event))]
+
+
+def test_a_scheduled_command_is_not_taken_as_the_answer_to_an_open_dialog(bot: TestBot) -> None:
+    assert bot.ask("deploy") == FIRST
+    # `run in 5 minutes ping`, set before the dialog, fires in the middle of it.
+    assert scheduled(bot, "ping") == ["pong"]
+    assert stored_state(bot)["step"] == "env"
+    assert bot.ask("prod") == "How many replicas?"
+
+
+def test_a_scheduled_dialog_start_in_an_open_dialog_asks_before_abandoning_it(
+    bot: TestBot,
+) -> None:
+    assert bot.ask("deploy") == FIRST
+    assert scheduled(bot, "profile") == [
+        "You are in the middle of `deploy`. Abandon it and start `profile`? (yes/no)"
+    ]
+    assert bot.ask("no") == "OK, let's go on with `deploy`. Which environment? (prod / staging)"
 
 
 # --- timeouts -------------------------------------------------------------------------
@@ -260,7 +289,7 @@ def test_an_expired_dialog_is_dropped_and_the_message_is_handled_as_new(bot: Tes
     clock = Clock()
     assert bot.system is not None
     assert bot.system.services is not None
-    bot.system.services.dialogs.clock = clock
+    bot.system.services.clock = clock
     bot.ask("deploy")
     bot.ask("prod")
     clock.now += 29 * 60
@@ -281,7 +310,7 @@ def test_a_dialog_expires_across_a_restart_too(bot: TestBot) -> None:
     assert bot.system.services is not None
     clock = Clock()
     clock.now += 31 * 60
-    bot.system.services.dialogs.clock = clock
+    bot.system.services.clock = clock
     replies = bot.ask("staging")
     assert replies.startswith("Your unfinished `deploy` expired after 30 minutes")
     assert replies.endswith("I don't know the command `staging`. Say `help` to see what I can do.")
@@ -293,7 +322,7 @@ def test_the_dialog_timeout_is_configurable(tmp_path: Path) -> None:
         clock = Clock()
         assert bot.system is not None
         assert bot.system.services is not None
-        bot.system.services.dialogs.clock = clock
+        bot.system.services.clock = clock
         bot.ask("deploy")
         clock.now += 121
         assert bot.ask("deploy").startswith(

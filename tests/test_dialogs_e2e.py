@@ -13,7 +13,7 @@ from typing import IO
 
 import pytest
 
-from actors.dialog_runner import CANCEL_HINT
+from actors.runner import CANCEL_HINT
 
 pytestmark = pytest.mark.e2e
 

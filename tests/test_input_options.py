@@ -459,7 +459,7 @@ def test_harken_check_validates_a_third_party_input(tmp_path: Path) -> None:
     assert unknown.returncode == 2
     assert unknown.stderr.splitlines() == [
         "harken: config error: bot.inputs: input 'pagr' is not available here (did you mean "
-        "pager?) (available: pager, shell, slack, xmpp)"
+        "pager?) (available: email, irc, pager, shell, slack, xmpp)"
     ]
 
 

@@ -55,8 +55,9 @@ def test_the_readme_command_and_dialog_examples_and_their_tests_pass(tmp_path: P
         "mycommands/oncall.py",
         "mycommands/rota.py",
         "mycommands/swap.py",
+        "mycommands/deploys.py",
     ]
-    assert len(tests) == 2
+    assert len(tests) == 3
     # Harken loads them as `command_dirs = ["mycommands"]` would.
     loaded = load_commands([project / "mycommands"], use_entry_points=False)
     assert loaded.problems == []

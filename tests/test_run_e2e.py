@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import IO
 
 import pytest
-from fake_slack import APP_TOKEN, BOT_TOKEN, FakeSlack
 from support.cli import Background, harken
+from support.fake_slack import APP_TOKEN, BOT_TOKEN, FakeSlack
 
 pytestmark = pytest.mark.e2e
 

@@ -6,8 +6,8 @@ import signal
 from pathlib import Path
 
 import pytest
-from fake_slack import APP_TOKEN, BOT_TOKEN, FakeSlack
 from support.cli import Terminal
+from support.fake_slack import APP_TOKEN, BOT_TOKEN, FakeSlack
 
 pytestmark = pytest.mark.e2e
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fake_slack import APP_TOKEN, BOT_TOKEN, FakeSlack
+from support.fake_slack import APP_TOKEN, BOT_TOKEN, FakeSlack
 
 pytestmark = pytest.mark.e2e
 

@@ -1,6 +1,6 @@
 """The Slack input end to end: the real bot and slack-sdk against a fake Slack on 127.0.0.1.
 
-The fake (tests/fake_slack.py) speaks Slack's Web API over HTTP and Socket Mode over a
+The fake (tests/support/fake_slack.py) speaks Slack's Web API over HTTP and Socket Mode over a
 websocket; nothing of Harken's is mocked. To show that something was ignored without
 waiting "a while", a test sends the ignorable envelope, then a `ping`: envelopes on one
 connection are taken in order, so once the `pong` is posted the earlier one has been
@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fake_slack import APP_TOKEN, BOT_TOKEN, BOT_USER_ID, FakeSlack, Post
+from support.fake_slack import APP_TOKEN, BOT_TOKEN, BOT_USER_ID, FakeSlack, Post
 
 from actors.system import BotSystem
 from commands.base import command
@@ -500,6 +500,18 @@ def test_a_choice_is_posted_with_a_button_per_answer_and_its_text_as_fallback(
     assert section["text"]["text"] == question.text
     assert actions["type"] == "actions"
     assert bot.ask("cancel").blocks is None  # a plain reply is plain text
+
+
+def test_only_a_dialogs_question_gets_buttons_not_text_that_looks_like_one(
+    bot: Harness,
+) -> None:
+    # Buttons come from what the dialog's step offers, never from the wording of a reply.
+    assert bot.ask("echo Deploy now? (yes/no)").blocks is None
+    assert bot.ask("echo Which one? (a / b)").blocks is None
+    assert bot.ask("rota").buttons()
+    offer = bot.ask("rota")  # would start it again: abandon the open one?
+    assert offer.text == "You are in the middle of `rota`. Abandon it and start it again? (yes/no)"
+    assert offer.buttons() == {"yes": "yes", "no": "no"}
 
 
 def test_a_click_is_the_persons_answer_and_the_buttons_give_way_to_it(bot: Harness) -> None:

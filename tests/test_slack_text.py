@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from actors.inputs.slack_outbox import offered_answers
 from actors.inputs.slack_text import (
+    MAX_BUTTON_VALUE,
     MAX_BUTTONS,
     answer_block_owner,
     from_slack,
-    offered_answers,
     question_blocks,
     split_reply,
     strip_mention,
@@ -16,6 +17,9 @@ from actors.inputs.slack_text import (
     to_slack,
 )
 from commands.dialogs import Choice, Confirm
+from core.event import Event, EventType
+
+ASKED = Event(type=EventType.TEXT, sender="U0ALICE01", to="harken", data="rota", input="slack")
 
 
 def test_from_slack_undoes_escaping_and_unwraps_links() -> None:
@@ -83,27 +87,29 @@ def test_split_reply_refuses_a_silly_limit() -> None:
         split_reply("text", 3)
 
 
-def test_the_answers_dialogs_offer_are_found_in_their_questions() -> None:
-    # The contract between the dialog API's questions and the buttons Slack shows.
+def test_the_answers_a_dialog_step_offers_are_read_from_the_replys_meta() -> None:
+    # The contract between the dialog's questions and the buttons Slack shows: the
+    # runner puts the answers a question offers in `meta["choices"]` (tests/test_runner.py).
     choice = Choice("rota", "Which rota?", ["ops", "db", "Network ops"])
-    assert offered_answers(choice.ask({})) == ("ops", "db", "Network ops")
-    asked_first = f"{choice.ask({})}\n(Say `cancel` at any time to stop.)"
-    assert offered_answers(asked_first) == ("ops", "db", "Network ops")
-    assert offered_answers(Confirm("ok", "Save it?").ask({})) == ("yes", "no")
-    assert offered_answers("Abandon it and start `rota`? (yes/no)") == ("yes", "no")
+    question = ASKED.reply(choice.ask({}), choices=choice.labels())
+    assert offered_answers(question) == ("ops", "db", "Network ops")
+    confirm = ASKED.reply(Confirm("ok", "Save it?").ask({}), choices=["yes", "no"])
+    assert offered_answers(confirm) == ("yes", "no")
 
 
-def test_text_without_a_list_of_answers_offers_none() -> None:
-    for text in (
-        "pong",
-        "Which day? (YYYY-MM-DD)",
-        "You are U0ALICE01 (Alice).",
-        "(Say `cancel` at any time to stop.)",
-        "a (b / c) in the middle of a line",
-        "Which one? (" + " / ".join(str(i) for i in range(MAX_BUTTONS + 1)) + ")",
-        "Which one? (a /  / b)",
+def test_a_reply_without_usable_choices_offers_none() -> None:
+    # What a reply's text lists is no offer: only the meta is.
+    assert offered_answers(ASKED.reply("Which one? (a / b)")) == ()
+    assert offered_answers(ASKED.reply("Save it? (yes/no)")) == ()
+    for choices in (
+        ["only"],
+        [str(i) for i in range(MAX_BUTTONS + 1)],
+        ["a", ""],
+        ["a", "x" * (MAX_BUTTON_VALUE + 1)],
+        ["a", 2],
+        "ab",
     ):
-        assert offered_answers(text) == (), text
+        assert offered_answers(ASKED.reply("Which one?", choices=choices)) == (), choices
 
 
 def test_a_question_is_laid_out_as_a_section_and_a_button_per_answer() -> None:

@@ -93,3 +93,13 @@ def test_the_plugin_loads_no_bot_until_a_test_uses_it() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["[]", "harken.unit harken.testbot"]
+
+
+def test_the_clock_brings_a_reminder_without_waiting(testbot: TestBot) -> None:
+    assert testbot.ask("remind me in 10 minutes to check the pager").startswith("OK, I'll remind")
+    testbot.clock.advance(minutes=9)
+    assert "check the pager" in testbot.ask("reminders")  # still a minute to go
+    testbot.clock.advance(minutes=1)
+    reminder = testbot.wait_for(lambda event: "pager" in event.data and "jobs" not in event.data)
+    assert "check the pager" in reminder.data
+    assert "check the pager" not in testbot.ask("reminders")

@@ -1,13 +1,10 @@
 """What every input actor shares.
 
-An input actor owns one chat connection. It turns what arrives into `Event`s for the
-router (`Inbound`) and sends what it is told to send: `Outbound` (one message, now) and
-`Answered` (the complete answer to one of its events).
-
-A new input is a subclass registered under the `harken.inputs` entry point group, so a
-third party can add one without touching Harken's code. It declares what it can be
-configured with in a dataclass (`options_class`; see `config.inputs`), which the config
-loader reads to check `[inputs.<name>]` and find its secrets.
+An input actor owns one chat connection: it turns what arrives into `Event`s for the
+router (`Inbound`) and sends what it is told (`Outbound`, now; `Answered`, the complete
+answer to one of its events). A new input is a subclass registered under the
+`harken.inputs` entry point group; its options are a dataclass (`options_class`, see
+`config.inputs`) from which the config loader checks `[inputs.<name>]`.
 """
 
 from __future__ import annotations
@@ -26,6 +23,12 @@ if TYPE_CHECKING:
     from actors.services import Services
     from actors.supervision import Handle
     from config.settings import InputSettings
+
+
+HEARD = "heard"
+"""`meta` key of a message not addressed to the bot, handed over only because a stream
+wants every message of its input (`InputActor.hears_all`): the router gives it to the
+streams and to no conversation."""
 
 
 class InputActor(SupervisedActor):
@@ -89,6 +92,11 @@ class InputActor(SupervisedActor):
         """Hand a person's message to the bot (safe from any thread)."""
         self.router.tell(Inbound(event))
 
+    def hears_all(self) -> bool:
+        """Whether a stream wants this input's messages that are not for the bot too:
+        then hand them over with `meta[HEARD]` (the same for the bot's whole run)."""
+        return self.services.hears(self.name)
+
     def send(self, event: Event) -> None:
         raise NotImplementedError
 
@@ -99,13 +107,11 @@ class InputActor(SupervisedActor):
 class RepliesInbox:
     """An input actor's inbox that hands replies over on the sender's thread.
 
-    For inputs whose connection runs on a thread of its own (an asyncio loop): a reply
-    told to the actor would wake the actor's thread only for it to wake the loop's
-    thread, one thread hop and GIL hand-off per message for nothing. pykka lets an actor
-    choose its inbox; this one gives `Answered` and `Outbound` to `direct` (which must
-    be thread-safe and must not block: typically a hand-off to the loop) and queues
-    everything else (start, stop, asks) for the actor's thread as usual. Until `direct`
-    is set, everything is queued.
+    For inputs whose connection runs on a thread of its own (an asyncio loop), where
+    waking the actor's thread only to wake the loop's would be a hop for nothing: it
+    gives `Answered` and `Outbound` to `direct` (thread-safe, never blocking: a hand-off
+    to the loop) and queues everything else for the actor's thread, as does everything
+    until `direct` is set.
     """
 
     def __init__(self) -> None:

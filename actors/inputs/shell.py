@@ -1,14 +1,10 @@
 """The terminal shell input: chat with Harken in a terminal, or feed it a script.
 
-At a terminal it is an interactive chat with line editing and history (readline).
-When standard input is a pipe or a file it reads lines, prints every reply, and
-returns once all replies to the last line are out (plus `linger` seconds, so that
-scheduled messages can still arrive), which makes `printf 'ping\\n' | harken shell`
-usable in scripts.
-
-The actor prints replies; the session (on the main thread) reads lines and hands them
-to the router. They share the `Outstanding` set, so the session knows when every line
-has been answered.
+At a terminal it is an interactive chat with line editing and history (readline). When
+standard input is a pipe or a file it prints every reply and returns once the last
+line is answered (plus `linger` seconds, for scheduled messages), so
+`printf 'ping\\n' | harken shell` works in scripts. The actor prints replies; the
+session on the main thread reads lines; they share the `Outstanding` set.
 """
 
 from __future__ import annotations

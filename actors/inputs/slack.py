@@ -1,21 +1,11 @@
 """The Slack input: events over Socket Mode, replies over the Web API, with slack-sdk.
 
-Socket Mode needs no public URL: the bot opens a websocket to Slack (with the app-level
-token, `xapp-...`) and Slack pushes every event down it as an envelope that must be
-acknowledged within a few seconds, or Slack sends it again. Replies go out through the
-Web API (with the bot token, `xoxb-...`).
-
-Threads. The actor has a thread of its own (pykka) and owns a second one that runs an
-asyncio loop with slack-sdk's aiohttp clients, which share one aiohttp session (so its
-kept-alive connections) for the input's whole life. Everything that touches the network
-runs on that loop. Replies reach the actor from command workers; the input's inbox hands
-them to the loop with `call_soon_threadsafe`, which also wakes the loop at once (a reply
-must never wait for the next incoming frame to be noticed).
-
-The work is split by direction: `slack_intake` turns envelopes into events (each is
-acknowledged right after, before any command runs or any Web API call is made),
-`slack_outbox` posts replies, paced per channel; `slack_options` checks the settings
-and `slack_text` converts text and lays out a question's buttons.
+Socket Mode needs no public URL: Slack pushes events down a websocket (app token), and
+replies go out through the Web API (bot token). Everything that touches the network
+runs on one asyncio loop, on a thread the input owns; replies reach it from workers
+through `call_soon_threadsafe`, which wakes the loop at once. `slack_intake` turns
+envelopes into events, `slack_outbox` posts replies, `slack_options` checks the
+settings and `slack_text` converts text (ARCHITECTURE.md, "The Slack input").
 """
 
 from __future__ import annotations
@@ -202,6 +192,7 @@ class SlackInput(InputActor):
             outbox=self._outbox,
             submit=self.submit,
             spawn=self._spawn,
+            hear_all=self.hears_all(),
         )
         self._flush_replies()  # any that came before the outbox was there
         await self._identify(web)

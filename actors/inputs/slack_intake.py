@@ -1,20 +1,10 @@
 """The Slack input's way in: Socket Mode envelopes turned into events for the router.
 
-Per envelope, on the input's loop thread and without awaiting anything, so envelopes
-are taken in the order they came and the input can acknowledge each right after:
-
-* `events_api`: dropped if its event was seen already (Slack re-delivers an envelope it
-  thinks was lost, with the same event id; a mention also comes as both `message` and
-  `app_mention`), or if it is not for the bot (its own messages, other bots, edits,
-  deletions, channel chatter that neither mentions it nor starts with the prefix);
-  otherwise it becomes a text event.
-* `interactive` (`block_actions`): a click on one of a question's buttons is that
-  person's answer, as if they had typed the button's value where the question was
-  asked. A click by anyone else is not taken; they are told, privately, whose question
-  it is. A question takes one click; the buttons are then replaced by the answer.
-
-A person's display name comes from `users.info`, cached; a message that waits for a
-lookup waits behind nothing but that lookup, and a person's messages stay in order.
+Each envelope is read on the input's loop thread without awaiting anything, so they
+are taken in order and acknowledged right after. An `events_api` envelope becomes a
+text event unless it was seen already (Slack re-delivers) or is not for the bot; a
+click on a question's button (`block_actions`) is that person's answer, as if typed.
+Display names come from `users.info`, cached; a person's messages stay in order.
 """
 
 from __future__ import annotations
@@ -30,6 +20,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from actors.inputs.base import HEARD
 from actors.inputs.slack_outbox import Outbox, Spawn, why
 from actors.inputs.slack_text import (
     answer_block_owner,
@@ -88,6 +79,7 @@ class Intake:
         outbox: Outbox,
         submit: Callable[[Event], None],
         spawn: Spawn,
+        hear_all: bool = False,
     ) -> None:
         self.input_name = input_name
         self.bot_name = bot_name
@@ -98,6 +90,8 @@ class Intake:
         self._outbox = outbox
         self._submit = submit
         self._spawn = spawn
+        self._hear_all = hear_all
+        """Hand over channel messages not for the bot too (`meta["heard"]`), for streams."""
         self._seen = RecentIds(DEDUPE_CAPACITY)
         self._names: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._waiting_for_name: dict[str, list[Event]] = {}
@@ -164,21 +158,20 @@ class Intake:
         for key in keys:
             self._seen.add(key)
         text = self._addressed_text(event, channel)
+        meta: dict[str, Any] = {"ts": ts}
         if text is None:
-            return
-        thread = event.get("thread_ts")
-        self._hand_over(
-            Event(
-                type=EventType.TEXT,
-                sender=user,
-                to=self.bot_name,
-                data=from_slack(text),
-                input=self.input_name,
-                channel=channel,
-                thread=thread if isinstance(thread, str) else "",
-                meta={"ts": ts},
+            if not self._hear_all:
+                return
+            raw = event.get("text")
+            text = (
+                raw
+                if isinstance(raw, str) and raw.strip()
+                else text_from_blocks(event.get("blocks"))
             )
-        )
+            meta[HEARD] = True  # for the streams only
+        thread = event.get("thread_ts")
+        thread = thread if isinstance(thread, str) else ""
+        self._hand_over(user, channel, thread, from_slack(text), meta)
 
     def _addressed_text(self, event: dict[str, Any], channel: str) -> str | None:
         """The command text if the message is for the bot, else None."""
@@ -233,27 +226,28 @@ class Intake:
             return
         self._seen.add(key)
         action_ts = action.get("action_ts")
-        self._hand_over(
-            Event(
-                type=EventType.TEXT,
-                sender=user,
-                to=self.bot_name,
-                data=value,
-                input=self.input_name,
-                channel=channel,
-                thread=thread,
-                meta={"ts": action_ts if isinstance(action_ts, str) else ts, "clicked": ts},
-            )
-        )
+        meta = {"ts": action_ts if isinstance(action_ts, str) else ts, "clicked": ts}
+        self._hand_over(user, channel, thread, value, meta)
         question = _field(payload, "message", "text")
         if question:
             self._outbox.update(channel, ts, question, answered_blocks(question, user, value))
 
     # --- display names ----------------------------------------------------------------------
 
-    def _hand_over(self, event: Event) -> None:
-        """Give the event to the router with the person's display name, in order."""
-        user = event.sender
+    def _hand_over(
+        self, user: str, channel: str, thread: str, text: str, meta: dict[str, Any]
+    ) -> None:
+        """Give the router a text event from `user`, with their display name, in order."""
+        event = Event(
+            type=EventType.TEXT,
+            sender=user,
+            to=self.bot_name,
+            data=text,
+            input=self.input_name,
+            channel=channel,
+            thread=thread,
+            meta=meta,
+        )
         waiting = self._waiting_for_name.get(user)
         if waiting is not None:
             waiting.append(event)  # behind the same person's earlier messages

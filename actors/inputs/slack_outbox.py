@@ -1,17 +1,10 @@
 """The Slack input's way out: replies queued per channel, paced, posted with slack-sdk.
 
-Slack allows about one message per second per channel, with short bursts. Each channel
-has a queue and a token bucket (`replies_per_second`, `reply_burst`), so a burst of
-replies does not trip the limit; a 429 anyway pauses that channel's queue for
-`Retry-After` and the same message is sent again, so order is kept. 5xx answers and
-network failures are retried a few times, but never once Slack has begun to answer: it
-had the message then, and sending it again would most likely post it twice. Replies
-longer than Slack takes in one message are split into parts, in order.
-
-A question that lists its answers goes out with a button per answer (`slack_text`).
-An error reply in a channel concerns only the person it answers: with
-`ephemeral_errors` it is shown to them alone (`chat.postEphemeral`), in its place in
-the channel's queue. Everything here runs on the input's loop thread.
+Each channel has a queue and a token bucket (`replies_per_second`, `reply_burst`); a
+429 pauses that channel for `Retry-After` and sends the same message again, so order is
+kept. 5xx answers and network failures are retried, but never once Slack has begun to
+answer (it would most likely post twice). Long replies are split in order; questions
+get buttons; error replies in a channel may go out ephemeral. All on the loop thread.
 """
 
 from __future__ import annotations
@@ -31,8 +24,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from actors.inputs.slack_options import SlackOptions
 from actors.inputs.slack_text import (
+    MAX_BUTTON_VALUE,
+    MAX_BUTTONS,
     MAX_SECTION_CHARS,
-    offered_answers,
     question_blocks,
     split_reply,
     to_slack,
@@ -155,7 +149,7 @@ class Outbox:
             and bool(event.to)
             and not channel.startswith("D")  # in a DM everyone who sees it is the asker
         )
-        answers = () if alone else offered_answers(text)
+        answers = () if alone else offered_answers(event)
         escaped = to_slack(text)
         # A question's text goes in a Block Kit section, which takes less than a message.
         parts = split_reply(escaped, MAX_SECTION_CHARS) if answers else split_reply(escaped)
@@ -293,6 +287,17 @@ class Outbox:
             await self._web.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
         except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
             logger.warning("could not update the question %s in %s (%s)", ts, channel, why(exc))
+
+
+def offered_answers(event: Event) -> tuple[str, ...]:
+    """The answers a reply offers as buttons: its `meta["choices"]`, if there are two to
+    `MAX_BUTTONS` of them, each a non-empty text Slack takes as a button's value."""
+    choices = event.meta.get("choices")
+    if not isinstance(choices, list | tuple) or not 2 <= len(choices) <= MAX_BUTTONS:
+        return ()
+    if not all(isinstance(c, str) and 0 < len(c) <= MAX_BUTTON_VALUE for c in choices):
+        return ()
+    return tuple(choices)
 
 
 def why(exc: BaseException) -> str:

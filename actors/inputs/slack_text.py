@@ -1,21 +1,11 @@
 """Text between Slack's wire format and what commands see.
 
-Slack escapes `&`, `<` and `>` in message text and wraps entities in angle brackets:
-`<@U123>` (a person), `<#C123|ops>` (a channel), `<!here>` (a broadcast),
-`<https://example.org|example.org>` (a link). Commands should match on what the person
-typed, so `from_slack` undoes the escaping and unwraps links; mentions, channels and
-broadcasts keep their markup, so a command can store `<@U123>` and a reply shows it as
-a mention again. `to_slack` escapes a reply, leaving those entities intact.
-
-Slack cuts a message's text at 40,000 characters and advises at most 4,000 per message;
-`split_reply` cuts long replies into parts under a limit, at line breaks where it can,
-so nothing is ever truncated silently.
-
-A question that lists its answers at the end of a line, as dialogs ask them (`Which
-rota? (ops / db / network)`, `Save it? (yes/no)`), is posted with a button per answer
-(Block Kit); `offered_answers` finds them and `question_blocks` lays them out. A button's
-value is the answer's text, so a click means what typing it would, and the person the
-question is for is written in the block's id, so a click by anyone else can be refused.
+`from_slack` undoes Slack's escaping and unwraps links, so commands match on what the
+person typed, while mentions, channels and broadcasts keep their markup; `to_slack`
+escapes a reply, leaving those entities intact. `split_reply` cuts long replies at line
+breaks where it can, so nothing is truncated silently. `question_blocks` lays out a
+question's answers as buttons whose value is the answer's text and whose block id
+names the person the question is for.
 """
 
 from __future__ import annotations
@@ -39,8 +29,6 @@ _ENTITY = re.compile(r"<([@#!][^<>\s]*)>")
 # A link Slack made from a URL someone typed: <url> or <url|label>.
 _LINK = re.compile(r"<((?:https?|mailto|tel|ftp):[^<>|\s]*)(?:\|[^<>]*)?>")
 _MENTION_AT_START = re.compile(r"^\s*<@([A-Z0-9]+)(?:\|[^>]*)?>[\s,:]*")
-# Something in parentheses at the end of a line: maybe the answers a question offers.
-_LISTED_AT_LINE_END = re.compile(r"\S[ \t]*\(([^()\n]+)\)[ \t]*$", re.MULTILINE)
 
 
 def from_slack(text: str) -> str:
@@ -140,27 +128,6 @@ def text_from_blocks(blocks: object) -> str:
 
     walk(blocks)
     return "".join(out).strip()
-
-
-def offered_answers(text: str) -> tuple[str, ...]:
-    """The answers a question lists at the end of one of its lines, the last such list.
-
-    `(yes/no)` offers yes and no; `(ops / db / network)` offers each part between ` / `,
-    two to `MAX_BUTTONS` of them. Anything else in parentheses (`(YYYY-MM-DD)`, a hint)
-    offers nothing. Empty when there is no list: the reply is posted as plain text.
-    """
-    found: tuple[str, ...] = ()
-    for match in _LISTED_AT_LINE_END.finditer(text):
-        listed = match.group(1).strip()
-        if listed.lower() == "yes/no":
-            found = ("yes", "no")
-            continue
-        parts = tuple(part.strip() for part in listed.split(" / "))
-        if 2 <= len(parts) <= MAX_BUTTONS and all(
-            0 < len(part) <= MAX_BUTTON_VALUE for part in parts
-        ):
-            found = parts
-    return found
 
 
 def question_blocks(text: str, answers: tuple[str, ...], person: str, thread: str) -> list[Any]:

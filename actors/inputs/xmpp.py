@@ -1,27 +1,11 @@
 """The XMPP (Jabber) input: direct chats and multi-user chat rooms, through slixmpp.
 
-The actor turns stanzas into `Event`s for the router and the bot's replies into
-stanzas; `XmppClient` (actors/inputs/xmpp_client.py) keeps the connection up on a
-thread of its own. Incoming messages are translated on the client's loop thread and
-handed straight to the router (`submit` is a thread-safe `tell`); replies arrive on
-the threads that produce them (the actor's inbox hands them over without waking the
-actor's thread) and go to the loop in one batch per answer.
-
-How a message becomes an event:
-
-* a direct message (`chat` or `normal`): user and channel are the sender's bare JID;
-  the reply goes back to that JID;
-* a room message (`groupchat`) in a configured room, addressed to the bot
-  (`harken: ping`, `harken, ping`, or the configured `prefix`, e.g. `!ping`): channel
-  is the room, user is the occupant's real bare JID when the room shows it to us, else
-  `room@service/nick`, so each occupant has a conversation of their own; the reply goes
-  to the room, addressed to the occupant by nick;
-* a private message from a room occupant: like a direct message, answered privately.
-
-Ignored, each with a log line saying why: our own messages (rooms echo them back),
-room history (delayed delivery), empty bodies, `error` and `headline` messages, and
-senders the allow-list (`allow_from`) does not admit. Messages too big for the bot are
-not refused here: the router answers them with the limit, like on every input.
+The actor turns stanzas into `Event`s for the router and replies into stanzas;
+`XmppClient` (xmpp_client.py) keeps the connection up on a thread of its own. A
+direct message is answered to its sender; a room message counts only when addressed to
+the bot (`harken: ping` or the `prefix`), and each occupant has a conversation of their
+own. Own messages, room history, empty bodies, `error`/`headline` messages and senders
+outside `allow_from` are ignored with a log line (ARCHITECTURE.md, "The XMPP input").
 """
 
 from __future__ import annotations
@@ -34,7 +18,7 @@ from slixmpp.jid import JID
 from slixmpp.stanza import Message
 
 from actors.errors import StartupError
-from actors.inputs.base import InputActor, RepliesInbox
+from actors.inputs.base import HEARD, InputActor, RepliesInbox
 from actors.inputs.xmpp_client import XmppClient
 from actors.inputs.xmpp_login import check_login
 from actors.inputs.xmpp_options import XmppOptions
@@ -101,6 +85,7 @@ class XmppInput(InputActor):
         self._addressed = re.compile(rf"\s*(?:@{nick}(?![\w-])[:,]?|{nick}\s*[:,])\s*", re.I)
         self._warned_senders: set[str] = set()
         self.client = XmppClient(self.options, self._on_message, self.report_connected)
+        self._hear_all = self.hears_all()
         # Replies skip this actor's thread: building stanzas from them is thread-safe.
         self.actor_inbox.direct = self._deliver
 
@@ -193,11 +178,13 @@ class XmppInput(InputActor):
         if message.xml.find(_SUBJECT_TAG) is not None:
             return None
         command = self._strip_address(text)
-        if command is None:
+        if command is None and not self._hear_all:
             return None
         user = self._occupant_id(sender)
         if user is None:
             return None
+        if command is None:  # for the streams only
+            return self._event(user, room, text, nick, {HEARD: True})
         return self._event(user, room, command, nick)
 
     def _strip_address(self, text: str) -> str | None:
@@ -236,7 +223,14 @@ class XmppInput(InputActor):
             logger.debug("XMPP: ignored another message from %s (not in allow_from)", bare)
         return False
 
-    def _event(self, user: str, channel: str, text: str, display_name: str) -> Event:
+    def _event(
+        self,
+        user: str,
+        channel: str,
+        text: str,
+        display_name: str,
+        meta: dict[str, Any] | None = None,
+    ) -> Event:
         return Event(
             type=EventType.TEXT,
             sender=user,
@@ -245,4 +239,5 @@ class XmppInput(InputActor):
             input=self.name,
             channel=channel,
             display_name=display_name,
+            meta=meta or {},
         )

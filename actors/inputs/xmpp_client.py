@@ -1,30 +1,11 @@
 """The XMPP connection behind the XMPP input: slixmpp on an asyncio loop of its own.
 
-`XmppClient` owns one thread that runs one asyncio loop, and everything slixmpp does
-happens on that loop: connecting, logging in, joining rooms, reading stanzas, sending.
-Other threads talk to it only through `deliver()` and `stop()`, which hand their work
-to the loop with `call_soon_threadsafe`. That matters for more than safety: a reply
-written to slixmpp from another thread would sit in its buffer until the next stanza
-or keepalive woke the loop up (seconds to minutes on a quiet bot).
-
-Connecting is a loop of our own rather than slixmpp's built-in retry, so that the
-backoff and the log lines are ours:
-
-* the server cannot be reached: log it, wait (`reconnect_delay` doubling up to
-  `reconnect_max_delay`; each wait is drawn between 80 and 100% of that, so it never
-  exceeds the maximum), try again, for as long as Harken runs;
-* an established session drops: log it and reconnect at once if the session was stable
-  (it lasted `STABLE_SESSION` or carried a message), which also starts the backoff
-  over; a session that ended sooner, silent, counts as a failed attempt. Rooms are
-  joined again on every new session;
-* the server refuses the login: log one error naming the JID and stop trying, because
-  retrying a wrong password only locks accounts and fills logs. (At start-up
-  `check_login` has already tried the password once, so a wrong one stops Harken
-  before anything runs; this is for a password changed while Harken runs.)
-
-Messages that cannot be sent because there is no session (yet) wait in a bounded
-outbox and go out, in order, once the next session has joined its rooms; when the
-outbox is full the oldest message is dropped, and the log says so.
+Everything slixmpp does happens on that loop; other threads hand work to it with
+`call_soon_threadsafe`, which also wakes it (a reply written from another thread would
+wait for the next stanza). Connecting is our own loop, for our backoff and log lines:
+an unreachable server is retried with jittered backoff, a dropped stable session is
+reconnected at once, a refused login stops the retries (they would only lock the
+account). Messages without a session wait in a bounded outbox, oldest dropped first.
 """
 
 from __future__ import annotations

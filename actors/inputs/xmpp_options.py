@@ -1,12 +1,10 @@
 """The XMPP input's settings, checked once: `[inputs.xmpp]` plus `HARKEN_XMPP_PASSWORD`.
 
-`XmppOptions` is also the input's declaration (the `harken.input_options` entry point):
-the config loader type-checks the options against its defaults, resolves `ca_file` as a
-path and reads the password from the environment. `harken check` imports this module,
-so it imports slixmpp only when options are checked for a start. What makes a value
-valid beyond its type (a JID with a local part, a port in range, a positive delay) is
-checked here, so that `harken run --inputs xmpp` stops with one line naming the key
-instead of failing later on a thread nobody watches.
+`XmppOptions` is also the input's declaration (the `harken.input_options` entry point),
+from which the config loader checks the options and reads the password; this module
+imports slixmpp only when options are checked for a start. What a type cannot say (a
+JID with a local part, a port in range) is checked here, so a bad value stops start-up
+with one line naming the key instead of failing later on a thread nobody watches.
 """
 
 from __future__ import annotations

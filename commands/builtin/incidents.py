@@ -1,14 +1,8 @@
 """Incidents: declare one in a dialog, list the open ones, resolve one.
 
-Incidents belong to the team, not to whoever declared them: they live in memory under
-namespace `incidents`, owner `team` (`ctx.team_memory`), so everyone sees the same list
-from any input. Keys there:
-
-* `next_id`: the number the next incident gets (`INC-1`, `INC-2`, ...);
-* `open`: the ids of the open incidents, oldest first (so `incidents` reads one key,
-  however many resolved incidents have piled up);
-* `INC-<n>`: the incident itself (severity, service, summary, who opened it and when,
-  and once resolved, who resolved it and when).
+Incidents belong to the team: namespace `incidents`, owner `team`, so everyone sees one
+list from any input. Keys: `next_id` (the next `INC-<n>`), `open` (open ids, oldest
+first, so listing reads one key) and `INC-<n>` (the incident).
 """
 
 from __future__ import annotations

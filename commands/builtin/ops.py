@@ -1,15 +1,5 @@
 """Operations commands: services, health, `call`, runbooks, watches, audit and status.
 
-    list services                 get service billing
-    register service web http://127.0.0.1:8080 health=/healthz tags=frontend
-    deregister service web        health [billing]
-    call billing /v1/status       call billing /v1/echo {"ping": 1}
-    runbooks                      run restart-web 3
-    watch billing every 30 seconds
-    watches                       unwatch billing
-    audit [<count>]               status
-    hello                         the three laws
-
 The logic lives in `commands/ops/` (registry, checks, runbooks, audit); this module is
 the chat side. Everything here runs on a command worker, and whatever waits on the
 network has a timeout, so a dead service delays only the person who asked about it.
@@ -32,8 +22,9 @@ from commands.ops.checks import (
     UP,
     CheckResult,
     check,
-    check_all,
+    check_and_record,
     http_request,
+    record_status,
 )
 from commands.ops.registry import (
     SERVICES_NS,
@@ -245,17 +236,7 @@ def health(ctx: Context, name: str | None) -> str:
         services = registry.list()
         if not services:
             return "I know no services to check. `list services` says how to add some."
-    ops = ctx.settings.ops
-    results = check_all(
-        services,
-        timeout=ops.check_timeout_seconds,
-        slow=ops.slow_seconds,
-        parallel=ops.max_parallel_checks,
-    )
-    statuses = ctx.team_memory(STATUS_NS)
-    for result in results:
-        if result.status != UNCHECKED:
-            statuses.set(result.service, result.to_json())
+    results = check_and_record(ctx, services)
     if len(results) == 1:
         return _say_result(results[0])
     up = sum(1 for r in results if r.status in (UP, SLOW))
@@ -426,11 +407,6 @@ def _watch_jobs(ctx: Context) -> dict[str, JobInfo]:
     }
 
 
-def _record_status(ctx: Context, result: CheckResult) -> None:
-    if result.status != UNCHECKED:
-        ctx.team_memory(STATUS_NS).set(result.service, result.to_json())
-
-
 def _check_now(ctx: Context, service: Service) -> CheckResult:
     ops = ctx.settings.ops
     return check(service, timeout=ops.check_timeout_seconds, slow=ops.slow_seconds)
@@ -465,7 +441,7 @@ def watch(ctx: Context, name: str, every: str) -> str:
     ctx.memory_for(WATCH_NS).set(
         name, {"job": job.id, "status": result.status, "since": time.time()}
     )
-    _record_status(ctx, result)
+    record_status(ctx, result)
     return (
         f"Watching {name} {when.description} (job {job.id}); now {_say_result(result)}. "
         "I'll say here when that changes; `unwatch " + name + "` stops it."
@@ -495,7 +471,7 @@ def watch_check(ctx: Context, name: str) -> str | None:
         return None  # no news is no message: repeated failures are one alert
     now = time.time()
     watches.set(name, {**state, "status": result.status, "since": now})
-    _record_status(ctx, result)
+    record_status(ctx, result)
     lasted = say_delay(timedelta(seconds=max(0.0, now - since)))
     if result.status == DOWN:
         return f"ALERT: {name} is DOWN: {result.detail or 'no answer'}."

@@ -28,10 +28,8 @@ _zone_table: dict[str, str] | None = None
 def _zone_names() -> dict[str, str]:
     """Lower-case name -> canonical name of every IANA time zone.
 
-    Read once (slow: it lists the zone files), under a lock so that many workers
-    answering at once wait for one read rather than each doing it; after that, no
-    lock: every `profile` answer passes here, and a lock every worker takes is a lock
-    they queue on.
+    Read once under a lock (listing the zone files is slow: first callers wait for one
+    read), then without one, as every `profile` answer passes here.
     """
     global _zone_table  # noqa: PLW0603
     table = _zone_table

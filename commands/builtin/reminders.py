@@ -1,15 +1,10 @@
 """Built-in commands for later: reminders, deferred commands, listing and cancelling.
 
-    remind me in 10 minutes to check the backups
-    remind me every weekday at 9:00 to join the stand-up
-    in 5 minutes run echo deploy done
-    every day at 8:00 run time
-    reminders            (alias: jobs)
-    cancel k3x9pq
+    remind me in 10 minutes to check the backups      every day at 8:00 run time
+    reminders (alias: jobs)                             cancel k3x9pq
 
-Times are read and shown in the person's time zone (`timezone`), else `bot.timezone`;
-the forms are in `commands.when.FORMS`. A recurring job keeps the zone it was set in,
-and its confirmation says so. The jobs themselves live in the scheduler actor.
+Times are read and shown in the person's time zone, else `bot.timezone` (the forms:
+`commands.when.FORMS`). The jobs themselves live in the scheduler actor.
 """
 
 from __future__ import annotations

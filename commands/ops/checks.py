@@ -12,13 +12,14 @@ from __future__ import annotations
 import http.client
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from commands.ops.registry import Service
+from commands.ops.registry import STATUS_NS, Service
 from config.ops_config import split_host_port
+from core.context import Context
 
 UP = "up"
 SLOW = "slow"
@@ -132,7 +133,6 @@ def check_all(
     timeout: float,
     slow: float,
     parallel: int,
-    checker: Callable[..., CheckResult] = check,
 ) -> list[CheckResult]:
     """Check every service, at most `parallel` at once; results in the given order.
 
@@ -148,8 +148,7 @@ def check_all(
     pool = ThreadPoolExecutor(max_workers=min(parallel, len(services)), thread_name_prefix="check")
     try:
         futures: dict[Future[CheckResult], Service] = {
-            pool.submit(checker, service, timeout=timeout, slow=slow): service
-            for service in services
+            pool.submit(check, service, timeout=timeout, slow=slow): service for service in services
         }
         pending = set(futures)
         while pending:
@@ -168,3 +167,23 @@ def check_all(
         return [results[service.name] for service in services]
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+def record_status(ctx: Context, result: CheckResult) -> None:
+    """Keep `result` as its service's last status (`ops:status`), unless not checked."""
+    if result.status != UNCHECKED:
+        ctx.team_memory(STATUS_NS).set(result.service, result.to_json())
+
+
+def check_and_record(ctx: Context, services: Iterable[Service]) -> list[CheckResult]:
+    """`check_all` within the `[ops]` limits, recording each service's status."""
+    ops = ctx.settings.ops
+    results = check_all(
+        services,
+        timeout=ops.check_timeout_seconds,
+        slow=ops.slow_seconds,
+        parallel=ops.max_parallel_checks,
+    )
+    for result in results:
+        record_status(ctx, result)
+    return results

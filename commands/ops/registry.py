@@ -1,14 +1,9 @@
-"""Where services come from: the `ServiceRegistry` interface and Harken's own registry.
+"""Where services come from: `ConfiguredRegistry`, the services the ops commands use.
 
-`Service` is what the ops commands work with. A registry lists, finds, adds and removes
-services; `ConfiguredRegistry` combines the config file's `[services.*]` (read-only) with
-services admins register at runtime (kept in team memory, so they survive restarts). A
-discovery source (Consul, etcd, Kubernetes) would be another `ServiceRegistry`.
-
-A service's `call` rules are matched against the path `call` will send, normalised by
-`normalise_call_path` as RFC 3986 says (section 6.2.2), so that a path cannot mean one
-thing to the allow-list and another to the service: `/v1/items/%2e%2e/admin` is
-`/admin`, and is matched and sent as `/admin`.
+It combines the config file's `[services.*]` (read-only) with services admins register
+at runtime (team memory, so they survive restarts). A service's `call` rules are
+matched against the path as `normalise_call_path` normalises it (RFC 3986, 6.2.2), so a
+path cannot mean one thing to the allow-list and another to the service.
 """
 
 from __future__ import annotations
@@ -18,7 +13,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote
 
 from config.settings import ServiceSettings
@@ -168,21 +163,6 @@ def _remove_dot_segments(path: str) -> str:
 
 class RegistryRefused(ValueError):
     """The registry will not do that; the message is for the person."""
-
-
-class ServiceRegistry(Protocol):
-    """A source of services. Methods may block (they run on a command's worker)."""
-
-    def list(self) -> list[Service]: ...
-
-    def get(self, name: str) -> Service | None: ...
-
-    def register(self, service: Service) -> None:
-        """Add or replace a service; raise `RegistryRefused` if this source cannot."""
-
-    def deregister(self, name: str) -> bool:
-        """Remove a service; False if there was none. Raise `RegistryRefused` if this
-        source cannot remove it (a service from the config file)."""
 
 
 class ConfiguredRegistry:

@@ -173,7 +173,7 @@ class FakeSlack:
 
     # --- Web API ----------------------------------------------------------------------------
 
-    async def _api(self, request: web.Request) -> web.Response:
+    async def _api(self, request: web.Request) -> web.StreamResponse:
         method = request.match_info["method"]
         args: dict[str, Any] = dict(request.query)
         if request.method == "POST" and request.can_read_body:
@@ -211,7 +211,7 @@ class FakeSlack:
             return await self._cut_answer(request, response)
         return response
 
-    async def _cut_answer(self, request: web.Request, response: web.Response) -> web.Response:
+    async def _cut_answer(self, request: web.Request, response: web.Response) -> web.StreamResponse:
         """Send the status line, the headers and part of the body, then drop the TCP
         connection: the request was carried out, its answer never arrives whole."""
         body = response.body if isinstance(response.body, bytes) else b""
@@ -510,7 +510,7 @@ class FakeSlack:
         }
         if post.thread_ts:
             container["thread_ts"] = message["thread_ts"] = post.thread_ts
-        payload = {
+        payload: dict[str, Any] = {
             "type": "block_actions",
             "user": {
                 "id": user,
