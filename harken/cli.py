@@ -177,8 +177,9 @@ def _check(settings: Settings) -> int:
 def _migrate(settings: Settings) -> int:
     """Create or migrate the schema in PostgreSQL; say what was done."""
     done, problems = migrate_memory(settings)
-    jobs_done, jobs_problems = migrate_jobs(settings)
-    done, problems = done + jobs_done, problems + jobs_problems
+    if not problems:  # the jobs may be in the same database: one failure, said once
+        jobs_done, problems = migrate_jobs(settings)
+        done += jobs_done
     print(*done, sep="\n", end="\n" if done else "")
     for problem in problems:
         print(f"harken: {problem}", file=sys.stderr)
