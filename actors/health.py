@@ -25,7 +25,7 @@ import pykka
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, Metric, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-from actors.messages import JobCount, MemoryKeys, RouterStats
+from actors.messages import ClusterStatus, JobCount, MemoryKeys, RouterStats
 from actors.metrics import HEALTHY_STATES
 from actors.runner import CONVERSATION_NS, STATE_SHARDS
 from core.status import StatusReport
@@ -71,6 +71,11 @@ def collect(services: Services) -> StatusReport:
     jobs = _ask(services.scheduler, JobCount())
     if jobs is None and services.scheduler is not None:
         down.append("scheduler")
+    cluster = None
+    if services.settings.cluster.enabled:
+        cluster = _ask(services.scheduler, ClusterStatus())
+        if cluster is None:
+            down.append("cluster (its database cannot be read)")
     metrics = services.metrics.snapshot()
     inputs: dict[str, str] = {}
     for name in services.settings.bot.inputs:
@@ -89,6 +94,7 @@ def collect(services: Services) -> StatusReport:
         open_dialogs=dialogs,
         pending_jobs=jobs,
         metrics=metrics,
+        cluster=cluster,
     )
 
 
@@ -132,6 +138,12 @@ class BotCollector:
         for name, help_text, value in gauges:
             if value is not None:
                 yield GaugeMetricFamily(name, help_text, value=value)
+        if report.cluster is not None:
+            yield GaugeMetricFamily(
+                "harken_is_leader",
+                "1 when this process holds the cluster's lease and runs due jobs.",
+                value=1 if report.cluster.is_leader else 0,
+            )
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -149,11 +161,14 @@ class _Handler(BaseHTTPRequestHandler):
         services = self.server.services
         if path == "/healthz":
             report = collect(services)
+            cluster = (
+                "".join(f"{line}\n" for line in report.cluster.lines()) if report.cluster else ""
+            )
             if report.healthy:
-                self._reply(200, b"ok\n", with_body=with_body)
+                self._reply(200, f"ok\n{cluster}".encode(), with_body=with_body)
             else:
                 down = "down: " + ", ".join(report.down) + "\n"
-                self._reply(503, down.encode(), with_body=with_body)
+                self._reply(503, (down + cluster).encode(), with_body=with_body)
         elif path == "/metrics":
             data = generate_latest(services.metrics.registry)
             self._reply(200, data, CONTENT_TYPE_PLAIN_0_0_4, with_body=with_body)

@@ -1,9 +1,10 @@
-"""The records of job deliveries, in the job store's file: their table, and reading them.
+"""The records of job deliveries, in the job store: their table, and reading them.
 
 Each run of a job that fell due is recorded in the table `harken_deliveries`, in the
-same SQLite file as the jobs, so that a run is recorded with the job's removal or move
-(`actors.job_store`) and delivered at least once, even after a crash: what is recorded
-and not delivered is sent at the next start (`undelivered`). The sending and the marks
+same store as the jobs (the SQLite file, or PostgreSQL), so that a run is recorded with
+the job's removal or move (`actors.job_store`) and delivered at least once, even after a
+crash: what is recorded and not delivered is sent at the next start, or by the next
+leader of a cluster (`undelivered`). The sending and the marks
 of delivery are the outbox's (`actors.job_outbox`).
 """
 

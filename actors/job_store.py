@@ -1,4 +1,4 @@
-"""The job store's SQLite file: opening it, and refusing to start on a damaged one.
+"""The job store: a SQLite file, or PostgreSQL shared by several processes.
 
 Reminders and deferred commands are APScheduler jobs kept in a SQLite file beside the
 memory store, with the records of their deliveries (`actors.job_deliveries`). This module
@@ -7,6 +7,12 @@ a new store is made whole or not at all; a damaged or foreign file stops start-u
 one line naming it), and holds `JobStore`, APScheduler's job store on it, which records
 a due job's delivery in the same transaction that removes the job or moves it on, so a
 run is recorded exactly once whatever the crash.
+
+On PostgreSQL (`[scheduler] url`, or the memory store's), `open_pg_engine` and
+`check_pg_job_store` do the same: the tables are the `jobs` component's migrations
+(memory/pg_schema.py), applied at start under its lock. There, with a cluster, a firing
+is recorded only by the holder of the leader lease (`actors.cluster.Lease.fence`, in
+the same transaction), and adding a job notifies the leader (`actors.cluster`).
 """
 
 from __future__ import annotations
@@ -19,18 +25,19 @@ import pickle
 import shlex
 import threading
 import time
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote
 
 from apscheduler.job import Job
-from apscheduler.jobstores.base import JobLookupError
+from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.util import datetime_to_utc_timestamp
-from sqlalchemy import bindparam, create_engine, delete, event, inspect
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy import bindparam, create_engine, delete, event, inspect, make_url, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import SingletonThreadPool
 
 from actors.errors import StartupError
@@ -38,7 +45,22 @@ from actors.job_deliveries import DELIVERIES, METADATA
 from actors.job_outbox import Outbox
 from actors.jobs import Delivery
 
-__all__ = ["APPLICATION_ID", "JobStore", "check_job_store", "open_engine"]
+if TYPE_CHECKING:
+    from config.settings import Settings
+
+__all__ = [
+    "APPLICATION_ID",
+    "JOBS_CHANNEL",
+    "JOBS_MIGRATIONS",
+    "JobStore",
+    "check_job_store",
+    "check_pg_job_store",
+    "check_store",
+    "job_store_url",
+    "migrate_jobs",
+    "open_engine",
+    "open_pg_engine",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +73,120 @@ marked its files has it, and is adopted."""
 
 
 _RECORD = DELIVERIES.insert()
+JOBS_CHANNEL: Final = "harken_jobs"
+"""The channel a process notifies when it adds a job, in the transaction that adds it."""
+_RETRY_SECONDS = 5.0
+"""After a failed read of the next run time, the scheduler looks again this much later."""
+
+JOBS_MIGRATIONS: Final = (
+    """
+    CREATE TABLE apscheduler_jobs (
+        id varchar(191) PRIMARY KEY,
+        next_run_time double precision,
+        job_state bytea NOT NULL
+    );
+    CREATE INDEX ix_apscheduler_jobs_next_run_time ON apscheduler_jobs (next_run_time);
+    CREATE TABLE harken_deliveries (
+        id bigserial PRIMARY KEY,
+        job_id varchar(191) NOT NULL,
+        run_times text NOT NULL,
+        runs integer NOT NULL,
+        spec text NOT NULL,
+        zone varchar(64) NOT NULL,
+        next_run double precision,
+        handed double precision,
+        delivered double precision
+    );
+    CREATE INDEX ix_harken_deliveries_job_id ON harken_deliveries (job_id);
+    """,
+)
+"""The `jobs` component's schema on PostgreSQL: APScheduler's table as its
+`SQLAlchemyJobStore` makes it, and the deliveries (`actors.job_deliveries`)."""
+
+
+def job_store_url(settings: Settings) -> str | None:
+    """The PostgreSQL URL of the job store, or None for the SQLite file.
+
+    `[scheduler] url` if set, else the memory store's URL when memory is on PostgreSQL.
+    """
+    if settings.scheduler.url is not None:
+        return settings.scheduler.url.reveal()
+    if settings.memory.backend == "postgresql" and settings.memory.url is not None:
+        return settings.memory.url.reveal()
+    return None
+
+
+def check_store(settings: Settings) -> None:
+    """Before any thread starts: the job store the settings name can be used (the
+    SQLite file, or PostgreSQL brought up to date). Raises `StartupError`."""
+    url = job_store_url(settings)
+    if url is None:
+        if settings.cluster.enabled:
+            raise StartupError(
+                "cluster.enabled: several processes share jobs only on PostgreSQL; set "
+                "HARKEN_SCHEDULER_URL (or use the PostgreSQL memory store)"
+            )
+        check_job_store(settings.scheduler.job_store(settings.memory.path))
+        return
+    check_pg_job_store(url, settings.cluster.process_name())
+
+
+def open_pg_engine(url: str, name: str) -> Engine:
+    """A SQLAlchemy engine on the PostgreSQL job store; its sessions carry `name`."""
+    return create_engine(
+        make_url(url).set(drivername="postgresql+psycopg"),
+        pool_pre_ping=True,
+        pool_size=4,
+        connect_args={"application_name": name, "connect_timeout": 5},
+    )
+
+
+def migrate_jobs(settings: Settings) -> tuple[list[str], list[str]]:
+    """`harken migrate`'s part for jobs: what was done, and the problems (none to do
+    for the SQLite file)."""
+    url = job_store_url(settings)
+    if url is None:
+        return [], []
+    try:
+        done = check_pg_job_store(url, settings.cluster.process_name())
+    except StartupError as exc:
+        return [], [str(exc)]
+    return done, []
+
+
+def check_pg_job_store(url: str, name: str) -> list[str]:
+    """Bring the job store's and the cluster's tables up to date (what was done); refuse
+    to start on a database that cannot be reached or has a newer schema. Raises
+    `StartupError`."""
+    try:
+        import psycopg
+
+        from actors.cluster import CLUSTER_MIGRATIONS, connect, describe_error, safe_url
+        from memory import pg_schema
+    except ImportError as exc:
+        raise StartupError(
+            f"a PostgreSQL job store needs psycopg ({exc}): pip install 'harken[postgresql]'"
+        ) from exc
+    try:
+        done = []
+        with connect(url, name, 5.0) as connection:
+            for component, migrations in (
+                ("jobs", JOBS_MIGRATIONS),
+                ("cluster", CLUSTER_MIGRATIONS),
+            ):
+                before, after = pg_schema.migrate(connection, component, migrations)
+                done.append(
+                    f"{component}: schema migrated from version {before} to {after} in "
+                    f"{safe_url(url)}"
+                )
+        return done
+    except pg_schema.SchemaError as exc:
+        raise StartupError(f"the job store at {safe_url(url)}: {exc}") from exc
+    except psycopg.Error as exc:
+        raise StartupError(
+            f"cannot open the job store at {safe_url(url)}: {describe_error(exc, url)}"
+        ) from exc
+
 
 # --- the SQLite file ---------------------------------------------------------------------
 
@@ -218,9 +354,23 @@ class JobStore(SQLAlchemyJobStore):
     nor neither. Once committed, the run is sent (`Outbox.dispatch`).
     """
 
-    def __init__(self, engine: Engine, outbox: Outbox) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        outbox: Outbox,
+        *,
+        leading: Callable[[], bool] | None = None,
+        fence: Callable[[Connection], None] | None = None,
+        notify: str | None = None,
+    ) -> None:
         super().__init__(engine=engine)  # type: ignore[no-untyped-call]  # untyped
         self._outbox = outbox
+        self._leading = leading
+        """Whether this process may take due jobs (None: it is the only one)."""
+        self._fence = fence
+        """Raises, in the transaction that records a firing, unless this process leads."""
+        self._notify = notify
+        """The channel to notify, with each job added (PostgreSQL)."""
         jobs = self.jobs_t
         self._remove = jobs.delete().where(jobs.c.id == bindparam("job_id"))
         self._move = (
@@ -239,10 +389,39 @@ class JobStore(SQLAlchemyJobStore):
         could no longer remove them)."""
 
     def get_due_jobs(self, now: datetime) -> list[Job]:
-        if self.stopping:
+        if self.stopping or (self._leading is not None and not self._leading()):
             return []
         due: list[Job] = super().get_due_jobs(now)  # type: ignore[no-untyped-call]
         return due
+
+    def get_next_run_time(self) -> datetime | None:
+        # A process that does not lead waits to be woken (when it takes the lease); a
+        # failed read is tried again shortly rather than ending APScheduler's thread.
+        if self._leading is not None and not self._leading():
+            return None
+        try:
+            found: datetime | None = super().get_next_run_time()  # type: ignore[no-untyped-call]
+        except SQLAlchemyError as exc:
+            logger.warning("could not read the next job's time (%s); trying again", exc)
+            return datetime.now(UTC) + timedelta(seconds=_RETRY_SECONDS)
+        return found
+
+    def add_job(self, job: Job) -> None:
+        if self._notify is None:
+            super().add_job(job)  # type: ignore[no-untyped-call]
+            return
+        # As the parent does, plus a notification the leader receives once committed.
+        insert = self.jobs_t.insert().values(
+            id=job.id,
+            next_run_time=datetime_to_utc_timestamp(job.next_run_time),
+            job_state=pickle.dumps(job.__getstate__(), self.pickle_protocol),
+        )
+        with self.engine.begin() as connection:
+            try:
+                connection.execute(insert)
+            except IntegrityError as exc:
+                raise ConflictingIdError(job.id) from exc
+            connection.execute(text("SELECT pg_notify(:channel, '')"), {"channel": self._notify})
 
     def fired(self, delivery: Delivery) -> None:
         """On APScheduler's thread: record `delivery` with the job's removal or move."""
@@ -258,14 +437,34 @@ class JobStore(SQLAlchemyJobStore):
             "next_run_time": datetime_to_utc_timestamp(job.next_run_time),
             "job_state": pickle.dumps(job.__getstate__(), self.pickle_protocol),
         }
-        self._with_record(fired, self._move, moved, final=False)
+        self._fenced(fired, self._move, moved, final=False)
 
     def remove_job(self, job_id: str) -> None:
         fired = self._take(job_id)
         if fired is None:
             super().remove_job(job_id)  # type: ignore[no-untyped-call]
             return
-        self._with_record(fired, self._remove, {"job_id": job_id}, final=True)
+        self._fenced(fired, self._remove, {"job_id": job_id}, final=True)
+
+    def _fenced(
+        self, fired: Delivery, statement: Any, values: dict[str, Any], *, final: bool
+    ) -> None:
+        if self._fence is None:
+            self._with_record(fired, statement, values, final=final)
+            return
+        from actors.cluster import NotLeader  # a fence means PostgreSQL, hence psycopg
+
+        try:
+            self._with_record(fired, statement, values, final=final)
+        except NotLeader:
+            # Nothing was recorded or sent: the job stays due for the leader.
+            logger.warning(
+                "job %s fell due as this process stopped leading; left due", fired.job_id
+            )
+        except SQLAlchemyError as exc:
+            logger.error(
+                "job %s fell due but could not be recorded (%s); left due", fired.job_id, exc
+            )
 
     def _take(self, job_id: str) -> Delivery | None:
         if threading.current_thread().name != "APScheduler":
@@ -298,6 +497,8 @@ class JobStore(SQLAlchemyJobStore):
         }
         # Statements built once, with parameters: a burst fires a thousand of them.
         with self.engine.begin() as connection:
+            if self._fence is not None:
+                self._fence(connection)
             if connection.execute(statement, values).rowcount == 0:
                 raise JobLookupError(fired.job_id)  # rolls the record back too
             if not final:
@@ -305,7 +506,7 @@ class JobStore(SQLAlchemyJobStore):
                 connection.execute(self._forget_delivered, {"job_id": fired.job_id})
             key = connection.execute(_RECORD, record).inserted_primary_key
         if key is None:
-            raise RuntimeError("SQLite gave the delivery record no id")
+            raise RuntimeError("the job store gave the delivery record no id")
         if messages is not None:
             outbox.dispatch(dataclasses.replace(fired, ids=(int(key[0]),), final=final), messages)
 

@@ -192,6 +192,11 @@ class BringJobsForward(NamedTuple):
     seconds: float
 
 
+class ClusterStatus(NamedTuple):
+    """Ask the scheduler: with `[cluster] enabled`, the processes, the leader and the
+    lease as the database has them (a `ClusterView`), or None if it cannot be read."""
+
+
 class CancelJob(NamedTuple):
     """Ask: remove a job if `owner` has it, or `is_admin` on the job's `input`; answers a
     `CancelResult`."""

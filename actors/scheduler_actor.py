@@ -42,6 +42,13 @@ never run twice, but one handed over a moment before a `kill -9` may not have ru
 person is told so. Before any of this, `actors.job_store.check_job_store` refuses to
 start on a store that is damaged, or is not one Harken made.
 
+On PostgreSQL (`actors.job_store.job_store_url`) the store may be shared by several
+processes (`[cluster] enabled`): each runs this actor, but only the holder of the
+leader lease (`actors.cluster.Lease`) takes due jobs and sends what was left
+undelivered; the others keep their APScheduler paused and still add, list and cancel
+jobs in the shared store (their index is read from it when asked). A job added anywhere
+notifies the leader, whose scheduler wakes for it.
+
 The system starts this actor after the inputs (a job that fell due while Harken was
 down is delivered at start-up, and needs them) and stops it first.
 """
@@ -61,20 +68,30 @@ from apscheduler.events import EVENT_JOB_REMOVED, JobEvent
 from apscheduler.executors.base import BaseExecutor
 from apscheduler.job import Job
 from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from actors.job_deliveries import DELIVERIES, METADATA, delete_delivered, undelivered
 from actors.job_outbox import Outbox
-from actors.job_store import JobStore, open_engine
+from actors.job_store import JOBS_CHANNEL, JobStore, job_store_url, open_engine, open_pg_engine
 from actors.jobs import MAX_RUN_TIMES, Delivery
-from actors.messages import BringJobsForward, CancelJob, JobCount, ListJobs, ScheduleJob
+from actors.messages import (
+    BringJobsForward,
+    CancelJob,
+    ClusterStatus,
+    JobCount,
+    ListJobs,
+    ScheduleJob,
+)
 from actors.supervision import SupervisedActor
 from core.jobs import CancelResult, JobInfo, JobSpec
+from core.status import ClusterView
 
 if TYPE_CHECKING:
+    from actors.cluster import Lease
     from actors.services import Services
     from actors.supervision import Handle
 
@@ -137,6 +154,9 @@ class SchedulerActor(SupervisedActor):
         self.router = router
         self.settings = services.settings.scheduler
         self.path = self.settings.job_store(services.settings.memory.path)
+        self.url = job_store_url(services.settings)
+        self.cluster = services.settings.cluster
+        self._lease: Lease | None = None
         self._scheduler: BackgroundScheduler | None = None
         self._outbox: Outbox | None = None
         self._store: JobStore | None = None
@@ -146,14 +166,43 @@ class SchedulerActor(SupervisedActor):
 
     # --- lifecycle -----------------------------------------------------------------
 
+    @property
+    def shared(self) -> bool:
+        """Whether other processes may use the same store (PostgreSQL)."""
+        return self.url is not None
+
     def on_start(self) -> None:
         self._started_at = datetime.now(UTC)
-        engine = open_engine(self.path)
-        METADATA.create_all(engine)
+        name = self.cluster.process_name()
+        if self.url is not None:
+            engine = open_pg_engine(self.url, name)
+        else:
+            engine = open_engine(self.path)
+            METADATA.create_all(engine)
         outbox = Outbox(engine, self.services, self.router, self._started_at)
         self._outbox = outbox
         self.services.job_answered = outbox.answered
-        store = JobStore(engine, outbox)
+        lease: Lease | None = None
+        if self.url is not None and self.cluster.enabled:
+            from actors.cluster import Lease  # psycopg, an extra: only for a cluster
+
+            lease = Lease(
+                self.url,
+                name,
+                lease_seconds=self.cluster.lease_seconds,
+                renew_seconds=self.cluster.renew_seconds,
+                on_gain=self._lead,
+                on_loss=self._follow,
+                on_notify=self._wake,
+            )
+        self._lease = lease
+        store = JobStore(
+            engine,
+            outbox,
+            leading=lease.is_leader if lease else None,
+            fence=lease.fence if lease else None,
+            notify=JOBS_CHANNEL if self.url is not None else None,
+        )
         self._store = store
         scheduler = BackgroundScheduler(
             jobstores={"default": store},
@@ -175,17 +224,53 @@ class SchedulerActor(SupervisedActor):
             self._index(job.id, owner)
         with engine.begin() as connection:
             self._forget_removed(connection, {job.id for job in stored})
-            unsent = undelivered(connection)
+            unsent = [] if lease else undelivered(connection)
         outbox.start()
         for delivery in unsent:
             outbox.put(delivery)
-        scheduler.resume()
+        if lease is not None:
+            lease.start()  # resumes the scheduler once this process leads
+        else:
+            scheduler.resume()
         logger.info(
             "scheduler started: %d pending jobs, %d undelivered, in %s",
             len(self._owner_of),
             len(unsent),
-            self.path,
+            "the PostgreSQL job store" if self.url else self.path,
         )
+
+    # --- leading (on the lease's thread) ---------------------------------------------
+
+    def _lead(self) -> None:
+        """This process took the lease: send what was left undelivered, run due jobs."""
+        scheduler, outbox, store = self._scheduler, self._outbox, self._store
+        if scheduler is None or outbox is None or store is None:
+            return
+        try:
+            with store.engine.begin() as connection:
+                unsent = undelivered(connection)
+        except SQLAlchemyError as exc:
+            logger.error("could not read the undelivered jobs (%s); sent at the next lead", exc)
+            unsent = []
+        for delivery in unsent:
+            outbox.put(delivery)
+        if unsent:
+            logger.info("leading: %d delivery(ies) left undelivered are sent", len(unsent))
+        scheduler.resume()
+        scheduler.wakeup()
+
+    def _follow(self, why: str) -> None:
+        """This process no longer leads: its scheduler takes no due jobs."""
+        scheduler = self._scheduler
+        if scheduler is not None:
+            with contextlib.suppress(SchedulerNotRunningError):
+                scheduler.pause()
+
+    def _wake(self) -> None:
+        """A job was added somewhere: look at the store again, if leading."""
+        scheduler, lease = self._scheduler, self._lease
+        if scheduler is not None and lease is not None and lease.is_leader():
+            scheduler.wakeup()
 
     @staticmethod
     def _forget_removed(connection: Connection, stored: set[str]) -> None:
@@ -198,10 +283,12 @@ class SchedulerActor(SupervisedActor):
     def release(self) -> None:
         # On a crash too: the replacement opens the store again, and this scheduler must
         # not fire meanwhile.
-        scheduler, outbox, store = self._scheduler, self._outbox, self._store
+        scheduler, outbox, store, lease = self._scheduler, self._outbox, self._store, self._lease
         try:
             if store is not None:
                 store.stopping = True  # no more due jobs
+            if lease is not None:
+                lease.stop()  # gives the lease back, once no firing can be recorded
             if scheduler is not None:
                 # `get_job` takes the job stores' lock, so it returns once a round already
                 # under way has recorded its jobs and removed them or moved them on.
@@ -217,6 +304,7 @@ class SchedulerActor(SupervisedActor):
             logger.exception("stopping the scheduler failed")
         finally:
             self._scheduler = self._outbox = self._store = None
+            self._lease = None
 
     @property
     def scheduler(self) -> BackgroundScheduler:
@@ -227,16 +315,25 @@ class SchedulerActor(SupervisedActor):
     # --- messages ------------------------------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
+        if isinstance(message, ScheduleJob | ListJobs | CancelJob) and self.shared:
+            try:
+                self._reindex()  # other processes add and remove jobs too
+            except SQLAlchemyError as exc:
+                logger.error("could not read the shared job store: %s", exc)
+                if not isinstance(message, ScheduleJob):
+                    raise
         if isinstance(message, ScheduleJob):
             return self._schedule(message)
         if isinstance(message, ListJobs):
             return self._list(message.owner)
         if isinstance(message, JobCount):
-            return len(self._owner_of)
+            return self._count() if self.shared else len(self._owner_of)
         if isinstance(message, CancelJob):
             return self._cancel(message)
         if isinstance(message, BringJobsForward):
             return self._bring_forward(message.seconds)
+        if isinstance(message, ClusterStatus):
+            return self._view()
         if isinstance(message, _Forget):
             self._unindex(message.job_id)
             return None
@@ -315,6 +412,37 @@ class SchedulerActor(SupervisedActor):
         return CancelResult("cancelled", JobInfo(job_id, JobSpec.from_json(job.args[0]), None))
 
     # --- the index -------------------------------------------------------------------
+
+    def _view(self) -> ClusterView | None:
+        """The cluster as the database has it; None if it cannot be read."""
+        if self._lease is None:
+            return None
+        import psycopg  # there is a lease, so psycopg is installed
+
+        from actors.cluster import describe_error
+
+        try:
+            return self._lease.view()
+        except psycopg.Error as exc:
+            logger.warning("could not read the cluster's state: %s", describe_error(exc, ""))
+            return None
+
+    def _reindex(self) -> None:
+        """Read the index from the shared store (each job's owner is in its spec)."""
+        self._owner_of.clear()
+        self._jobs_of.clear()
+        for job in self.scheduler.get_jobs():
+            with contextlib.suppress(IndexError, TypeError, ValueError):
+                self._index(job.id, JobSpec.from_json(job.args[0]).owner)
+
+    def _count(self) -> int:
+        store = self._store
+        if store is None:
+            raise RuntimeError("the scheduler is not running")
+        with store.engine.connect() as connection:
+            return int(
+                connection.execute(select(func.count()).select_from(store.jobs_t)).scalar_one()
+            )
 
     def _index(self, job_id: str, owner: str) -> None:
         self._owner_of[job_id] = owner

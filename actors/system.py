@@ -23,7 +23,7 @@ from actors.command_actor import CommandActor
 from actors.errors import StartupError
 from actors.health import HealthServer
 from actors.inputs.base import InputActor
-from actors.job_store import check_job_store
+from actors.job_store import check_store
 from actors.memory_actor import MemoryActor
 from actors.messages import ConversationIdle, MemoryBarrier, RouterStats
 from actors.pool import Dispatcher
@@ -154,7 +154,7 @@ class BotSystem:
         for name in factories:
             for problem in unmet_needs(settings, name):
                 raise StartupError(f"{problem.key}: {problem.problem}")
-        check_job_store(settings.scheduler.job_store(settings.memory.path))
+        check_store(settings)
         store_factory = self._store_factory()
         if self._registry is None:
             loaded = load_commands(settings.bot.command_dirs)

@@ -44,6 +44,7 @@ from config.settings import (
     SHIPPED_DEFAULT,
     AccessSettings,
     BotSettings,
+    ClusterSettings,
     InputSettings,
     Secret,
     Settings,
@@ -301,6 +302,7 @@ class Builder:
             scheduler=sections["scheduler"],
             ops=sections["ops"],
             health=sections["health"],
+            cluster=_cluster(sections["cluster"]),
             services=self.tables.get("services", {}),
             runbooks=self.tables.get("runbooks", {}),
             access=self.tables.get("access", AccessSettings()),
@@ -310,6 +312,17 @@ class Builder:
             origins=self.origins,
             unknown_env=tuple(sorted(unknown_env)),
         )
+
+
+def _cluster(cluster: ClusterSettings) -> ClusterSettings:
+    # Renewing at least twice per lease leaves the leader time to stop before it ends.
+    if cluster.renew_seconds * 2 > cluster.lease_seconds:
+        raise ConfigError(
+            "cluster.renew_seconds",
+            f"must be at most half of cluster.lease_seconds ({cluster.lease_seconds:g}), "
+            f"got {cluster.renew_seconds:g}",
+        )
+    return cluster
 
 
 def _read_table(key: str, value: Any, cli_keys: frozenset[str] = frozenset()) -> Any:

@@ -79,6 +79,7 @@ def render_settings(settings: Settings) -> str:
         "scheduler": settings.scheduler,
         "ops": settings.ops,
         "health": settings.health,
+        "cluster": settings.cluster,
     }
     # Paths left empty follow another setting: say where they lead.
     derived = {
@@ -87,6 +88,7 @@ def render_settings(settings: Settings) -> str:
             f"{settings.scheduler.job_store(settings.memory.path)} (beside the memory store)"
         ),
         "log.file": f"stderr (an interactive shell: {settings.bot.data_dir}/harken.log)",
+        "cluster.name": "<hostname>-<pid> of each process",
     }
     for section, values in sections.items():
         rows = []

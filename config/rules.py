@@ -21,6 +21,7 @@ from config.inputs import installed_inputs
 from config.settings import (
     SHELL_INPUT,
     BotSettings,
+    ClusterSettings,
     HealthSettings,
     LogSettings,
     MemorySettings,
@@ -35,6 +36,7 @@ SECTIONS: Final[Mapping[str, type[Any]]] = {
     "scheduler": SchedulerSettings,
     "ops": OpsSettings,
     "health": HealthSettings,
+    "cluster": ClusterSettings,
 }
 # Tables of named entries ([services.<name>], [runbooks.<name>]) and [access]: see ops_config.
 TABLES: Final = ("services", "runbooks", "access", "streams")
@@ -185,6 +187,12 @@ def _logger_levels(value: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(levels)
 
 
+def _process_name(value: str) -> str:
+    if value and not re.fullmatch(r"[A-Za-z0-9_.:@-]{1,63}", value):
+        raise Invalid(f"{show(value)} is not a process name (up to 63 letters, digits and _.:@-)")
+    return value
+
+
 def _port(value: int) -> int:
     if not 0 <= value <= 65535:
         raise Invalid()
@@ -230,10 +238,17 @@ RULES: Final[Mapping[str, Rule]] = {
     "health.enabled": Rule(bool, "true or false"),
     "health.host": Rule(str, "an address such as 127.0.0.1", _non_empty),
     "health.port": Rule(int, "a TCP port, 0 to 65535", _port),
+    "cluster.enabled": Rule(bool, "true or false"),
+    "cluster.name": Rule(str, "a name without spaces (empty: hostname-pid)", _process_name),
+    "cluster.lease_seconds": Rule(float, "a number > 0", _positive_finite),
+    "cluster.renew_seconds": Rule(float, "a number > 0", _positive_finite),
 }
 # Section keys that are secrets: read from their environment variable only, refused in a
 # file or on the command line, shown masked. Not in RULES: they have no rule of text.
-SECTION_SECRETS: Final[Mapping[str, str]] = {"memory.url": "HARKEN_MEMORY_URL"}
+SECTION_SECRETS: Final[Mapping[str, str]] = {
+    "memory.url": "HARKEN_MEMORY_URL",
+    "scheduler.url": "HARKEN_SCHEDULER_URL",
+}
 # Keys holding paths: made absolute by the loader (see config.loader's docstring).
 PATH_KEYS: Final = frozenset(
     {"bot.command_dirs", "bot.data_dir", "memory.path", "scheduler.path", "log.file"}

@@ -11,6 +11,7 @@ options are not listed here: each input declares its own (`config.inputs`).
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -142,6 +143,10 @@ class SchedulerSettings:
     """Pending jobs one person may have; more are refused with a reply."""
     min_interval_seconds: float = 60.0
     """The shortest interval of a recurring job (`every 2 hours`), so none floods a channel."""
+    url: Secret | None = None
+    """PostgreSQL database of a job store shared by several Harken processes, from
+    `HARKEN_SCHEDULER_URL` only (a secret: `config.rules.SECTION_SECRETS`). Unset: the
+    memory store's `url` when `[memory] backend = "postgresql"`, else the SQLite file."""
 
     def job_store(self, memory_path: str) -> str:
         """The job store's path, given the memory store's."""
@@ -196,6 +201,27 @@ class HealthSettings:
     """Address to listen on; loopback unless a probe elsewhere must reach it."""
     port: int = 9464
     """TCP port (0 picks a free one, which the log line names)."""
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """`[cluster]`: several Harken processes on one PostgreSQL job store."""
+
+    enabled: bool = False
+    """Share the job store with other processes; one of them, the leader, runs due jobs."""
+    name: str = ""
+    """This process's name in the cluster; empty: `<hostname>-<pid>`."""
+    lease_seconds: float = 8.0
+    """How long the leader's lease lasts unless renewed: a leader that died is replaced
+    within about this long."""
+    renew_seconds: float = 2.0
+    """How often the leader renews its lease (and the others try to take it); at most
+    half of `lease_seconds`. A leader that could not renew for `lease_seconds -
+    renew_seconds` stops running jobs, before others may take the lease."""
+
+    def process_name(self) -> str:
+        """The name this process goes by in the cluster."""
+        return self.name or f"{socket.gethostname()}-{os.getpid()}"
 
 
 @dataclass(frozen=True)
@@ -311,6 +337,7 @@ class Settings:
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
     ops: OpsSettings = field(default_factory=OpsSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
     services: Mapping[str, ServiceSettings] = field(default_factory=_no_options)
     runbooks: Mapping[str, RunbookSettings] = field(default_factory=_no_options)
     access: AccessSettings = field(default_factory=AccessSettings)

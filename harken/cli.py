@@ -33,6 +33,7 @@ from typing import Any
 
 from actors.inputs.base import Outstanding
 from actors.inputs.shell import ShellInput, ShellSession
+from actors.job_store import migrate_jobs
 from actors.services import Services
 from actors.supervision import Handle
 from actors.system import BotSystem, StartupError, freeze_startup_objects, installed_inputs
@@ -155,6 +156,7 @@ def _check(settings: Settings) -> int:
         *access_problems(settings, loaded.registry.names()),
         *stream_problems(settings, streams),
         *path_problems(settings),
+        *_cluster_problems(settings),
     ]
     memory_lines, memory_problems = check_memory(settings)
     print(render_settings(settings))
@@ -175,10 +177,23 @@ def _check(settings: Settings) -> int:
 def _migrate(settings: Settings) -> int:
     """Create or migrate the schema in PostgreSQL; say what was done."""
     done, problems = migrate_memory(settings)
+    if not problems:  # the jobs may be in the same database: one failure, said once
+        jobs_done, problems = migrate_jobs(settings)
+        done += jobs_done
     print(*done, sep="\n", end="\n" if done else "")
     for problem in problems:
         print(f"harken: {problem}", file=sys.stderr)
     return EXIT_CONFIG if problems else 0
+
+
+def _cluster_problems(settings: Settings) -> list[str]:
+    if not settings.cluster.enabled:
+        return []
+    try:
+        from actors.cluster import cluster_problems  # psycopg: an extra, for clusters only
+    except ImportError as exc:
+        return [f"cluster.enabled needs psycopg ({exc}): pip install 'harken[postgresql]'"]
+    return cluster_problems(settings)
 
 
 class _Stop(BaseException):

@@ -560,5 +560,6 @@ def status(ctx: Context) -> str:
             f"{sum(m.refusals.values()):,} refused.",
             f"Conversations: {known(report.active_conversations)} active; dialogs open: "
             f"{known(report.open_dialogs)}; jobs pending: {known(report.pending_jobs)}.",
+            *(report.cluster.lines() if report.cluster else []),
         ]
     )

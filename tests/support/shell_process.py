@@ -24,8 +24,13 @@ WAIT = 30.0
 class Shell:
     """A running `harken shell`, its output read line by line on a thread."""
 
-    def __init__(self, cwd: Path, script: str, *args: str) -> None:
+    def __init__(
+        self, cwd: Path, script: str, *args: str, env: dict[str, str] | None = None
+    ) -> None:
+        """`env`: `HARKEN_*` settings of its own (the caller's are never passed on)."""
+        extra = env or {}
         env = {k: v for k, v in os.environ.items() if not k.startswith("HARKEN_")}
+        env.update(extra)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "harken", "shell", "--user", "ann", *args],
             cwd=cwd,
