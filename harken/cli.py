@@ -200,6 +200,10 @@ class _Stop(BaseException):
     """Raised in the main thread by a stop signal, to end a blocking read of the shell."""
 
 
+_SIGNAL_POLL_SECONDS = 0.5
+"""How long the main thread may sleep before it runs a signal handler that is due."""
+
+
 class _Signals:
     """SIGTERM and SIGINT stop Harken; SIGHUP reopens the log file, or, when a person
     chats at a terminal, stops Harken as the terminal has gone.
@@ -226,7 +230,13 @@ class _Signals:
 
     def wait_for_stop(self, logs: Logs) -> None:
         while True:
-            signum = self.received.get()
+            # The kernel may deliver a signal to any thread; Python then runs the handler
+            # on the main thread only once that thread runs bytecode again, which a wait
+            # without a timeout would never do. So wait in short steps.
+            try:
+                signum = self.received.get(timeout=_SIGNAL_POLL_SECONDS)
+            except queue.Empty:
+                continue
             if signum == signal.SIGHUP and not self.hangup_stops:
                 if logs.reopen():
                     logger.info("SIGHUP: log file %s reopened", logs.target)
