@@ -3,7 +3,7 @@
 The server offers STARTTLS with a certificate made for the test and requires AUTH;
 each test reads back what it received. The bot is the real actor system with the
 in-memory `testing` input and the email input side by side, so a command's
-`ctx.send(input="email", ...)` goes through `Services.send` to the email actor, its
+`ctx.send(input="email", ...)` goes through `Runtime.send` to the email actor, its
 outbox on disk, and smtplib.
 """
 
@@ -149,10 +149,10 @@ def test_health_report_is_mailed_over_starttls_with_login(
     testbot: TestBot,
     smtp: SmtpServer,
     certificate: tuple[Path, Path],
-    services: tuple[str, ServiceState],
+    runtime: tuple[str, ServiceState],
     tmp_path: Path,
 ) -> None:
-    base, _ = services
+    base, _ = runtime
     config = tmp_path / "harken.toml"
     config.write_text(
         f'[services.web]\nurl = "{base}"\nhealth = "/healthz"\n'
