@@ -149,10 +149,10 @@ def test_health_report_is_mailed_over_starttls_with_login(
     testbot: TestBot,
     smtp: SmtpServer,
     certificate: tuple[Path, Path],
-    runtime: tuple[str, ServiceState],
+    services: tuple[str, ServiceState],
     tmp_path: Path,
 ) -> None:
-    base, _ = runtime
+    base, _ = services
     config = tmp_path / "harken.toml"
     config.write_text(
         f'[services.web]\nurl = "{base}"\nhealth = "/healthz"\n'
