@@ -301,6 +301,7 @@ class Builder:
             scheduler=sections["scheduler"],
             ops=sections["ops"],
             health=sections["health"],
+            identity=sections["identity"],
             services=self.tables.get("services", {}),
             runbooks=self.tables.get("runbooks", {}),
             access=self.tables.get("access", AccessSettings()),

@@ -79,6 +79,7 @@ def render_settings(settings: Settings) -> str:
         "scheduler": settings.scheduler,
         "ops": settings.ops,
         "health": settings.health,
+        "identity": settings.identity,
     }
     # Paths left empty follow another setting: say where they lead.
     derived = {

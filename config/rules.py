@@ -22,6 +22,7 @@ from config.settings import (
     SHELL_INPUT,
     BotSettings,
     HealthSettings,
+    IdentitySettings,
     LogSettings,
     MemorySettings,
     OpsSettings,
@@ -35,6 +36,7 @@ SECTIONS: Final[Mapping[str, type[Any]]] = {
     "scheduler": SchedulerSettings,
     "ops": OpsSettings,
     "health": HealthSettings,
+    "identity": IdentitySettings,
 }
 # Tables of named entries ([services.<name>], [runbooks.<name>]) and [access]: see ops_config.
 TABLES: Final = ("services", "runbooks", "access", "streams")
@@ -230,6 +232,9 @@ RULES: Final[Mapping[str, Rule]] = {
     "health.enabled": Rule(bool, "true or false"),
     "health.host": Rule(str, "an address such as 127.0.0.1", _non_empty),
     "health.port": Rule(int, "a TCP port, 0 to 65535", _port),
+    "identity.share_groups": Rule(bool, "true or false"),
+    "identity.share_admin": Rule(bool, "true or false"),
+    "identity.reload_seconds": Rule(float, "a number > 0", _positive_finite),
 }
 # Section keys that are secrets: read from their environment variable only, refused in a
 # file or on the command line, shown masked. Not in RULES: they have no rule of text.

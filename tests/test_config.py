@@ -24,7 +24,7 @@ from config import (
     render_settings,
 )
 from config.rules import RULES, SECTION_SECRETS
-from config.settings import HealthSettings, OpsSettings
+from config.settings import HealthSettings, IdentitySettings, OpsSettings
 
 SECTIONS: dict[str, type[Any]] = {
     "bot": BotSettings,
@@ -33,6 +33,7 @@ SECTIONS: dict[str, type[Any]] = {
     "scheduler": SchedulerSettings,
     "ops": OpsSettings,
     "health": HealthSettings,
+    "identity": IdentitySettings,
 }
 TOKEN = "xoxb-1234-DO-NOT-LEAK-5678"
 PASSWORD = "hunter2-very-secret"
