@@ -164,10 +164,8 @@ class Context:
         self.settings = settings
         self.registry = registry
         self.is_admin = is_admin
-        self.account = owner_of(event)
+        self.owner = self.account = owner_of(event)
         """`<input>:<user>`: the memory actor turns it into the person's owner."""
-        index = services.identities if services is not None else None
-        self.owner = index.owner(self.account) if index is not None else self.account
         self._identity: IdentityView | None = None
         self.wrote = False
         self._memory = memory
@@ -183,7 +181,9 @@ class Context:
     def identity(self) -> IdentityView:
         """The person's linked accounts (`link`, `unlink`, `whoami`)."""
         if self._identity is None:
-            self._identity = IdentityView(self._memory, self.account, self.owner)
+            index = self.services.identities if self.services is not None else None
+            owner = index.owner(self.account) if index is not None else self.account
+            self._identity = IdentityView(self._memory, self.account, owner)
         return self._identity
 
     def memory_for(self, namespace: str) -> MemoryView:

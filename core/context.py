@@ -211,8 +211,8 @@ class Context(Protocol):
 
     @property
     def owner(self) -> str:
-        """The person's memory owner: `<input>:<user>` (`owner_of`), or `person:<id>`
-        for linked accounts."""
+        """The person's account, `<input>:<user>` (`owner_of`): who did it, for audits.
+        Their memory is their person's once linked (`identity.owner`)."""
         ...
 
     @property
