@@ -181,11 +181,14 @@ class IdentityIndex:
         )
 
     def seen(self, event: Event, memory: Handle) -> None:
-        """The person of `event` just spoke here: note it, and write it down if the place
-        changed or a minute passed (one write a minute at most while they stay put)."""
+        """The linked person of `event` just spoke here: note it, and write it down if the
+        place changed or a minute passed (one write a minute at most while they stay
+        put). Nothing for an account that is not linked: its reminders stay put."""
         if event.meta.get("scheduled") or event.input == "stream":
             return
-        owner = self.owner(account_of(event.input, event.user))
+        owner = self._snapshot.owners.get(account_of(event.input, event.user))
+        if owner is None:
+            return
         place = (event.input, event.channel, event.thread, event.user)
         now = self._clock()
         with self._active_lock:
@@ -403,10 +406,12 @@ def reminder_place(
     """(input, channel, thread, user) where `spec`'s reminder goes instead of where it was
     set, by the person's `reminders go to` choice; None: where it was set."""
     account = account_of(spec.event.input, spec.event.user)
+    accounts = index.accounts(account)
+    if len(accounts) < 2:  # not linked: nowhere else to go, nothing to ask
+        return None
     wanted = memory.ask(MemoryGet(PROFILE_NS, account, REMINDERS_TO), timeout=_ASK_TIMEOUT)
     if not isinstance(wanted, str) or wanted == "here":
         return None
-    accounts = index.accounts(account)
     last = memory.ask(
         MemoryGet(IDENTITY_NS, index.owner(account), LAST_ACTIVE), timeout=_ASK_TIMEOUT
     )

@@ -23,8 +23,9 @@ from actors.identity import (
 from actors.memory_actor import MemoryActor
 from actors.messages import MemoryBarrier, MemoryGet, MemoryKeys, MemoryPut
 from core.event import Event, EventType
-from harken.testbot import TestBot
+from harken.testbot import TestBot, wait_until
 from harken.unit import InMemoryStore, settings_for_tests
+from memory.pg_store import PgStore
 from memory.tinydb_store import TinyDBStore
 
 CODE = re.compile(r"say this code there: (\d{6})")
@@ -162,9 +163,12 @@ def test_links_survive_a_restart(bot: TestBot) -> None:
     assert "teal" in bot.ask("recall colour", user="bob")
 
 
-def test_reminders_go_to_an_input_needs_a_linked_account_there(bot: TestBot) -> None:
+def test_reminders_go_to_another_place_needs_a_linked_account_there(bot: TestBot) -> None:
+    assert "you have no other account linked" in bot.ask("reminders go to xmpp", user="alice")
+    _link(bot, "alice", "bob")
     reply = bot.ask("reminders go to xmpp", user="alice")
     assert "You have no account on xmpp linked with this one" in reply
+    assert "Reminders go to" not in bot.ask("whoami", user="alice")
 
 
 # --- the map, in the memory actor --------------------------------------------------------
@@ -292,3 +296,18 @@ def test_groups_stay_per_account_unless_shared() -> None:
         refusal(shared, "deploy", admin_only=False, event=twin, is_admin=False, linked=linked)
         is None
     )
+
+
+def test_two_processes_on_postgresql_share_a_link(pg_url: str) -> None:
+    # Two memory actors, each with its own connection: what two Harken processes are.
+    first = MemoryActor.start(PgStore(pg_url), identities=IdentityMap(reload_seconds=0.05))
+    second = MemoryActor.start(PgStore(pg_url), identities=IdentityMap(reload_seconds=0.05))
+    try:
+        assert second.ask(MemoryGet("user", _account("b"), "k")) is None
+        first.tell(MemoryPut("user", _account("a"), "k", "from a"))
+        first.ask(OfferLink(_account("a"), _account("b"), "123456", 1e12, 5))
+        assert first.ask(ConfirmLink(_account("a"), "123456", 0.0)).outcome == "linked"
+        wait_until(lambda: second.ask(MemoryGet("user", _account("b"), "k")) == "from a")
+    finally:
+        first.stop()
+        second.stop()

@@ -109,18 +109,24 @@ def unlink(ctx: Context, input: str | None, user: str | None) -> str:
 @command(
     r"^reminders\s+go\s+to\s+(?P<where>.+)$",
     usage="reminders go to <here | last active | input>",
-    description="Where your reminders reach you: where you set each (here), where you "
-    "last spoke to me, or on one of your linked accounts' inputs.",
+    description="Where your reminders reach you, once you linked accounts: where you set "
+    "each (here), where you last spoke to me, or on one of your linked accounts' inputs.",
 )
 def reminders_go_to(ctx: Context, where: str) -> str:
     wanted = " ".join(where.lower().split())
     if wanted in _HERE:
         ctx.profile.set(REMINDERS_TO, "here")
         return "OK: each reminder reaches you where you set it."
+    accounts = ctx.identity.accounts()
+    if len(accounts) < 2:
+        return (
+            "Your reminders reach you where you set them: you have no other account "
+            "linked. Say `link <input> <your id there>` first."
+        )
     if wanted == "last active":
         ctx.profile.set(REMINDERS_TO, wanted)
         return "OK: reminders reach you where you last spoke to me."
-    inputs = sorted({a.partition(":")[0] for a in ctx.identity.accounts()})
+    inputs = sorted({a.partition(":")[0] for a in accounts})
     if wanted not in inputs:
         return (
             f"You have no account on {wanted} linked with this one (yours: "
