@@ -69,9 +69,12 @@ def account_of(input_name: str, user: str) -> str:
     return f"{input_name}:{user}"
 
 
-def is_person_namespace(namespace: str) -> bool:
-    """The namespaces that belong to a person, shared by their linked accounts."""
-    return namespace in (USER_NS, PROFILE_NS) or namespace.startswith("plugin:")
+def is_person_namespace(namespace: object) -> bool:
+    """The namespaces that belong to a person, shared by their linked accounts (False
+    for what is no name at all: the store refuses it)."""
+    return isinstance(namespace, str) and (
+        namespace in (USER_NS, PROFILE_NS) or namespace.startswith("plugin:")
+    )
 
 
 # --- messages to the memory actor (asks) ---------------------------------------------------

@@ -110,7 +110,7 @@ class MemoryActor(SupervisedActor):
 
     def _handle(self, message: Any) -> Any:
         if isinstance(message, MemoryGet | MemoryKeys | MemoryPut | MemoryDelete):
-            if is_person_namespace(message.namespace):
+            if is_person_namespace(message.namespace) and isinstance(message.owner, str):
                 owner = self._identities.owner(
                     self.store,
                     message.namespace,

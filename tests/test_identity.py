@@ -311,3 +311,18 @@ def test_two_processes_on_postgresql_share_a_link(pg_url: str) -> None:
     finally:
         first.stop()
         second.stop()
+
+
+def test_a_write_with_no_usable_names_is_dropped_and_the_map_carries_on() -> None:
+    ref = MemoryActor.start(InMemoryStore(), identities=IdentityMap())
+    try:
+        errors: list[BaseException | None] = []
+        ref.tell(MemoryPut("user", ["not", "a", "name"], "k", 1))  # type: ignore[arg-type]
+        ref.tell(MemoryPut(7, _account("a"), "k", 1))  # type: ignore[arg-type]
+        ref.ask(MemoryBarrier(errors.append))
+        assert len(errors) == 1
+        assert errors[0] is not None
+        ref.tell(MemoryPut("user", _account("a"), "k", 2))
+        assert ref.ask(MemoryGet("user", _account("a"), "k")) == 2
+    finally:
+        ref.stop()
