@@ -99,9 +99,9 @@ def test_a_reminder_set_on_slack_reaches_the_linked_person_over_xmpp(
             assert job.group(1) in xmpp.ask(bot_jid, "reminders")
             assert xmpp.ask(bot_jid, "reminders go to xmpp") == "OK: reminders reach you on xmpp."
 
-            assert system.services is not None
-            assert system.services.scheduler is not None
-            system.services.scheduler.ask(BringJobsForward(600), timeout=5)
+            assert system.runtime is not None
+            assert system.runtime.scheduler is not None
+            system.runtime.scheduler.ask(BringJobsForward(600), timeout=5)
             reminder = xmpp.expect(lambda h: from_bot(h) and "ship the release" in h.body, 20)
             assert reminder.body.startswith("Reminder for ")
             assert reminder.type == "chat"

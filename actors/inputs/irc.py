@@ -37,7 +37,7 @@ from actors.text import clean_text
 from core.event import Event, EventType
 
 if TYPE_CHECKING:
-    from actors.services import Services
+    from actors.runtime import Runtime
     from actors.supervision import Handle
     from config.settings import InputSettings
 
@@ -68,10 +68,10 @@ class IrcInput(InputActor):
 
     actor_inbox: RepliesInbox
 
-    def __init__(self, settings: InputSettings, services: Services, router: Handle) -> None:
-        super().__init__(settings, services, router)
+    def __init__(self, settings: InputSettings, runtime: Runtime, router: Handle) -> None:
+        super().__init__(settings, runtime, router)
         self.options = IrcOptions.from_settings(settings)
-        self.bot_name = services.settings.bot.name
+        self.bot_name = runtime.settings.bot.name
         self.channels = frozenset(self.options.channel_names)
         self._current: tuple[str, re.Pattern[str]] = (
             self.options.nick,

@@ -36,7 +36,7 @@ from config.inputs import input_env_var
 from core.event import Event
 
 if TYPE_CHECKING:
-    from actors.services import Services
+    from actors.runtime import Runtime
     from actors.supervision import Handle
     from config.settings import InputSettings
 
@@ -85,8 +85,8 @@ class SlackInput(InputActor):
             identity.get("team", identity.get("team_id", "?")),
         )
 
-    def __init__(self, settings: InputSettings, services: Services, router: Handle) -> None:
-        super().__init__(settings, services, router)
+    def __init__(self, settings: InputSettings, runtime: Runtime, router: Handle) -> None:
+        super().__init__(settings, runtime, router)
         self.options = SlackOptions.of(settings)
         self._bot_token = self.options.bot_token.reveal()
         self._app_token = self.options.app_token.reveal()
@@ -186,7 +186,7 @@ class SlackInput(InputActor):
         self._outbox = Outbox(client(retry_handlers=[]), self.options, ready, self._spawn)
         self._intake = Intake(
             input_name=self.name,
-            bot_name=self.services.settings.bot.name,
+            bot_name=self.runtime.settings.bot.name,
             prefix=self.options.prefix,
             web=web,
             outbox=self._outbox,

@@ -28,7 +28,7 @@ from actors.text import clean_text
 from core.event import Event, EventType
 
 if TYPE_CHECKING:
-    from actors.services import Services
+    from actors.runtime import Runtime
     from actors.supervision import Handle
     from config.settings import InputSettings
 
@@ -75,10 +75,10 @@ class XmppInput(InputActor):
 
     actor_inbox: RepliesInbox
 
-    def __init__(self, settings: InputSettings, services: Services, router: Handle) -> None:
-        super().__init__(settings, services, router)
+    def __init__(self, settings: InputSettings, runtime: Runtime, router: Handle) -> None:
+        super().__init__(settings, runtime, router)
         self.options = XmppOptions.from_settings(settings)
-        self.bot_name = services.settings.bot.name
+        self.bot_name = runtime.settings.bot.name
         self.rooms = frozenset(self.options.rooms)
         nick = re.escape(self.options.nick)
         # "harken: ping", "harken, ping", "@harken ping" (clients complete mentions so).
