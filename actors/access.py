@@ -10,6 +10,7 @@ every way in; `harken.testing.call` applies the same `refusal`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from actors.metrics import Metrics
 from config.settings import Settings
@@ -18,16 +19,27 @@ from core.event import Event
 logger = logging.getLogger(__name__)
 
 
-def groups_of(settings: Settings, event: Event) -> list[str]:
-    """The groups the person in `event` belongs to on their input."""
-    input_settings = settings.inputs.get(event.input)
-    if input_settings is None:
-        return []
-    return [name for name, users in input_settings.groups.items() if event.user in users]
+def groups_of(
+    settings: Settings, event: Event, linked: Sequence[tuple[str, str]] = ()
+) -> list[str]:
+    """The groups the person in `event` belongs to on their input, and with `linked`
+    ((input, user) of their other accounts, when `[identity] share_groups`) on those."""
+    found: list[str] = []
+    for name, user in ((event.input, event.user), *linked):
+        input_settings = settings.inputs.get(name)
+        if input_settings is not None:
+            found += [group for group, users in input_settings.groups.items() if user in users]
+    return found
 
 
 def refusal(
-    settings: Settings, name: str, *, admin_only: bool, event: Event, is_admin: bool
+    settings: Settings,
+    name: str,
+    *,
+    admin_only: bool,
+    event: Event,
+    is_admin: bool,
+    linked: Sequence[tuple[str, str]] = (),
 ) -> tuple[str, str] | None:
     """Why this person may not run command or dialog `name`: (a reason for the log, a
     reply for them), or None if they may."""
@@ -38,7 +50,7 @@ def refusal(
     allowed = settings.access.commands.get(name)
     if allowed is None or is_admin:
         return None
-    if set(allowed) & set(groups_of(settings, event)):
+    if set(allowed) & set(groups_of(settings, event, linked)):
         return None
     names = ", ".join(allowed) or "none"
     return "not in an allowed group", (
@@ -56,10 +68,13 @@ def authorize(
     admin_only: bool,
     event: Event,
     is_admin: bool,
+    linked: Sequence[tuple[str, str]] = (),
 ) -> str | None:
     """Why this person may not run command or dialog `name` (a reply for them; the
     refusal is logged and counted), or None if they may."""
-    refused = refusal(settings, name, admin_only=admin_only, event=event, is_admin=is_admin)
+    refused = refusal(
+        settings, name, admin_only=admin_only, event=event, is_admin=is_admin, linked=linked
+    )
     if refused is None:
         return None
     reason, text = refused

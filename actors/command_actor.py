@@ -38,6 +38,7 @@ class CommandActor(SupervisedPooledActor):
             admin_only=command.admin_only,
             event=turn.event,
             is_admin=turn.is_admin(),
+            linked=runtime.identities.shared_accounts(runtime.settings, turn.event),
         )
         if refusal is not None or command.quick:
             turn.run_here(refusal)

@@ -9,12 +9,15 @@ as "I'll remember that" is never sent for a write that a crash could still lose.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pykka
 
+from actors.identity import ConfirmLink, OfferLink, Unlink, WhoIs
 from actors.messages import (
     CancelJob,
     ListJobs,
@@ -30,6 +33,7 @@ from core.context import (
     PROFILE_NS,
     TEAM_OWNER,
     USER_NS,
+    LinkOutcome,
     MemoryRefused,
     SchedulingRefused,
     SendRefused,
@@ -108,6 +112,35 @@ class MemoryView:
         return existed
 
 
+class IdentityView:
+    """The person's linked accounts (core.context.Identity), kept by the memory actor."""
+
+    def __init__(self, memory: Handle, account: str, owner: str) -> None:
+        self._memory = memory
+        self._account = account
+        self.owner = owner
+
+    def accounts(self) -> list[str]:
+        _, found = self._memory.ask(WhoIs(self._account), timeout=_ASK_TIMEOUT)
+        return list(found)
+
+    def offer_link(self, account: str, code: str, expires_at: float, tries: int) -> None:
+        message = OfferLink(self._account, account, code, expires_at, tries)
+        self._memory.ask(message, timeout=_ASK_TIMEOUT)
+
+    def confirm_link(self, code: str) -> LinkOutcome:
+        outcome: LinkOutcome = self._memory.ask(
+            ConfirmLink(self._account, code, time.time()), timeout=_ASK_TIMEOUT
+        )
+        if outcome.outcome == "linked":
+            self.owner = self._memory.ask(WhoIs(self._account), timeout=_ASK_TIMEOUT)[0]
+        return outcome
+
+    def unlink(self, account: str) -> bool:
+        done: bool = self._memory.ask(Unlink(self._account, account), timeout=_ASK_TIMEOUT)
+        return done
+
+
 class Context:
     """Everything a command may use, injected as `ctx` (core.context.Context)."""
 
@@ -131,7 +164,9 @@ class Context:
         self.settings = settings
         self.registry = registry
         self.is_admin = is_admin
-        self.owner = owner_of(event)
+        self.owner = self.account = owner_of(event)
+        """`<input>:<user>`: the memory actor turns it into the person's owner."""
+        self._identity: IdentityView | None = None
         self.wrote = False
         self._memory = memory
         self._say = say
@@ -142,9 +177,19 @@ class Context:
     def user(self) -> str:
         return self.event.user
 
+    @property
+    def identity(self) -> IdentityView:
+        """The person's linked accounts (`link`, `unlink`, `whoami`)."""
+        if self._identity is None:
+            index = self.runtime.identities if self.runtime is not None else None
+            owner = index.owner(self.account) if index is not None else self.account
+            self._identity = IdentityView(self._memory, self.account, owner)
+        return self._identity
+
     def memory_for(self, namespace: str) -> MemoryView:
         """This person's memory in another namespace (`plugin:<name>` for a plugin's own)."""
-        return MemoryView(self._memory, namespace, self.owner, self._mark_written)
+        # The account, not the owner: the memory actor's map is the one that is never stale.
+        return MemoryView(self._memory, namespace, self.account, self._mark_written)
 
     def team_memory(self, namespace: str) -> MemoryView:
         """Memory the whole team shares, whatever the input (owner `team`): incidents."""
@@ -206,15 +251,32 @@ class Context:
         return self._schedule(JobKind.RUN, when, command)
 
     def jobs(self) -> list[JobInfo]:
-        """This person's pending jobs, soonest first."""
-        found: list[JobInfo] = self._ask_scheduler(ListJobs(self.owner))
+        """This person's pending jobs, of all their linked accounts, soonest first."""
+        accounts = self._accounts()
+        found: list[JobInfo] = []
+        for account in accounts:
+            found.extend(self._ask_scheduler(ListJobs(account)))
+        if len(accounts) > 1:
+            far = datetime.max.replace(tzinfo=UTC)
+            found.sort(key=lambda job: job.next_run or far)
         return found
 
     def cancel_job(self, job_id: str) -> CancelResult:
-        """Cancel a job of this person's (any job on this input, for an admin)."""
-        message = CancelJob(job_id, self.owner, self.event.input, self.is_admin)
+        """Cancel a job of this person's, set from any of their linked accounts (any
+        job on this input, for an admin)."""
+        account = self.account
+        accounts = self._accounts()
+        if len(accounts) > 1:
+            mine = [job for job in self.jobs() if job.id == job_id]
+            if mine:
+                account = mine[0].spec.owner
+        message = CancelJob(job_id, account, self.event.input, self.is_admin)
         result: CancelResult = self._ask_scheduler(message)
         return result
+
+    def _accounts(self) -> tuple[str, ...]:
+        index = self.runtime.identities if self.runtime is not None else None
+        return index.accounts(self.account) if index is not None else (self.account,)
 
     def _schedule(self, kind: JobKind, when: When, text: str) -> JobInfo:
         zone = when.first.tzinfo or self.timezone()

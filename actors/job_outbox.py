@@ -25,12 +25,14 @@ from sqlalchemy import delete, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from actors.identity import redirect, reminder_place
 from actors.job_deliveries import DELIVERIES, chunks, delete_delivered
 from actors.jobs import Delivery, when_due, when_interrupted
 from actors.messages import Inbound, Outbound
 from core.event import Event
 from core.jobs import Due, JobKind, JobSpec
 from core.timefmt import format_time
+from memory.store import StoreError
 
 if TYPE_CHECKING:
     from actors.runtime import Runtime
@@ -81,6 +83,8 @@ class _Sending:
     delivery: Delivery
     waiting: set[str] = field(default_factory=set)
     """Ids of the commands handed over whose answers have not come yet."""
+    input: str = ""
+    """The input it went to (a reminder may go to another of the person's accounts)."""
 
 
 class _Sent(NamedTuple):
@@ -175,7 +179,8 @@ class Outbox:
 
     def dispatch(self, delivery: Delivery, messages: list[Inbound | Outbound]) -> None:
         """Send a recorded delivery now (on the caller's thread)."""
-        sending = _Sending(delivery)
+        sent_to = [m.event.input for m in messages if isinstance(m, Outbound)]
+        sending = _Sending(delivery, input=sent_to[0] if sent_to else delivery.spec.event.input)
         sending.waiting.update(m.event.id for m in messages if isinstance(m, Inbound))
         if sending.waiting:
             # Told before the command is handed over, so that its answer comes after.
@@ -335,6 +340,8 @@ class Outbox:
             show=lambda moment: format_time(moment, zone),
             quiet=quiet,
         )
+        if spec.kind is JobKind.REMIND:
+            messages = self._placed(spec, messages)
         state = "missed" if due.missed and not quiet else "late" if due.is_late else "on time"
         logger.info(
             "job %s (%s for %s) fired %s (%.3f s after %s, %d run(s) due)",
@@ -347,6 +354,23 @@ class Outbox:
             delivery.runs,
         )
         return messages
+
+    def _placed(
+        self, spec: JobSpec, messages: list[Inbound | Outbound]
+    ) -> list[Inbound | Outbound]:
+        """A reminder goes where its person chose (`reminders go to`), if not where it
+        was set (actors/identity.py); where it was set if that cannot be read."""
+        runtime = self.runtime
+        try:
+            place = reminder_place(runtime.identities, runtime.memory, runtime.inputs, spec)
+        except (pykka.Timeout, pykka.ActorDeadError, StoreError) as exc:
+            logger.warning("reminder for %s sent where it was set: %s", spec.owner, exc)
+            return messages
+        if place is None:
+            return messages
+        return [
+            Outbound(redirect(m.event, place)) if isinstance(m, Outbound) else m for m in messages
+        ]
 
     def _resend(self, deliveries: list[Delivery]) -> None:
         """Send what was recorded and not delivered before this start."""
@@ -384,8 +408,8 @@ class Outbox:
         """Record as delivered what the inputs have taken; keep the rest for a retry."""
         confirmed, self._unrecorded = self._unrecorded, []
         taken: list[_Sending] = []
-        for name in sorted({s.delivery.spec.event.input for s in confirmed}):
-            mine = [s for s in confirmed if s.delivery.spec.event.input == name]
+        for name in sorted({s.input for s in confirmed}):
+            mine = [s for s in confirmed if s.input == name]
             handle = self.runtime.inputs.get(name)
             try:
                 if handle is None:

@@ -6,6 +6,8 @@ the actor commits (one sync) and notifies the barriers, so a burst costs one syn
 Failures never stop it: a failed read raises to its asker (an unreadable key is never
 "missing"); a failed write or commit is logged and the next barrier gets the error.
 Values may be secrets and are never logged (ARCHITECTURE.md, "Memory: who owns what").
+Linked accounts share a person's memory: the identity map (actors/identity.py) turns the
+owner of every read and write of a person's namespaces into the person's.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from actors.identity import IDENTITY_ASKS, IdentityMap, is_person_namespace
 from actors.messages import MemoryBarrier, MemoryDelete, MemoryGet, MemoryKeys, MemoryPut
 from actors.supervision import SupervisedActor
 from memory.store import InvalidWrite, Store, StoreError, StoreUnavailable
@@ -28,12 +31,19 @@ Notify = Callable[[BaseException | None], None]
 class MemoryActor(SupervisedActor):
     """Serialises every access to one `Store` and commits writes in groups."""
 
-    def __init__(self, store: Store | Callable[[], Store], *, max_batch: int = 1000) -> None:
+    def __init__(
+        self,
+        store: Store | Callable[[], Store],
+        *,
+        max_batch: int = 1000,
+        identities: IdentityMap | None = None,
+    ) -> None:
         """Own `store`, or call `store()` in `on_start` if it is a factory.
 
         A factory opens the store on the actor's own thread, so that a slow open (it may
         replay a journal) does not hold up whoever starts the actor. `max_batch` is the
         most messages handled between commits while the inbox never empties.
+        `identities` is the map of linked accounts (a new one if None), read at start.
         """
         super().__init__()
         if max_batch < 1:
@@ -53,12 +63,15 @@ class MemoryActor(SupervisedActor):
         self._barriers: list[tuple[Notify, BaseException | None]] = []
         self._write_error: BaseException | None = None
         self._handled_since_commit = 0
+        self._identities = identities if identities is not None else IdentityMap()
 
     # --- lifecycle -----------------------------------------------------------------
 
     def on_start(self) -> None:
         if self._factory is not None:
             self._store = self._factory()
+        # Unreadable, it stops the actor: memory answered without the map would be wrong.
+        self._identities.load(self.store)
         logger.debug("memory actor started")
 
     def release(self) -> None:
@@ -96,6 +109,17 @@ class MemoryActor(SupervisedActor):
                 self._commit()
 
     def _handle(self, message: Any) -> Any:
+        if isinstance(message, MemoryGet | MemoryKeys | MemoryPut | MemoryDelete):
+            if is_person_namespace(message.namespace) and isinstance(message.owner, str):
+                owner = self._identities.owner(
+                    self.store,
+                    message.namespace,
+                    message.owner,
+                    write=isinstance(message, MemoryPut),
+                )
+                message = message._replace(owner=owner)
+        elif isinstance(message, IDENTITY_ASKS):
+            return self._identities.handle(self.store, message)
         if isinstance(message, MemoryGet):
             logger.debug("get %s/%s/%s", message.namespace, message.owner, message.key)
             # An ask: errors (InvalidName, an unreadable owner file) go to the asker.

@@ -38,6 +38,7 @@ from commands.dialogs import (
     Confirm,
     Dialog,
     DialogState,
+    Invalid,
     Outcome,
     answer,
     begin,
@@ -181,11 +182,11 @@ class Turn:
         match plan:
             case plans.RunCommand(command, groups):
                 self._say_all(self._call(command, groups))
-            case plans.StartDialog(_, flow, abandoning):
+            case plans.StartDialog(_, flow, abandoning, groups):
                 if abandoning is not None:
                     self.state = None
                     self._say(f"OK, I abandoned `{abandoning}`.")
-                self._start(flow)
+                self._start(flow, groups)
             case plans.AnswerStep(_, flow, state):
                 self._apply(flow, answer(flow, state, self.event.data.strip(), self.now))
             case plans.Cancel(_, _, state):
@@ -228,8 +229,15 @@ class Turn:
         text = f"{self.refusal} We are still in `{state.dialog}`: {current_question(flow, state)}"
         self._say(text, EventType.ERROR, choices=_options(flow, state))
 
-    def _start(self, flow: Dialog) -> None:
-        outcome = begin(flow, self.now)
+    def _start(self, flow: Dialog, groups: Mapping[str, str | None]) -> None:
+        given = None
+        if flow.start is not None:
+            try:
+                given = flow.start(self._context(), groups)
+            except Invalid as exc:
+                self._say(str(exc))
+                return
+        outcome = begin(flow, self.now, given)
         if outcome.complete or outcome.state is None:
             self._finish_dialog(flow, outcome)
             return
@@ -255,7 +263,17 @@ class Turn:
         self._ask(outcome.replies, flow, outcome.state)
 
     def _finish_dialog(self, flow: Dialog, outcome: Outcome) -> None:
-        replies = flow.call_finish(self._context(), dict(outcome.answers or {}))
+        try:
+            replies = flow.call_finish(self._context(), dict(outcome.answers or {}))
+        except Invalid as exc:
+            # The last answer is refused: ask it again, the dialog where it was.
+            state = self.state
+            if state is None:
+                self._say(str(exc))
+                return
+            self.state = dataclasses.replace(state, last_activity=self.now)
+            self._ask([str(exc), current_question(flow, state)], flow, state)
+            return
         # Only now: a finish that raises leaves the dialog at its last step, answers kept.
         self.state = None
         self._say_all(replies)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import pykka
 
+from actors.identity import IdentityIndex
 from actors.lanes import Lanes
 from actors.messages import Answered, Outbound
 from actors.metrics import Metrics
@@ -64,6 +65,8 @@ class Runtime:
 
     streams: StreamHub | None = None
     """Hands events to the streams (actors/streams.py); None when no stream runs."""
+    identities: IdentityIndex = field(default_factory=IdentityIndex)
+    """Linked accounts, as the memory actor last published them (actors/identity.py)."""
 
     def __post_init__(self) -> None:
         self.lanes = Lanes(self.workers)
@@ -73,8 +76,7 @@ class Runtime:
         return self.streams is not None and self.streams.hears(input_name)
 
     def is_admin(self, event: Event) -> bool:
-        settings = self.settings.inputs.get(event.input)
-        return settings is not None and event.user in settings.admins
+        return self.identities.is_admin(self.settings, event)
 
     def deliver(self, event: Event) -> None:
         """Send a message to the input it belongs to, now."""
@@ -129,6 +131,7 @@ class Runtime:
         """Send the complete answer to a person's message back to its input."""
         self.metrics.messages_out(event.input, len(replies))
         self._tell_input(event.input, Answered(event.id, tuple(replies)))
+        self.identities.seen(event, self.memory)
         if self.streams is not None and self.streams.replies:
             self.streams.publish_replies(replies)
         if event.meta.get("scheduled"):

@@ -22,6 +22,7 @@ import pykka
 from actors.command_actor import CommandActor
 from actors.errors import StartupError
 from actors.health import HealthServer
+from actors.identity import IdentityIndex, IdentityMap
 from actors.inputs.base import InputActor
 from actors.job_store import check_store
 from actors.memory_actor import MemoryActor
@@ -189,13 +190,15 @@ class BotSystem:
 
         # The store opens in the factory, on the supervisor's thread, so a store that
         # fails to open after a crash is retried with backoff like any failed restart.
-        memory = child("memory", lambda: MemoryActor(store_factory()))
+        identities = IdentityIndex()
+        memory = child("memory", partial(self._memory_actor, store_factory, identities))
         runtime = Runtime(
             settings=settings,
             registry=registry,
             memory=memory,
             workers=WorkerPool(settings.bot.workers),
             dispatcher=Dispatcher(DISPATCHER_THREADS, name="dispatcher"),
+            identities=identities,
         )
         self.runtime = runtime
         for cmd in registry.commands():
@@ -248,6 +251,16 @@ class BotSystem:
         own = settings.inputs.get(STREAM_INPUT) or InputSettings(name=STREAM_INPUT)
         runtime.inputs[STREAM_INPUT] = child(
             f"input:{STREAM_INPUT}", partial(StreamInput, own, runtime, router)
+        )
+
+    def _memory_actor(
+        self, store_factory: Callable[[], Store], identities: IdentityIndex
+    ) -> MemoryActor:
+        """A memory actor on a freshly opened store, publishing linked accounts to
+        `identities` (which the rest of the bot reads)."""
+        reload = self.settings.identity.reload_seconds
+        return MemoryActor(
+            store_factory(), identities=IdentityMap(identities, reload_seconds=reload)
         )
 
     def _store_factory(self) -> Callable[[], Store]:

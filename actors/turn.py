@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from commands.base import Command, Registry
 from commands.dialogs import Dialog, DialogState, dialog_of, is_stop_word, parse_yes_no
@@ -32,6 +32,8 @@ class StartDialog:
     command: Command
     flow: Dialog
     abandoning: str | None = None
+    groups: Mapping[str, str | None] = field(default_factory=dict)
+    """The named groups of the dialog's pattern, for its `start`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +141,7 @@ def decide(
         flow = dialog_of(found[0])
         if flow is None:
             return RunCommand(found[0], found[1].groupdict())
-        return StartDialog(found[0], flow)
+        return StartDialog(found[0], flow, groups=found[1].groupdict())
     command = registry.by_name(state.dialog)
     flow = dialog_of(command) if command is not None else None
     if command is None or flow is None or flow.step(state.step) is None:
@@ -167,7 +169,8 @@ def decide(
         wanted = registry.find(state.switch_to)
         target = dialog_of(wanted[0]) if wanted is not None else None
         if choice is True and wanted is not None and target is not None:
-            return StartDialog(wanted[0], target, abandoning=state.dialog)
+            groups = wanted[1].groupdict()
+            return StartDialog(wanted[0], target, abandoning=state.dialog, groups=groups)
         if choice is None:
             return ConfirmSwitch(command, flow, state)
         return Resume(command, flow, state)

@@ -185,6 +185,9 @@ class Dialog:
     finish: Callable[..., CommandResult]
     timeout_seconds: float | None = None
     """Expire after this long without an answer; None uses `bot.dialog_timeout_seconds`."""
+    start: Callable[[Context, Mapping[str, str | None]], Answers] | None = None
+    """Run when the dialog starts, with `ctx` and the named groups of its pattern: the
+    answers to begin with. Raising `Invalid` refuses to start (its message is the reply)."""
     params: tuple[str, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -250,17 +253,20 @@ def dialog(
     description: str | None = None,
     admin_only: bool = False,
     timeout_seconds: float | None = None,
+    start: Callable[[Context, Mapping[str, str | None]], Answers] | None = None,
 ) -> Callable[[Callable[..., CommandResult]], Command]:
     """Declare a dialog: the decorated function is called with the answers at the end.
 
     The result is a `Command` (found, listed in `help` and loaded like any other);
     `pattern`, `name`, `usage`, `description` and `admin_only` mean what they mean for
-    `@command`.
+    `@command`. `start(ctx, groups)`, if given, runs as the dialog starts and returns
+    the answers it begins with (see `Dialog.start`). A finish function that raises
+    `Invalid` refuses the last answer: the person is told why and asked it again.
     """
 
     def wrap(finish: Callable[..., CommandResult]) -> Command:
         cmd_name = name or finish.__name__.replace("_", "-")
-        flow = Dialog(cmd_name, tuple(steps), finish, timeout_seconds)
+        flow = Dialog(cmd_name, tuple(steps), finish, timeout_seconds, start)
         return declared(
             finish,
             flow,
@@ -342,13 +348,15 @@ class Outcome(NamedTuple):
     """The complete answers, when `complete`."""
 
 
-def begin(flow: Dialog, now: float) -> Outcome:
-    """Start a dialog: its first question (or, if no step applies, completion)."""
-    first = flow.next_step({})
+def begin(flow: Dialog, now: float, answers: Answers | None = None) -> Outcome:
+    """Start a dialog with `answers` (from its `start`): its first question (or, if no
+    step applies, completion)."""
+    given = dict(answers or {})
+    first = flow.next_step(given)
     if first is None:
-        return Outcome(None, [], complete=True, answers={})
-    state = DialogState(flow.name, first.key, {}, started_at=now, last_activity=now)
-    return Outcome(state, [first.ask({})])
+        return Outcome(None, [], complete=True, answers=given)
+    state = DialogState(flow.name, first.key, given, started_at=now, last_activity=now)
+    return Outcome(state, [first.ask(given)])
 
 
 def current_question(flow: Dialog, state: DialogState) -> str:

@@ -33,6 +33,7 @@ BUILTIN_MODULES = (
     "commands.builtin.basic",
     "commands.builtin.memory",
     "commands.builtin.profile",
+    "commands.builtin.identity",
     "commands.builtin.incidents",
     "commands.builtin.reminders",
     "commands.builtin.ops",

@@ -303,6 +303,7 @@ class Builder:
             ops=sections["ops"],
             health=sections["health"],
             cluster=_cluster(sections["cluster"]),
+            identity=sections["identity"],
             services=self.tables.get("services", {}),
             runbooks=self.tables.get("runbooks", {}),
             access=self.tables.get("access", AccessSettings()),

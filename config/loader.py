@@ -13,8 +13,9 @@ and exits 2 instead of showing a traceback.
 Environment variables:
 
 * `HARKEN_BOT_<KEY>`, `HARKEN_MEMORY_<KEY>`, `HARKEN_LOG_<KEY>`, `HARKEN_SCHEDULER_<KEY>`,
-  `HARKEN_OPS_<KEY>`, `HARKEN_HEALTH_<KEY>`, `HARKEN_CLUSTER_<KEY>` set the keys of those
-  sections (`HARKEN_SCHEDULER_URL`, a secret, is read from the environment only), e.g.
+  `HARKEN_OPS_<KEY>`, `HARKEN_HEALTH_<KEY>`, `HARKEN_CLUSTER_<KEY>`,
+  `HARKEN_IDENTITY_<KEY>` set the keys of those sections (`HARKEN_SCHEDULER_URL`, a
+  secret, is read from the environment only), e.g.
   `HARKEN_BOT_WORKERS=32`; `HARKEN_DATA_DIR` is short for `HARKEN_BOT_DATA_DIR`.
 * `HARKEN_<INPUT>_ADMINS` and `HARKEN_<INPUT>_<OPTION>` set an input's admins or an option
   it already has (one the input declares, or a key in the file), e.g.

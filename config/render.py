@@ -80,6 +80,7 @@ def render_settings(settings: Settings) -> str:
         "ops": settings.ops,
         "health": settings.health,
         "cluster": settings.cluster,
+        "identity": settings.identity,
     }
     # Paths left empty follow another setting: say where they lead.
     derived = {

@@ -23,6 +23,7 @@ from config.settings import (
     BotSettings,
     ClusterSettings,
     HealthSettings,
+    IdentitySettings,
     LogSettings,
     MemorySettings,
     OpsSettings,
@@ -37,6 +38,7 @@ SECTIONS: Final[Mapping[str, type[Any]]] = {
     "ops": OpsSettings,
     "health": HealthSettings,
     "cluster": ClusterSettings,
+    "identity": IdentitySettings,
 }
 # Tables of named entries ([services.<name>], [runbooks.<name>]) and [access]: see ops_config.
 TABLES: Final = ("services", "runbooks", "access", "streams")
@@ -242,6 +244,9 @@ RULES: Final[Mapping[str, Rule]] = {
     "cluster.name": Rule(str, "a name without spaces (empty: hostname-pid)", _process_name),
     "cluster.lease_seconds": Rule(float, "a number > 0", _positive_finite),
     "cluster.renew_seconds": Rule(float, "a number > 0", _positive_finite),
+    "identity.share_groups": Rule(bool, "true or false"),
+    "identity.share_admin": Rule(bool, "true or false"),
+    "identity.reload_seconds": Rule(float, "a number > 0", _positive_finite),
 }
 # Section keys that are secrets: read from their environment variable only, refused in a
 # file or on the command line, shown masked. Not in RULES: they have no rule of text.

@@ -156,6 +156,21 @@ class SchedulerSettings:
 
 
 @dataclass(frozen=True)
+class IdentitySettings:
+    """`[identity]`: what a person's linked accounts share (`link`)."""
+
+    share_groups: bool = False
+    """A linked account is in the groups of every account of the person (the groups of
+    `[inputs.<name>] groups`); off: groups stay per account."""
+    share_admin: bool = False
+    """A linked account is an admin wherever one of the person's accounts is; off: an
+    account is an admin only where `[inputs.<name>] admins` says so."""
+    reload_seconds: float = 5.0
+    """With a memory store several processes share, how often the map of linked
+    accounts is checked for another process's change (one read when it is used)."""
+
+
+@dataclass(frozen=True)
 class LogSettings:
     """`[log]`: logging."""
 
@@ -338,6 +353,7 @@ class Settings:
     ops: OpsSettings = field(default_factory=OpsSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
     services: Mapping[str, ServiceSettings] = field(default_factory=_no_options)
     runbooks: Mapping[str, RunbookSettings] = field(default_factory=_no_options)
     access: AccessSettings = field(default_factory=AccessSettings)

@@ -25,11 +25,14 @@ __all__ = [
     "MAX_KEY_CHARS",
     "MAX_VALUE_BYTES",
     "PROFILE_NS",
+    "REMINDERS_TO",
     "TEAM_OWNER",
     "USER_NS",
     "CommandInfo",
     "Commands",
     "Context",
+    "Identity",
+    "LinkOutcome",
     "MemoryRefused",
     "MemoryView",
     "SchedulingRefused",
@@ -46,6 +49,9 @@ PROFILE_NS = "profile"
 """Facts about a person Harken uses itself: display name, time zone."""
 TEAM_OWNER = "team"
 """The owner of what belongs to everyone rather than one person (`ctx.team_memory`)."""
+REMINDERS_TO = "reminders_to"
+"""Profile key: where a person's reminders go: `here` (where each was set, the
+default), `last active`, or an input's name (`reminders go to`)."""
 
 MAX_KEY_CHARS = 200
 MAX_VALUE_BYTES = 32 * 1024
@@ -76,8 +82,51 @@ class SendResult:
 
 
 def owner_of(event: Event) -> str:
-    """The memory owner for the person in an event: the same name on two inputs is two people."""
+    """The account of the person in an event, `<input>:<user>`: the same name on two
+    inputs is two accounts, one person only once they are linked (`Identity`)."""
     return f"{event.input}:{event.user}"
+
+
+@dataclass(frozen=True)
+class LinkOutcome:
+    """What saying a link code did (`Identity.confirm_link`)."""
+
+    outcome: str
+    """`linked`; `wrong` (tries left); `expired`, `spent` (too many tries) or `none`
+    (no code pending): the link is not made and the code is gone."""
+    account: str = ""
+    """The account the code was for (`<input>:<user>`)."""
+    tries_left: int = 0
+    conflicts: tuple[str, ...] = ()
+    """`<namespace>/<key>` both accounts had: the asking account's value was kept."""
+
+
+class Identity(Protocol):
+    """The person's linked accounts (`ctx.identity`): the memory actor keeps the map."""
+
+    @property
+    def owner(self) -> str:
+        """The person's memory owner: `person:<id>` once linked, else their account."""
+        ...
+
+    def accounts(self) -> list[str]:
+        """Every account of this person (`<input>:<user>`), theirs alone if unlinked."""
+        ...
+
+    def offer_link(self, account: str, code: str, expires_at: float, tries: int) -> None:
+        """Keep `code` (in memory only, never stored or logged) as the proof that this
+        person controls `account`, until `expires_at` (time.time()) or `tries` wrong
+        answers; it replaces any code they had pending."""
+        ...
+
+    def confirm_link(self, code: str) -> LinkOutcome:
+        """Link the pending account if `code` is its code (compared in constant time)."""
+        ...
+
+    def unlink(self, account: str) -> bool:
+        """Split `account` off this person (it keeps a copy of their memory); False if
+        it is not one of their linked accounts."""
+        ...
 
 
 def key_problem(key: str) -> str | None:
@@ -162,7 +211,13 @@ class Context(Protocol):
 
     @property
     def owner(self) -> str:
-        """The person's memory owner, `<input>:<user>` (`owner_of`)."""
+        """The person's account, `<input>:<user>` (`owner_of`): who did it, for audits.
+        Their memory is their person's once linked (`identity.owner`)."""
+        ...
+
+    @property
+    def identity(self) -> Identity:
+        """The person's linked accounts (`link`, `unlink`, `whoami`)."""
         ...
 
     @property

@@ -24,7 +24,7 @@ from config import (
     render_settings,
 )
 from config.rules import RULES, SECTION_SECRETS
-from config.settings import ClusterSettings, HealthSettings, OpsSettings
+from config.settings import ClusterSettings, HealthSettings, IdentitySettings, OpsSettings
 
 SECTIONS: dict[str, type[Any]] = {
     "bot": BotSettings,
@@ -34,6 +34,7 @@ SECTIONS: dict[str, type[Any]] = {
     "ops": OpsSettings,
     "health": HealthSettings,
     "cluster": ClusterSettings,
+    "identity": IdentitySettings,
 }
 TOKEN = "xoxb-1234-DO-NOT-LEAK-5678"
 PASSWORD = "hunter2-very-secret"

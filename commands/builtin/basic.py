@@ -6,7 +6,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from commands.base import command
-from core.context import Context
+from core.context import REMINDERS_TO, Context
 from core.event import Event
 
 
@@ -57,7 +57,8 @@ def time(ctx: Context) -> str:
 @command(
     r"^whoami$",
     usage="whoami",
-    description="What Harken knows about you: id, name, input, channel, time zone.",
+    description="What Harken knows about you: id, name, input, channel, time zone, "
+    "linked accounts.",
 )
 def whoami(ctx: Context, event: Event) -> str:
     stored_zone = ctx.profile.get("timezone")
@@ -68,16 +69,24 @@ def whoami(ctx: Context, event: Event) -> str:
     )
     # What the person asked to be called (`profile`) wins over what the input says.
     name = ctx.profile.get("display_name") or event.display_name or event.user
+    accounts = ctx.identity.accounts()
+    goes = ctx.profile.get(REMINDERS_TO)
     return "\n".join(
-        [
+        line
+        for line in [
             f"You are {event.user} ({name}).",
             f"Input: {event.input}",
             f"Channel: {event.channel or '(direct)'}"
             + (f", thread {event.thread}" if event.thread else ""),
             f"Time zone: {zone}",
+            f"Linked accounts: {', '.join(accounts)} (one person: {ctx.identity.owner})"
+            if len(accounts) > 1
+            else "",
+            f"Reminders go to: {goes}" if isinstance(goes, str) and goes != "here" else "",
             "You are an admin here." if ctx.is_admin else "",
         ]
-    ).rstrip()
+        if line
+    )
 
 
 @command(
