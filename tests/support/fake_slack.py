@@ -579,20 +579,24 @@ class FakeSlack:
         }
         return self.send_envelope(envelope)
 
-    def say(self, text: str, **where: Any) -> dict[str, Any]:
-        """Send what a person typed (a `message` event); return the envelope sent."""
-        return self.send_envelope(self.envelope(self.message_event(text, **where)))
+    def say(self, text: str, *, to: int | None = None, **where: Any) -> dict[str, Any]:
+        """Send what a person typed (a `message` event); return the envelope sent.
+        `to`: the number of the connection it goes to (else the fake chooses)."""
+        return self.send_envelope(self.envelope(self.message_event(text, **where)), to=to)
 
-    def send_envelope(self, envelope: Mapping[str, Any], timeout: float = 10) -> dict[str, Any]:
-        self.send_raw(json.dumps(envelope), timeout)
+    def send_envelope(
+        self, envelope: Mapping[str, Any], timeout: float = 10, *, to: int | None = None
+    ) -> dict[str, Any]:
+        self.send_raw(json.dumps(envelope), timeout, to=to)
         return dict(envelope)
 
-    def send_raw(self, text: str, timeout: float = 10) -> None:
-        """Send a text frame down the current Socket Mode connection."""
+    def send_raw(self, text: str, timeout: float = 10, *, to: int | None = None) -> None:
+        """Send a text frame down the current Socket Mode connection (with several: one
+        chosen at random, or two at `duplicate_rate`; connection number `to` if given)."""
         self.wait_connections(1, timeout)
 
         async def send() -> list[int]:
-            targets = self._targets()
+            targets = self._targets(to)
             if not targets:
                 raise ConnectionError("no Socket Mode connection")
             for ws in targets:
@@ -610,9 +614,11 @@ class FakeSlack:
                 self.sent[str(envelope_id)] = sent_at
                 self.delivered[str(envelope_id)] = numbers
 
-    def _targets(self) -> list[web.WebSocketResponse]:
+    def _targets(self, to: int | None = None) -> list[web.WebSocketResponse]:
         """On the loop: the connection(s) the next envelope goes to."""
         open_ = [ws for ws in self._sockets if not ws.closed]
+        if to is not None:
+            return [ws for ws in open_ if self._numbers.get(id(ws)) == to]
         if len(open_) <= 1 or self.keep_connections == 1:
             return open_[-1:]
         count = 2 if self._random.random() < self.duplicate_rate else 1
@@ -686,10 +692,15 @@ class FakeSlack:
             f"Socket Mode connection #{count}",
         )
 
+    def open_connections(self) -> list[int]:
+        """The numbers of the connections open now."""
+        with self._changed:
+            return [self._numbers[id(ws)] for ws in self._sockets if not ws.closed]
+
     def wait_open(self, count: int, timeout: float = 10) -> None:
-        """Wait until `count` Socket Mode connections are open at once."""
+        """Wait until exactly `count` Socket Mode connections are open."""
         self._wait(
-            lambda: sum(not ws.closed for ws in self._sockets) >= count,
+            lambda: sum(not ws.closed for ws in self._sockets) == count,
             timeout,
             f"{count} open Socket Mode connections",
         )
