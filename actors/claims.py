@@ -174,7 +174,7 @@ class Claims:
             if self._since_prune >= _PRUNE_EVERY:
                 self._since_prune = 0
                 await connection.execute(_PRUNE, (self._keep,))
-        self.conflicts += len(set(event_ids) - won)
+        self.conflicts += len(event_ids) - len(won)
         return won
 
     async def hold_room(self, room: str, lease: timedelta) -> bool:
