@@ -24,6 +24,7 @@ import psycopg
 import pytest
 from support.cli import Background
 from support.fake_slack import APP_TOKEN, BOT_TOKEN, FakeSlack, Post
+from support.irc import IrcPerson, PrivateNgircd, ngircd_missing
 from support.postgres import PrivatePostgres
 from support.xmpp import PrivateProsody, XmppPerson, prosody_missing
 
@@ -346,3 +347,54 @@ def test_an_xmpp_room_is_answered_once_and_by_another_process_when_its_owner_die
         assert sum_metric(survivors, "harken_messages_in_total") == 1
         for process in survivors:
             assert process.run.stop() == 0
+
+
+# --- IRC -----------------------------------------------------------------------------------
+
+
+def test_an_irc_channel_is_answered_once_and_handed_over_on_a_clean_stop(
+    tmp_path: Path, pg_url: str, processes: list[Process]
+) -> None:
+    reason = ngircd_missing()
+    if reason is not None:
+        pytest.skip(reason)
+    with PrivateNgircd(tmp_path / "ngircd") as server:
+        env = {
+            "HARKEN_IRC_HOST": "127.0.0.1",
+            "HARKEN_IRC_PORT": str(server.port),
+            "HARKEN_IRC_TLS": "false",
+            "HARKEN_IRC_CHANNELS": "#ops",
+            "HARKEN_IRC_LINES_PER_SECOND": "50",
+            "HARKEN_MEMORY_BACKEND": "postgresql",
+            "HARKEN_MEMORY_URL": pg_url,
+        }
+        for name in NAMES[:2]:
+            processes.append(Process(tmp_path / name, name, env, "--inputs", "irc"))
+            # One at a time: the first is `harken`, the second `harken_`.
+            processes[-1].run.wait_stderr("IRC: online", timeout=60)
+        wait_for(
+            lambda: any("now answers in irc:#ops" in p.log() for p in processes),
+            "an owner of #ops",
+        )
+        owner = next(p for p in processes if "now answers in irc:#ops" in p.log())
+        other = next(p for p in processes if p is not owner)
+        with IrcPerson("alice", server.port) as alice:
+            alice.join("#ops")
+            for n in range(10):
+                alice.say("#ops", f"harken: echo c{n}")
+            heard = [
+                alice.expect(lambda h: h.command == "PRIVMSG" and h.text.startswith("alice: c"))
+                for _ in range(10)
+            ]
+            assert sorted(h.text for h in heard) == sorted(f"alice: c{n}" for n in range(10))
+            assert len({h.nick for h in heard}) == 1
+            assert sum_metric(processes, "harken_messages_in_total") == 10
+            assert owner.run.stop() == 0  # hands #ops over at once
+            other.run.wait_stderr("now answers in irc:#ops", timeout=30)
+            # Addressed by the configured nick, which the survivor does not hold.
+            alice.say("#ops", "harken: echo after")
+            reply = alice.expect(
+                lambda h: h.command == "PRIVMSG" and h.text == "alice: after", timeout=15
+            )
+            assert reply.nick == "harken_"
+        assert other.run.stop() == 0
