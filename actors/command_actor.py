@@ -17,23 +17,23 @@ from actors.pool import Dispatcher
 from actors.supervision import SupervisedPooledActor
 
 if TYPE_CHECKING:
-    from actors.services import Services
+    from actors.runtime import Runtime
     from commands.base import Command
 
 
 class CommandActor(SupervisedPooledActor):
-    def __init__(self, dispatcher: Dispatcher, command: Command, services: Services) -> None:
+    def __init__(self, dispatcher: Dispatcher, command: Command, runtime: Runtime) -> None:
         super().__init__(dispatcher)
         self.command = command
-        self.services = services
+        self.runtime = runtime
 
     def on_receive(self, message: Any) -> Any:
         if not isinstance(message, RunTurn):
             return None
-        turn, command, services = message.turn, self.command, self.services
+        turn, command, runtime = message.turn, self.command, self.runtime
         refusal = authorize(
-            services.settings,
-            services.metrics,
+            runtime.settings,
+            runtime.metrics,
             command.name,
             admin_only=command.admin_only,
             event=turn.event,

@@ -43,7 +43,7 @@ from core.timefmt import format_time
 from memory.store import InvalidWrite, check_names, encode_value
 
 if TYPE_CHECKING:
-    from actors.services import Services
+    from actors.runtime import Runtime
     from actors.supervision import Handle
     from commands.base import Registry
     from config.settings import Settings
@@ -121,11 +121,11 @@ class Context:
         is_admin: bool,
         say: Callable[[str], None],
         scheduler: Handle | None = None,
-        services: Services | None = None,
+        runtime: Runtime | None = None,
     ) -> None:
         self.event = event
         self._scheduler = scheduler
-        self.services = services
+        self.runtime = runtime
         """The running bot's shared parts (for `status`); None where a command runs
         outside the bot."""
         self.settings = settings
@@ -157,8 +157,8 @@ class Context:
     def send(self, *, input: str, to: str, text: str, subject: str = "") -> SendResult:
         """Send `text` to `to` through another input (`input="email"`), as an `Outbound`
         event; the request (`origin`) goes with it, so that the input can tell the
-        person of an outcome that comes later (Services.send)."""
-        if self.services is None:
+        person of an outcome that comes later (Runtime.send)."""
+        if self.runtime is None:
             raise SendRefused("sending through another input needs the running bot")
         event = Event(
             type=EventType.REPLY,
@@ -169,7 +169,7 @@ class Context:
             channel=to,
             meta={"subject": subject, "origin": self.event.to_dict()},
         )
-        return self.services.send(event, wait=_SEND_WAIT)
+        return self.runtime.send(event, wait=_SEND_WAIT)
 
     def timezone(self) -> ZoneInfo:
         """The person's stored time zone, else the configured default."""
@@ -183,13 +183,13 @@ class Context:
 
     def status(self) -> StatusReport | None:
         """The running bot's health and counters; None outside the bot (no `services`)."""
-        if self.services is None:
+        if self.runtime is None:
             return None
         # Imported here: actors/health.py reads the dialog state's layout, whose module
         # builds Contexts.
         from actors.health import collect
 
-        return collect(self.services)
+        return collect(self.runtime)
 
     # --- scheduling: reminders and deferred commands (actors/scheduler_actor.py) -------
 

@@ -28,7 +28,7 @@ from actors.turn import Unknown, decide, handler
 from core.event import Event
 
 if TYPE_CHECKING:
-    from actors.services import Services
+    from actors.runtime import Runtime
     from commands.dialogs import DialogState
 
 logger = logging.getLogger(__name__)
@@ -48,13 +48,13 @@ def conversation_key(event: Event) -> ConversationKey:
 
 class ConversationActor(PooledActor):
     def __init__(
-        self, dispatcher: Dispatcher, key: ConversationKey, services: Services, router: Any
+        self, dispatcher: Dispatcher, key: ConversationKey, runtime: Runtime, router: Any
     ) -> None:
         super().__init__(dispatcher)
         self.key = key
         self.talk = conversation_id(key)
         """The conversation's id: its lane, and where its dialog's state is stored."""
-        self.services = services
+        self.runtime = runtime
         self.router = router
         self.pending: deque[Event] | None = None
         """Messages waiting for the running one; None when there are none, which is
@@ -64,7 +64,7 @@ class ConversationActor(PooledActor):
         """Id of the event whose turn is running, if any."""
         self.dialog: DialogState | None = None
         """The open dialog, as memory has it once the running turn's writes are durable."""
-        self.reload = services.settings.cluster.enabled
+        self.reload = runtime.settings.cluster.enabled
         """Read the dialog again before a message that finds the conversation idle."""
 
     def on_start(self) -> None:
@@ -73,7 +73,7 @@ class ConversationActor(PooledActor):
 
     def _load(self) -> None:
         self.running = _LOADING
-        self.services.lanes.submit(self.talk, load_dialog, self.services, self.talk, self.actor_ref)
+        self.runtime.lanes.submit(self.talk, load_dialog, self.runtime, self.talk, self.actor_ref)
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Inbound):
@@ -118,28 +118,28 @@ class ConversationActor(PooledActor):
 
     def _take(self, event: Event) -> None:
         """Answer `event` now or hand it on; `running` is its id if the answer comes later."""
-        services, dialog, talk = self.services, self.dialog, self.talk
-        now = services.clock()
+        runtime, dialog, talk = self.runtime, self.dialog, self.talk
+        now = runtime.clock()
         plan = decide(
             event.data,
-            services.registry,
+            runtime.registry,
             dialog,
             now,
-            services.settings.bot.dialog_timeout_seconds,
+            runtime.settings.bot.dialog_timeout_seconds,
             scheduled=bool(event.meta.get("scheduled")),
         )
-        turn = Turn(services, talk, event, plan, dialog=dialog, now=now)
+        turn = Turn(runtime, talk, event, plan, dialog=dialog, now=now)
         if isinstance(plan, Unknown):  # nothing to wait for or write: answered right here
             turn.run()
             return
-        turn.conversation, turn.slot = self.actor_ref, services.lanes.reserve(talk)
+        turn.conversation, turn.slot = self.actor_ref, runtime.lanes.reserve(talk)
         self.running = event.id
         command = handler(plan)
         if command is None:  # a dialog dropped, then nothing to run: no one to ask
             turn.run_on_worker()
             return
         try:
-            services.commands[command.name].tell(RunTurn(turn))
+            runtime.commands[command.name].tell(RunTurn(turn))
         except pykka.ActorDeadError:
             logger.error("command %s is down; told %s so", command.name, event.user)
             turn.run_here(

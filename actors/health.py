@@ -1,6 +1,6 @@
 """The bot's own health: what `status`, `/healthz` and `/metrics` report.
 
-`collect` gathers a `StatusReport`: the counters of `Services.metrics`, plus the gauges
+`collect` gathers a `StatusReport`: the counters of `Runtime.metrics`, plus the gauges
 their owners keep (active conversations from the router, pending jobs from the scheduler,
 open dialogs from memory), each asked with a short timeout so that a stuck actor shows
 up as "down" instead of hanging the probe.
@@ -31,7 +31,7 @@ from actors.runner import CONVERSATION_NS, STATE_SHARDS
 from core.status import StatusReport
 
 if TYPE_CHECKING:
-    from actors.services import Services
+    from actors.runtime import Runtime
     from actors.supervision import Handle
 
 logger = logging.getLogger(__name__)
@@ -58,28 +58,28 @@ def _open_dialogs(memory: Handle) -> int | None:
     return total
 
 
-def collect(services: Services) -> StatusReport:
+def collect(runtime: Runtime) -> StatusReport:
     """The bot's state now; asks the router, scheduler and memory (blocks up to seconds:
     call it from a worker or the health server's thread, never from a pooled actor)."""
     down: list[str] = []
-    stats = _ask(services.router, RouterStats())
+    stats = _ask(runtime.router, RouterStats())
     if stats is None:
         down.append("router")
-    dialogs = _open_dialogs(services.memory)
+    dialogs = _open_dialogs(runtime.memory)
     if dialogs is None:
         down.append("memory")
-    jobs = _ask(services.scheduler, JobCount())
-    if jobs is None and services.scheduler is not None:
+    jobs = _ask(runtime.scheduler, JobCount())
+    if jobs is None and runtime.scheduler is not None:
         down.append("scheduler")
     cluster = None
-    if services.settings.cluster.enabled:
-        cluster = _ask(services.scheduler, ClusterStatus())
+    if runtime.settings.cluster.enabled:
+        cluster = _ask(runtime.scheduler, ClusterStatus())
         if cluster is None:
             down.append("cluster (its database cannot be read)")
-    metrics = services.metrics.snapshot()
+    metrics = runtime.metrics.snapshot()
     inputs: dict[str, str] = {}
-    for name in services.settings.bot.inputs:
-        handle = services.inputs.get(name)
+    for name in runtime.settings.bot.inputs:
+        handle = runtime.inputs.get(name)
         state = metrics.input_states.get(name, "unknown")
         if handle is None or not handle.is_alive():
             state = "down"
@@ -87,7 +87,7 @@ def collect(services: Services) -> StatusReport:
         if state not in HEALTHY_STATES:
             down.append(f"input {name} ({state})")
     return StatusReport(
-        uptime_seconds=max(0.0, time.time() - services.started_at) if services.started_at else 0.0,
+        uptime_seconds=max(0.0, time.time() - runtime.started_at) if runtime.started_at else 0.0,
         inputs=inputs,
         down=down,
         active_conversations=stats["active_conversations"] if stats else None,
@@ -103,11 +103,11 @@ class BotCollector:
     prometheus_client collector, registered on `Metrics.registry` while the health
     endpoint runs). Gauges whose owner did not answer are left out, not reported as 0."""
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
 
     def collect(self) -> Iterator[Metric]:
-        report = collect(self.services)
+        report = collect(self.runtime)
         yield GaugeMetricFamily(
             "harken_up",
             "1 when the actor system and every input are up.",
@@ -158,9 +158,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, *, with_body: bool) -> None:
         path = self.path.split("?", 1)[0]
-        services = self.server.services
+        runtime = self.server.runtime
         if path == "/healthz":
-            report = collect(services)
+            report = collect(runtime)
             cluster = (
                 "".join(f"{line}\n" for line in report.cluster.lines()) if report.cluster else ""
             )
@@ -170,7 +170,7 @@ class _Handler(BaseHTTPRequestHandler):
                 down = "down: " + ", ".join(report.down) + "\n"
                 self._reply(503, (down + cluster).encode(), with_body=with_body)
         elif path == "/metrics":
-            data = generate_latest(services.metrics.registry)
+            data = generate_latest(runtime.metrics.registry)
             self._reply(200, data, CONTENT_TYPE_PLAIN_0_0_4, with_body=with_body)
         else:
             self._reply(404, b"not found: try /healthz or /metrics\n", with_body=with_body)
@@ -197,7 +197,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
-    services: Services
+    runtime: Runtime
 
 
 class HealthServer:
@@ -216,10 +216,10 @@ class HealthServer:
         )
         self._collector: BotCollector | None = None
 
-    def start(self, services: Services) -> None:
-        self._server.services = services
-        self._collector = BotCollector(services)
-        services.metrics.registry.register(self._collector)
+    def start(self, runtime: Runtime) -> None:
+        self._server.runtime = runtime
+        self._collector = BotCollector(runtime)
+        runtime.metrics.registry.register(self._collector)
         self._thread.start()
         logger.info("health endpoint on http://%s:%d/healthz and /metrics", self.host, self.port)
 
@@ -229,5 +229,5 @@ class HealthServer:
         self._server.server_close()
         self._thread.join(5)
         if self._collector is not None:
-            self._server.services.metrics.registry.unregister(self._collector)
+            self._server.runtime.metrics.registry.unregister(self._collector)
             self._collector = None

@@ -33,7 +33,7 @@ from core.jobs import Due, JobKind, JobSpec
 from core.timefmt import format_time
 
 if TYPE_CHECKING:
-    from actors.services import Services
+    from actors.runtime import Runtime
     from actors.supervision import Handle
 
 __all__ = ["InputBarrier", "Outbox"]
@@ -103,12 +103,12 @@ class Outbox:
     def __init__(
         self,
         engine: Engine,
-        services: Services,
+        runtime: Runtime,
         router: Handle,
         started_at: datetime,
     ) -> None:
         self.engine = engine
-        self.services = services
+        self.runtime = runtime
         self.router = router
         self.started_at = started_at
         self._work: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -157,7 +157,7 @@ class Outbox:
     def plan(self, delivery: Delivery, now: datetime) -> list[Inbound | Outbound] | None:
         """What to send for `delivery`; None if its input is not running here."""
         name = delivery.spec.event.input
-        if name not in self.services.inputs:
+        if name not in self.runtime.inputs:
             # Kept unsent for a Harken that runs this input; said once per input.
             if name not in self._absent:
                 self._absent.add(name)
@@ -189,7 +189,7 @@ class Outbox:
                 self._work.put(_Sent(None))
         for message in messages:
             if isinstance(message, Outbound):
-                self.services.deliver(message.event)
+                self.runtime.deliver(message.event)
                 continue
             try:
                 self.router.tell(message)
@@ -296,13 +296,13 @@ class Outbox:
         """A command of Harken's own (a watch's check): it catches up silently."""
         if spec.kind is not JobKind.RUN:
             return False
-        found = self.services.registry.find(spec.text, hidden=True)
+        found = self.runtime.registry.find(spec.text, hidden=True)
         return found is not None and found[0].hidden
 
     def _messages(self, delivery: Delivery, now: datetime) -> list[Inbound | Outbound]:
         spec = delivery.spec
         zone = _zone(delivery.zone)
-        name = self.services.settings.bot.name
+        name = self.runtime.settings.bot.name
         quiet = self._quiet(spec)
         if delivery.handed and not quiet:
             logger.warning(
@@ -324,7 +324,7 @@ class Outbox:
             run_times=delivery.run_times,
             now=now,
             started_at=self.started_at,
-            grace=timedelta(seconds=self.services.settings.scheduler.grace_seconds),
+            grace=timedelta(seconds=self.runtime.settings.scheduler.grace_seconds),
             next_run=delivery.next_run,
             runs=delivery.runs,
         )
@@ -386,7 +386,7 @@ class Outbox:
         taken: list[_Sending] = []
         for name in sorted({s.delivery.spec.event.input for s in confirmed}):
             mine = [s for s in confirmed if s.delivery.spec.event.input == name]
-            handle = self.services.inputs.get(name)
+            handle = self.runtime.inputs.get(name)
             try:
                 if handle is None:
                     raise pykka.ActorDeadError(name)

@@ -6,7 +6,7 @@ global registry by default: several bots in one process (tests, benchmarks) each
 for themselves, and nothing else in the process can clash with their names.
 
 Updated on the message path by whoever already handles the event (the router for
-messages in, `Services.answer`/`deliver` for messages out, the command worker for calls
+messages in, `Runtime.answer`/`deliver` for messages out, the command worker for calls
 and their latency). Each labelled child is looked up once and kept, so an update is the
 library's own increment under its lock (BENCHMARKS.md has the cost per message).
 

@@ -25,15 +25,15 @@ from actors.text import clean_text
 from core.event import Event, EventType
 
 if TYPE_CHECKING:
-    from actors.services import Services
+    from actors.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
 
 class Router(SupervisedPooledActor):
-    def __init__(self, dispatcher: Dispatcher, services: Services) -> None:
+    def __init__(self, dispatcher: Dispatcher, runtime: Runtime) -> None:
         super().__init__(dispatcher)
-        self.services = services
+        self.runtime = runtime
         self.conversations: dict[ConversationKey, pykka.ActorRef[Any]] = {}
         self.last_seen: dict[ConversationKey, float] = {}
         self.retired = 0
@@ -50,11 +50,11 @@ class Router(SupervisedPooledActor):
         return None
 
     def _route(self, event: Event) -> None:
-        self.services.metrics.message_in(event.input)
+        self.runtime.metrics.message_in(event.input)
         if event.type is not EventType.TEXT:
             logger.warning("router got a %s event from %s; ignored", event.type, event.input)
             return
-        limit = self.services.settings.bot.max_message_bytes
+        limit = self.runtime.settings.bot.max_message_bytes
         if len(event.data) > limit // 4:
             size = len(event.data.encode("utf-8", "surrogatepass"))
             if size > limit:
@@ -68,12 +68,12 @@ class Router(SupervisedPooledActor):
                     f"That message is {size:,} bytes; I only read messages up to "
                     f"{limit:,} bytes. Nothing was changed."
                 )
-                self.services.answer(event, [event.reply(text, type=EventType.ERROR)])
+                self.runtime.answer(event, [event.reply(text, type=EventType.ERROR)])
                 return
         cleaned = clean_text(event.data)
         if cleaned != event.data:
             event = event.with_data(cleaned)
-        streams = self.services.streams
+        streams = self.runtime.streams
         if streams is not None and streams.publish(event):
             return  # not addressed to the bot: for the streams only
         key = conversation_key(event)
@@ -85,7 +85,7 @@ class Router(SupervisedPooledActor):
                 return
             except pykka.ActorDeadError:
                 logger.warning("conversation %s had died; starting it again", key)
-        ref = ConversationActor.spawn(self.services.dispatcher, key, self.services, self.actor_ref)
+        ref = ConversationActor.spawn(self.runtime.dispatcher, key, self.runtime, self.actor_ref)
         self.conversations[key] = ref
         ref.tell(Inbound(event))
 
@@ -96,7 +96,7 @@ class Router(SupervisedPooledActor):
         longer than the idle time), with more messages waiting behind it. Such a
         conversation does not answer and stays; it is asked again at the next tick.
         """
-        idle_after = self.services.settings.bot.conversation_idle_seconds
+        idle_after = self.runtime.settings.bot.conversation_idle_seconds
         for key, seen in self.last_seen.items():
             if now - seen >= idle_after:
                 ref = self.conversations.get(key)

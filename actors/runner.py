@@ -50,7 +50,7 @@ from memory.store import InvalidWrite, StoreError, encode_value
 
 if TYPE_CHECKING:
     from actors.lanes import Slot
-    from actors.services import Services
+    from actors.runtime import Runtime
     from commands.base import Command
 
 logger = logging.getLogger(__name__)
@@ -86,11 +86,11 @@ def refused_store_text(exc: MemoryRefused) -> str:
     return f"Sorry, I can't store that: {exc}."
 
 
-def load_dialog(services: Services, talk: str, conversation: pykka.ActorRef[Any]) -> None:
+def load_dialog(runtime: Runtime, talk: str, conversation: pykka.ActorRef[Any]) -> None:
     """Worker job, first in a new conversation's lane: tell it `DialogLoaded`."""
     state: DialogState | None = None
     try:
-        raw = services.memory.ask(
+        raw = runtime.memory.ask(
             MemoryGet(CONVERSATION_NS, *state_address(talk)), timeout=_ASK_TIMEOUT
         )
         if raw is not None:
@@ -98,7 +98,7 @@ def load_dialog(services: Services, talk: str, conversation: pykka.ActorRef[Any]
     except ValueError as exc:
         logger.warning("dropped an unreadable dialog state of %s: %s", talk, exc)
         with contextlib.suppress(pykka.ActorDeadError):
-            services.memory.tell(MemoryDelete(CONVERSATION_NS, *state_address(talk)))
+            runtime.memory.tell(MemoryDelete(CONVERSATION_NS, *state_address(talk)))
     except Exception:
         # Memory is down or slow: carry on without the dialog rather than hang the
         # conversation; the state stays in memory for the next conversation actor.
@@ -112,7 +112,7 @@ class Turn:
 
     def __init__(
         self,
-        services: Services,
+        runtime: Runtime,
         talk: str,
         event: Event,
         plan: plans.Plan,
@@ -120,7 +120,7 @@ class Turn:
         dialog: DialogState | None,
         now: float,
     ) -> None:
-        self.services = services
+        self.runtime = runtime
         self.talk = talk  # the conversation's id (`conversation_id`)
         self.event = event
         self.plan: plans.Plan | None = plan
@@ -153,7 +153,7 @@ class Turn:
 
     def is_admin(self) -> bool:
         if self.admin is None:
-            self.admin = self.services.is_admin(self.event)
+            self.admin = self.runtime.is_admin(self.event)
         return self.admin
 
     def run(self) -> None:
@@ -169,7 +169,7 @@ class Turn:
             failed = True
             self._failed()
         if name is not None and self.refusal is None:
-            self.services.metrics.command_done(name, time.perf_counter() - started, failed=failed)
+            self.runtime.metrics.command_done(name, time.perf_counter() - started, failed=failed)
         self._commit()
 
     # --- what each plan does --------------------------------------------------------
@@ -220,7 +220,7 @@ class Turn:
         """The command actor refused the turn: say why, and where an open dialog is."""
         assert self.refusal is not None
         state = self.state
-        command = self.services.registry.by_name(state.dialog) if state is not None else None
+        command = self.runtime.registry.by_name(state.dialog) if state is not None else None
         flow = dialog_of(command) if command is not None else None
         if state is None or flow is None:
             self._say(self.refusal, EventType.ERROR)
@@ -269,16 +269,16 @@ class Turn:
 
     def _context(self) -> Context:
         if self.ctx is None:
-            services, event = self.services, self.event
+            runtime, event = self.runtime, self.event
             self.ctx = Context(
                 event,
-                memory=services.memory,
-                settings=services.settings,
-                registry=services.registry,
+                memory=runtime.memory,
+                settings=runtime.settings,
+                registry=runtime.registry,
                 is_admin=self.is_admin(),
-                say=lambda text: services.deliver(event.reply(text)),
-                scheduler=services.scheduler,
-                services=services,
+                say=lambda text: runtime.deliver(event.reply(text)),
+                scheduler=runtime.scheduler,
+                runtime=runtime,
             )
         return self.ctx
 
@@ -333,7 +333,7 @@ class Turn:
     def _commit(self) -> None:
         """Tell memory the dialog's new state after the command's writes, then one
         barrier; answer when it fires."""
-        memory, before, after = self.services.memory, self.before, self.state
+        memory, before, after = self.runtime.memory, self.before, self.state
         wrote = self.ctx is not None and self.ctx.wrote
         self.plan = self.ctx = self.before = None
         try:
@@ -365,7 +365,7 @@ class Turn:
         self._done()
 
     def _done(self) -> None:
-        self.services.answer(self.event, self.notes + self.replies)
+        self.runtime.answer(self.event, self.notes + self.replies)
         if self.conversation is not None:
             # The conversation may have stopped while the turn ran (its router
             # restarted); its successor needs nothing from this turn but its writes.

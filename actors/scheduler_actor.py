@@ -30,7 +30,7 @@ Delivery goes through an outbox in the same SQLite file (table `harken_deliverie
    to its input, a command to the router. The outbox (`actors.job_outbox.Outbox`, a
    thread of its own) records it as delivered once the input has taken what was sent
    (an ask that queues behind it) and, for a command, once its answer has gone to the
-   input (`Services.job_answered`); a burst is recorded in one commit after it has been
+   input (`Runtime.job_answered`); a burst is recorded in one commit after it has been
    sent.
 3. At start-up, what was recorded and not delivered is sent; a command that had been
    handed over is not run again: the person is told it was interrupted.
@@ -92,7 +92,7 @@ from core.status import ClusterView
 
 if TYPE_CHECKING:
     from actors.cluster import Lease
-    from actors.services import Services
+    from actors.runtime import Runtime
     from actors.supervision import Handle
 
 __all__ = ["SchedulerActor", "scheduled_job"]
@@ -148,14 +148,14 @@ def _zone_name(zone: tzinfo) -> str:
 
 
 class SchedulerActor(SupervisedActor):
-    def __init__(self, services: Services, router: Handle) -> None:
+    def __init__(self, runtime: Runtime, router: Handle) -> None:
         super().__init__()
-        self.services = services
+        self.runtime = runtime
         self.router = router
-        self.settings = services.settings.scheduler
-        self.path = self.settings.job_store(services.settings.memory.path)
-        self.url = job_store_url(services.settings)
-        self.cluster = services.settings.cluster
+        self.settings = runtime.settings.scheduler
+        self.path = self.settings.job_store(runtime.settings.memory.path)
+        self.url = job_store_url(runtime.settings)
+        self.cluster = runtime.settings.cluster
         self._lease: Lease | None = None
         self._scheduler: BackgroundScheduler | None = None
         self._outbox: Outbox | None = None
@@ -179,9 +179,9 @@ class SchedulerActor(SupervisedActor):
         else:
             engine = open_engine(self.path)
             METADATA.create_all(engine)
-        outbox = Outbox(engine, self.services, self.router, self._started_at)
+        outbox = Outbox(engine, self.runtime, self.router, self._started_at)
         self._outbox = outbox
-        self.services.job_answered = outbox.answered
+        self.runtime.job_answered = outbox.answered
         lease: Lease | None = None
         if self.url is not None and self.cluster.enabled:
             from actors.cluster import Lease  # psycopg, an extra: only for a cluster
@@ -296,8 +296,8 @@ class SchedulerActor(SupervisedActor):
                 scheduler.get_job("")
             if outbox is not None:
                 outbox.stop(STOP_WAIT)
-                if self.services.job_answered == outbox.answered:
-                    self.services.job_answered = None
+                if self.runtime.job_answered == outbox.answered:
+                    self.runtime.job_answered = None
             if scheduler is not None:
                 scheduler.shutdown(wait=True)  # also closes the store
         except Exception:

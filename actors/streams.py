@@ -1,7 +1,7 @@
 """Streams at run time: the hub that hands events out, one actor per stream, and the
 `stream` input that takes the answers to what streams run.
 
-The router (every message in) and the reply path (`Services.answer`, `deliver`,
+The router (every message in) and the reply path (`Runtime.answer`, `deliver`,
 `send`: only for streams that asked for replies) call `StreamHub.publish`, which
 filters on the caller's thread (input, channel, person, pattern: no I/O, no lock but
 one per stream it hands to) and tells the stream's actor. Each `StreamRunner` counts the
@@ -34,7 +34,7 @@ from commands.streams import STREAM_INPUT, Stream, Subscription
 from core.event import Event
 
 if TYPE_CHECKING:
-    from actors.services import Services
+    from actors.runtime import Runtime
     from actors.supervision import Handle
     from config.settings import InputSettings
 
@@ -121,9 +121,9 @@ class StreamRunner:
 class StreamHub:
     """Hands the bot's events to the streams that want them; thread-safe, no I/O."""
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
-        registry = services.metrics.registry
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        registry = runtime.metrics.registry
         self.taken = Counter(
             "harken_stream_events", "Events handed to each stream.", ["stream"], registry=registry
         )
@@ -215,7 +215,7 @@ class StreamHub:
     def start(self) -> None:
         """Start an actor per stream (before the inputs, so none misses an event)."""
         for runner in self.runners:
-            runner.actor = StreamActor(runner, self.services)
+            runner.actor = StreamActor(runner, self.runtime)
             runner.actor.start()
 
     def begin(self) -> None:
@@ -255,9 +255,9 @@ class StreamActor:
     reply path that much less often (BENCHMARKS.md, streams).
     """
 
-    def __init__(self, runner: StreamRunner, services: Services) -> None:
+    def __init__(self, runner: StreamRunner, runtime: Runtime) -> None:
         self.runner = runner
-        self.services = services
+        self.runtime = runtime
         self.on_event, self.on_start_hook = runner.stream.make_handler()
         self.ctx: BotStreamContext | None = None
         """Made on the actor's thread once the scheduler is up (`begin`)."""
@@ -300,7 +300,7 @@ class StreamActor:
                 return
             ctx = self.ctx
             if ctx is None or ctx.stale():
-                ctx = self.ctx = BotStreamContext(runner, self.services)
+                ctx = self.ctx = BotStreamContext(runner, self.runtime)
             if self._begin:
                 self._begin = False
                 if self.on_start_hook is not None:
@@ -338,9 +338,9 @@ class StreamActor:
 class StreamInput(InputActor):
     """The input `stream`: answers to the commands streams run come back here."""
 
-    def __init__(self, settings: InputSettings, services: Services, router: Handle) -> None:
-        super().__init__(settings, services, router)
-        self.hub = services.streams
+    def __init__(self, settings: InputSettings, runtime: Runtime, router: Handle) -> None:
+        super().__init__(settings, runtime, router)
+        self.hub = runtime.streams
 
     def answered(self, message: Answered) -> None:
         if self.hub is not None and self.hub.answered(message.event_id, message.replies):

@@ -22,7 +22,7 @@ from core.context import SendRefused, SendResult
 from core.event import Event, EventType
 
 if TYPE_CHECKING:
-    from actors.services import Services
+    from actors.runtime import Runtime
     from actors.streams import StreamRunner
 
 logger = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class BotStreamContext(Context):
     """A stream's `ctx` (commands.streams.StreamContext): one per stream actor, told
     which event it handles (`handling`) so that what it sends carries the right via."""
 
-    def __init__(self, runner: StreamRunner, services: Services) -> None:
+    def __init__(self, runner: StreamRunner, runtime: Runtime) -> None:
         self.name = runner.name
         self.options: Any = runner.options
         self._hub = runner.hub
@@ -66,19 +66,19 @@ class BotStreamContext(Context):
         self._via: tuple[str, ...]
         self._via = self._own
         super().__init__(
-            identity(runner.name, services.settings.bot.name, self._via),
-            memory=services.memory,
-            settings=services.settings,
-            registry=services.registry,
+            identity(runner.name, runtime.settings.bot.name, self._via),
+            memory=runtime.memory,
+            settings=runtime.settings,
+            registry=runtime.registry,
             is_admin=False,
             say=self._log,
-            scheduler=services.scheduler,
-            services=services,
+            scheduler=runtime.scheduler,
+            runtime=runtime,
         )
 
     def stale(self) -> bool:
         """Made before the scheduler started: a new one can schedule."""
-        return self.services is not None and self._scheduler is not self.services.scheduler
+        return self.runtime is not None and self._scheduler is not self.runtime.scheduler
 
     def handling(self, event: Event | None) -> None:
         """The event the stream handles now (None: its start)."""
@@ -93,8 +93,8 @@ class BotStreamContext(Context):
 
     def send(self, *, input: str, to: str, text: str, subject: str = "") -> SendResult:
         """Send `text` to `to` through `input` (a channel, a room, an address)."""
-        services = self.services
-        if services is None:  # always set for a stream; for the type checker
+        runtime = self.runtime
+        if runtime is None:  # always set for a stream; for the type checker
             raise SendRefused("sending needs the running bot")
         event = Event(
             type=EventType.REPLY,
@@ -105,12 +105,12 @@ class BotStreamContext(Context):
             channel=to,
             meta={"subject": subject, "via": list(self._via)},
         )
-        return services.send(event, wait=_SEND_WAIT)
+        return runtime.send(event, wait=_SEND_WAIT)
 
     def run(self, text: str, *, timeout: float = 30.0) -> list[str]:
         """Run `text` as a command said by this stream; its replies' texts."""
-        services = self.services
-        if services is None or services.router is None:
+        runtime = self.runtime
+        if runtime is None or runtime.router is None:
             raise RuntimeError("running a command needs the running bot")
         event = Event(
             type=EventType.TEXT,
@@ -124,7 +124,7 @@ class BotStreamContext(Context):
         )
         answer = self._hub.expect_answer(event.id)
         try:
-            services.router.tell(Inbound(event))
+            runtime.router.tell(Inbound(event))
             replies = answer.result(timeout)
         except FutureTimeout:
             raise TimeoutError(f"{text!r} was not answered within {timeout:.0f} s") from None

@@ -28,8 +28,8 @@ from actors.memory_actor import MemoryActor
 from actors.messages import ConversationIdle, MemoryBarrier, RouterStats
 from actors.pool import Dispatcher
 from actors.router import Router
+from actors.runtime import Runtime
 from actors.scheduler_actor import SchedulerActor
-from actors.services import Services
 from actors.streams import StreamHub, StreamInput
 from actors.supervision import Handle, Supervised, Supervisor
 from actors.workers import WorkerPool
@@ -52,7 +52,7 @@ __all__ = [
     "load_input",
 ]
 
-InputFactory = Callable[[InputSettings, Services, Handle], InputActor]
+InputFactory = Callable[[InputSettings, Runtime, Handle], InputActor]
 INPUT_ENTRY_POINT_GROUP = INPUTS_GROUP
 STOP_DRAIN_SECONDS = 6.0
 """On stop, how long commands already running get to finish and send their replies."""
@@ -126,7 +126,7 @@ class BotSystem:
         self._supervisor_ref: pykka.ActorRef[Supervisor] | None = None
         self._ticker_stop = threading.Event()
         self._ticker: threading.Thread | None = None
-        self.services: Services | None = None
+        self.runtime: Runtime | None = None
         self.router: Handle | None = None
         self.started_at = 0.0
         self.health_server: HealthServer | None = None
@@ -190,36 +190,36 @@ class BotSystem:
         # The store opens in the factory, on the supervisor's thread, so a store that
         # fails to open after a crash is retried with backoff like any failed restart.
         memory = child("memory", lambda: MemoryActor(store_factory()))
-        services = Services(
+        runtime = Runtime(
             settings=settings,
             registry=registry,
             memory=memory,
             workers=WorkerPool(settings.bot.workers),
             dispatcher=Dispatcher(DISPATCHER_THREADS, name="dispatcher"),
         )
-        self.services = services
+        self.runtime = runtime
         for cmd in registry.commands():
-            services.commands[cmd.name] = child(
-                f"command:{cmd.name}", partial(CommandActor, services.dispatcher, cmd, services)
+            runtime.commands[cmd.name] = child(
+                f"command:{cmd.name}", partial(CommandActor, runtime.dispatcher, cmd, runtime)
             )
-        router = child("router", partial(Router, services.dispatcher, services))
+        router = child("router", partial(Router, runtime.dispatcher, runtime))
         self.router = router
-        services.router = router
-        self._start_streams(services, router, child)
+        runtime.router = router
+        self._start_streams(runtime, router, child)
         for name, factory in factories.items():
             input_settings = settings.inputs.get(name) or InputSettings(name=name)
-            services.inputs[name] = child(
-                f"input:{name}", partial(factory, input_settings, services, router)
+            runtime.inputs[name] = child(
+                f"input:{name}", partial(factory, input_settings, runtime, router)
             )
         # Last, so that a job which fell due while Harken was down finds the inputs up.
-        services.scheduler = child("scheduler", partial(SchedulerActor, services, router))
+        runtime.scheduler = child("scheduler", partial(SchedulerActor, runtime, router))
         self._start_ticker(router)
-        if services.streams is not None:
-            services.streams.begin()
+        if runtime.streams is not None:
+            runtime.streams.begin()
         self.started_at = time.time()
-        services.started_at = self.started_at
+        runtime.started_at = self.started_at
         if self.health_server is not None:
-            self.health_server.start(services)
+            self.health_server.start(runtime)
         logger.info(
             "Harken is up: inputs %s, %d commands, memory %s%s",
             ", ".join(factories),
@@ -230,7 +230,7 @@ class BotSystem:
 
     def _start_streams(
         self,
-        services: Services,
+        runtime: Runtime,
         router: Handle,
         child: Callable[[str, Callable[[], Supervised]], Handle],
     ) -> None:
@@ -239,15 +239,15 @@ class BotSystem:
         settings, streams = self.settings, self._streams or {}
         if not settings.streams:
             return
-        hub = StreamHub(services)
+        hub = StreamHub(runtime)
         for name in settings.streams:
             options, subscription, mailbox = streams[name].settings_for(settings)
             hub.add(streams[name], options, subscription, mailbox)
-        services.streams = hub
+        runtime.streams = hub
         hub.start()
         own = settings.inputs.get(STREAM_INPUT) or InputSettings(name=STREAM_INPUT)
-        services.inputs[STREAM_INPUT] = child(
-            f"input:{STREAM_INPUT}", partial(StreamInput, own, services, router)
+        runtime.inputs[STREAM_INPUT] = child(
+            f"input:{STREAM_INPUT}", partial(StreamInput, own, runtime, router)
         )
 
     def _store_factory(self) -> Callable[[], Store]:
@@ -281,9 +281,9 @@ class BotSystem:
         self._ticker.start()
 
     def input(self, name: str) -> Handle:
-        if self.services is None:
+        if self.runtime is None:
             raise RuntimeError("the bot is not started")
-        return self.services.inputs[name]
+        return self.runtime.inputs[name]
 
     def router_stats(self) -> dict[str, int]:
         """The router's figures (for `status`, tests and benchmarks)."""
@@ -309,16 +309,16 @@ class BotSystem:
         if self._supervisor_ref is None:
             return
         supervisor = self._supervisor_ref.proxy()
-        services = self.services
+        runtime = self.runtime
         supervisor.stop_children(["scheduler"]).get()
-        commands = [f"command:{name}" for name in (services.commands if services else {})]
+        commands = [f"command:{name}" for name in (runtime.commands if runtime else {})]
         supervisor.stop_children(["router", *commands]).get()
-        if services is not None:
-            self._drain(services)
-            if services.streams is not None:
-                services.streams.stop()
+        if runtime is not None:
+            self._drain(runtime)
+            if runtime.streams is not None:
+                runtime.streams.stop()
         supervisor.stop_children(
-            [f"input:{name}" for name in (services.inputs if services else {})]
+            [f"input:{name}" for name in (runtime.inputs if runtime else {})]
         ).get()
         # Memory last, and with time to finish: its final checkpoint writes every owner
         # still dirty, and whoever called stop() may delete the directory afterwards.
@@ -328,10 +328,10 @@ class BotSystem:
         logger.info("Harken stopped")
 
     @staticmethod
-    def _drain(services: Services) -> None:
+    def _drain(runtime: Runtime) -> None:
         """Wait (a while) for running commands to finish and their replies to be told."""
         deadline = time.monotonic() + STOP_DRAIN_SECONDS
-        if not services.workers.shutdown(STOP_DRAIN_SECONDS):
+        if not runtime.workers.shutdown(STOP_DRAIN_SECONDS):
             logger.warning(
                 "stopping with commands still running after %.0f s; their replies are lost",
                 STOP_DRAIN_SECONDS,
@@ -340,9 +340,9 @@ class BotSystem:
         # barrier told now fires, every reply of a finished command has gone to its input.
         synced = threading.Event()
         try:
-            services.memory.tell(MemoryBarrier(lambda error: synced.set()))
+            runtime.memory.tell(MemoryBarrier(lambda error: synced.set()))
         except pykka.ActorDeadError:
             logger.warning("memory is down; replies waiting for it are lost")
         else:
             synced.wait(max(STOP_SYNC_SECONDS, deadline - time.monotonic()))
-        services.dispatcher.shutdown()
+        runtime.dispatcher.shutdown()

@@ -2,7 +2,7 @@
 
 Each message the bot answers updates its metrics three times on the message path: one
 message in (the router), one command done with its latency (the worker: a call, a
-histogram observation, an error when it failed) and one message out (`Services.answer`).
+histogram observation, an error when it failed) and one message out (`Runtime.answer`).
 This times exactly those updates, nothing else, for two implementations of `Metrics`:
 the hand-written counters Harken had before (`HandWritten` below, a copy: a dict update
 under one lock, a bisect for the histogram) and `actors.metrics.Metrics` (prometheus_client

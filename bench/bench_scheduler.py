@@ -164,8 +164,8 @@ def main(argv: list[str]) -> int:
 
         began = time.perf_counter()
         bot.start()
-        services = bot.system.services if bot.system else None
-        scheduler = services.scheduler if services else None
+        runtime = bot.system.runtime if bot.system else None
+        scheduler = runtime.scheduler if runtime else None
         assert scheduler is not None
         listed = scheduler.ask(ListJobs(f"{INPUT_NAME}:u000"), timeout=60)
         startup = time.perf_counter() - began

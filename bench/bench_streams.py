@@ -89,8 +89,8 @@ def run(streams: int, total: int) -> tuple[RunResult, float, float]:
             counted.wait_for(before + total * streams)
             elapsed = time.perf_counter() - start
             assert bot.system is not None
-            assert bot.system.services is not None
-            registry = bot.system.services.metrics.registry
+            assert bot.system.runtime is not None
+            registry = bot.system.runtime.metrics.registry
             dropped = sum(
                 registry.get_sample_value("harken_stream_dropped_total", {"stream": s.name}) or 0
                 for s in made
@@ -152,8 +152,8 @@ def steady(streams: int, rate: float, total: int) -> tuple[RunResult, float]:
             result = sink.run(bot, rate, total)
             counted.wait_for((min(total, 2000) + total) * streams)
             assert bot.system is not None
-            assert bot.system.services is not None
-            registry = bot.system.services.metrics.registry
+            assert bot.system.runtime is not None
+            registry = bot.system.runtime.metrics.registry
             dropped = sum(
                 registry.get_sample_value("harken_stream_dropped_total", {"stream": s.name}) or 0
                 for s in made

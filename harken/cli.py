@@ -34,7 +34,7 @@ from typing import Any
 from actors.inputs.base import Outstanding
 from actors.inputs.shell import ShellInput, ShellSession
 from actors.job_store import migrate_jobs
-from actors.services import Services
+from actors.runtime import Runtime
 from actors.supervision import Handle
 from actors.system import BotSystem, StartupError, freeze_startup_objects, installed_inputs
 from commands.loader import load_commands
@@ -253,10 +253,10 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     outstanding = Outstanding()
     session_actor: list[ShellInput] = []
 
-    def make_shell(input_settings: InputSettings, services: Services, router: Handle) -> Any:
+    def make_shell(input_settings: InputSettings, runtime: Runtime, router: Handle) -> Any:
         actor = ShellInput(
             input_settings,
-            services,
+            runtime,
             router,
             out=sys.stdout,
             outstanding=outstanding,

@@ -26,7 +26,7 @@ from typing import Any
 from actors.inputs.base import HEARD
 from actors.inputs.testing import Done, Reply, Sink, TestingInput
 from actors.messages import BringJobsForward, Inbound
-from actors.services import Services
+from actors.runtime import Runtime
 from actors.supervision import Handle
 from actors.system import BotSystem
 from commands.base import Command, Registry
@@ -220,16 +220,16 @@ class TestBot:
         streams.update((item.name, item) for item in self._streams)
         sink = self._sink
 
-        def make_input(settings: InputSettings, services: Services, router: Handle) -> Any:
-            return TestingInput(settings, services, router, sink)
+        def make_input(settings: InputSettings, runtime: Runtime, router: Handle) -> Any:
+            return TestingInput(settings, runtime, router, sink)
 
         system = BotSystem(
             self.settings, inputs={INPUT_NAME: make_input}, registry=registry, streams=streams
         )
         system.start()
-        assert system.services is not None
-        system.services.clock = self.clock
-        scheduler = system.services.scheduler
+        assert system.runtime is not None
+        system.runtime.clock = self.clock
+        scheduler = system.runtime.scheduler
 
         def bring_jobs_forward(seconds: float) -> None:
             if scheduler is not None:

@@ -453,7 +453,7 @@ def call(
                 is_admin=is_admin,
                 say=said.append,
                 scheduler=jobs,
-                services=None,
+                runtime=None,
             )
             try:
                 replies = _run(runs, ctx, found)

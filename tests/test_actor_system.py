@@ -281,8 +281,8 @@ def test_a_crashed_memory_actor_is_restarted_on_the_same_store_and_loses_nothing
 ) -> None:
     assert bot.ask("remember pager is 555-0100") == "OK, I'll remember that pager is 555-0100."
     assert bot.system is not None
-    assert bot.system.services is not None
-    memory = bot.system.services.memory
+    assert bot.system.runtime is not None
+    memory = bot.system.runtime.memory
     old = memory.ref
     assert old is not None
     old.tell(MemoryGet("", "", ""))  # an invalid read told, not asked: the actor dies of it

@@ -28,8 +28,8 @@ def test_bare_echo_asks_what(testbot: TestBot) -> None:
 def test_help_lists_every_command_with_usage(testbot: TestBot) -> None:
     text = testbot.ask("help")
     assert testbot.system is not None
-    assert testbot.system.services is not None
-    for cmd in testbot.system.services.registry.commands():
+    assert testbot.system.runtime is not None
+    for cmd in testbot.system.runtime.registry.commands():
         listed = f"{cmd.usage} - {cmd.description}" in text
         assert listed != cmd.hidden, cmd.name  # Harken's hidden ones are not listed
 

@@ -3,7 +3,7 @@
 A dialog listed in `[access.commands]` is for the members of those groups (and the
 input's admins), like a command; every turn of a dialog counts as a call of it in
 `/metrics`; a dialog's finish function gets the same Context as a command, with
-`ctx.services`.
+`ctx.runtime`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from harken.testbot import TestBot
 @dialog(r"^rollout$", steps=[Ask("service", "Which service?")])
 def rollout(ctx: Context, answers: dict[str, str]) -> str:
     """Roll a service out."""
-    services = "with" if ctx.services is not None else "without"
+    services = "with" if ctx.runtime is not None else "without"
     return f"Rolling out {answers['service']} ({services} services)."
 
 
@@ -51,7 +51,7 @@ def test_a_dialog_listed_in_access_commands_refuses_people_outside_its_groups(
     # Nothing was started for mallory: her next message is not taken as an answer.
     assert bot.ask("web", user="mallory").startswith("I don't know the command `web`")
     assert bot.system is not None
-    assert bot.system.services.metrics.snapshot().refusals == {"rollout": 1}
+    assert bot.system.runtime.metrics.snapshot().refusals == {"rollout": 1}
 
 
 def test_a_member_of_the_group_runs_the_dialog_and_its_finish_has_services(
@@ -76,6 +76,6 @@ def test_dialog_turns_are_counted_as_calls_in_metrics(bot: TestBot) -> None:
     bot.ask("rollout", user="alice")
     bot.ask("api", user="alice")
     assert bot.system is not None
-    snapshot = bot.system.services.metrics.snapshot()
+    snapshot = bot.system.runtime.metrics.snapshot()
     assert snapshot.calls.get("rollout") == 2
     assert sum(snapshot.latency["rollout"].counts) == 2

@@ -54,10 +54,10 @@ class Clock:
 
 def stored_state(bot: TestBot, user: str = "alice", channel: str = "", thread: str = "") -> Any:
     assert bot.system is not None
-    assert bot.system.services is not None
+    assert bot.system.runtime is not None
     talk = conversation_id((INPUT_NAME, channel, user, thread))
     address = state_address(talk)
-    return bot.system.services.memory.ask(MemoryGet(CONVERSATION_NS, *address), timeout=5)
+    return bot.system.runtime.memory.ask(MemoryGet(CONVERSATION_NS, *address), timeout=5)
 
 
 def make_bot(tmp_path: Path, *commands: Any, **bot_settings: Any) -> TestBot:
@@ -241,7 +241,7 @@ def test_a_step_still_running_keeps_its_conversation_and_hands_over_after_a_cras
         assert old is not None
         old.tell(Inbound(None))  # type: ignore[arg-type]  # a malformed message kills it
         wait_until(lambda: router.ref is not old and router.is_alive())
-        lanes = system.services.lanes
+        lanes = system.runtime.lanes
         wait_until(lambda: lanes.busy() == 1)  # the step, still running
         second = bot.send("two")  # reaches a new conversation actor
         # Whose first job, loading the dialog, waits for the step still running.
@@ -288,8 +288,8 @@ def test_a_scheduled_dialog_start_in_an_open_dialog_asks_before_abandoning_it(
 def test_an_expired_dialog_is_dropped_and_the_message_is_handled_as_new(bot: TestBot) -> None:
     clock = Clock()
     assert bot.system is not None
-    assert bot.system.services is not None
-    bot.system.services.clock = clock
+    assert bot.system.runtime is not None
+    bot.system.runtime.clock = clock
     bot.ask("deploy")
     bot.ask("prod")
     clock.now += 29 * 60
@@ -307,10 +307,10 @@ def test_a_dialog_expires_across_a_restart_too(bot: TestBot) -> None:
     bot.ask("deploy")
     bot.restart()
     assert bot.system is not None
-    assert bot.system.services is not None
+    assert bot.system.runtime is not None
     clock = Clock()
     clock.now += 31 * 60
-    bot.system.services.clock = clock
+    bot.system.runtime.clock = clock
     replies = bot.ask("staging")
     assert replies.startswith("Your unfinished `deploy` expired after 30 minutes")
     assert replies.endswith("I don't know the command `staging`. Say `help` to see what I can do.")
@@ -321,8 +321,8 @@ def test_the_dialog_timeout_is_configurable(tmp_path: Path) -> None:
     try:
         clock = Clock()
         assert bot.system is not None
-        assert bot.system.services is not None
-        bot.system.services.clock = clock
+        assert bot.system.runtime is not None
+        bot.system.runtime.clock = clock
         bot.ask("deploy")
         clock.now += 121
         assert bot.ask("deploy").startswith(

@@ -3,7 +3,7 @@
 The server offers STARTTLS with a certificate made for the test and requires AUTH;
 each test reads back what it received. The bot is the real actor system with the
 in-memory `testing` input and the email input side by side, so a command's
-`ctx.send(input="email", ...)` goes through `Services.send` to the email actor, its
+`ctx.send(input="email", ...)` goes through `Runtime.send` to the email actor, its
 outbox on disk, and smtplib.
 """
 

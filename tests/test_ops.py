@@ -512,7 +512,7 @@ def test_healthz_and_metrics_then_503_naming_the_input_that_is_down(
         assert get(url + "/nope")[0] == 404
 
         # The input goes down (its actor stops): the probe says so, and which.
-        handle = bot.system.services.inputs  # type: ignore[union-attr]
+        handle = bot.system.runtime.inputs  # type: ignore[union-attr]
         ref = handle[INPUT_NAME].ref
         assert ref is not None
         ref.stop()

@@ -49,8 +49,8 @@ def pg_settings(
 
 def leads(bot: TestBot) -> bool:
     assert bot.system is not None
-    assert bot.system.services is not None
-    report = collect(bot.system.services)
+    assert bot.system.runtime is not None
+    report = collect(bot.system.runtime)
     return report.cluster is not None and report.cluster.is_leader
 
 
@@ -116,13 +116,13 @@ def test_two_schedulers_on_one_database_deliver_each_due_job_once(
                 other.wait_for("Reminder", timeout=0)
             with pytest.raises(TimeoutError):
                 first.wait_for("Reminder", timeout=0)
-            gauges = {m.name: m for m in BotCollector(first.system.services).collect()}  # type: ignore[union-attr]
+            gauges = {m.name: m for m in BotCollector(first.system.runtime).collect()}  # type: ignore[union-attr]
             assert value(gauges["harken_is_leader"]) == 1
-            gauges = {m.name: m for m in BotCollector(other.system.services).collect()}  # type: ignore[union-attr]
+            gauges = {m.name: m for m in BotCollector(other.system.runtime).collect()}  # type: ignore[union-attr]
             assert value(gauges["harken_is_leader"]) == 0
             assert other.system is not None
-            assert other.system.services is not None
-            view = collect(other.system.services).cluster
+            assert other.system.runtime is not None
+            view = collect(other.system.runtime).cluster
             assert view is not None
             assert view.leader == "a"
             assert {p.name for p in view.processes} == {"a", "b"}

@@ -65,7 +65,7 @@ def bot(tmp_path: Path) -> Iterator[TestBot]:
 def stored_state(bot: TestBot) -> object:
     assert bot.system is not None
     address = state_address(conversation_id((INPUT_NAME, "", "alice", "")))
-    return bot.system.services.memory.ask(MemoryGet(CONVERSATION_NS, *address), timeout=5)
+    return bot.system.runtime.memory.ask(MemoryGet(CONVERSATION_NS, *address), timeout=5)
 
 
 def test_a_dialogs_steps_go_through_its_command_actor_like_a_call(bot: TestBot) -> None:

@@ -232,11 +232,11 @@ def test_a_message_from_an_unknown_user_is_answered_with_the_id_as_name(bot: Har
 
 def test_a_message_without_a_channel_goes_to_the_persons_direct_messages(bot: Harness) -> None:
     assert bot.system is not None
-    assert bot.system.services is not None
+    assert bot.system.runtime is not None
     reminder = Event(
         type=EventType.REPLY, sender="harken", to="U0BOB0001", data="stand-up", input="slack"
     )
-    bot.system.services.deliver(reminder)
+    bot.system.runtime.deliver(reminder)
     post = bot.slack.wait_post(lambda p: p.text == "stand-up")
     assert post.channel == "D0BOB0001"
     assert bot.slack.calls["conversations.open"] == 1
@@ -473,8 +473,8 @@ def test_a_reminder_is_delivered_to_slack(bot: Harness) -> None:
 
 def test_the_connection_state_is_reported_for_health_checks(bot: Harness) -> None:
     assert bot.system is not None
-    assert bot.system.services is not None
-    metrics = bot.system.services.metrics
+    assert bot.system.runtime is not None
+    metrics = bot.system.runtime.metrics
     wait_until(lambda: metrics.input_state("slack") == "connected")
     bot.slack.stop()  # Slack goes away: the socket closes and reconnecting fails
     wait_until(lambda: metrics.input_state("slack") == "disconnected")

@@ -93,13 +93,13 @@ def test_an_input_hands_over_messages_not_for_the_bot_only_when_a_stream_wants_t
     with _bot(tmp_path, slack_only) as bot:
         bot.start()
         assert bot.system is not None
-        assert bot.system.services is not None
-        assert bot.system.services.hears("slack")
-        assert not bot.system.services.hears(INPUT_NAME)
+        assert bot.system.runtime is not None
+        assert bot.system.runtime.hears("slack")
+        assert not bot.system.runtime.hears(INPUT_NAME)
     with TestBot(tmp_path / "other") as plain:
         assert plain.system is not None
-        assert plain.system.services is not None
-        assert not plain.system.services.hears("slack")
+        assert plain.system.runtime is not None
+        assert not plain.system.runtime.hears("slack")
 
 
 def test_a_stream_can_send_to_any_input_and_never_gets_back_what_it_or_a_downstream_made(
@@ -149,8 +149,8 @@ def test_a_full_stream_drops_counts_and_warns_once_while_replies_keep_coming(
             answers = [bot.ask(f"echo {n}") for n in range(10)]
             assert answers == [str(n) for n in range(10)]
             assert bot.system is not None
-            assert bot.system.services is not None
-            registry = bot.system.services.metrics.registry
+            assert bot.system.runtime is not None
+            registry = bot.system.runtime.metrics.registry
             dropped = registry.get_sample_value("harken_stream_dropped_total", {"stream": "slow"})
             assert dropped == 8  # one running, one waiting: the mailbox of 2
             warnings = [r for r in caplog.records if "stream slow is behind" in r.getMessage()]
@@ -181,8 +181,8 @@ def test_a_failing_stream_is_logged_and_counted_and_keeps_getting_events(
         assert len(failures) == 1
         assert "error id" in failures[0].getMessage()
         assert bot.system is not None
-        assert bot.system.services is not None
-        registry = bot.system.services.metrics.registry
+        assert bot.system.runtime is not None
+        registry = bot.system.runtime.metrics.registry
         assert registry.get_sample_value("harken_stream_errors_total", {"stream": "fragile"}) == 1
 
 
@@ -229,8 +229,8 @@ def test_a_stream_keeps_state_in_its_own_memory_across_a_restart(tmp_path: Path)
         bot.send("echo two")
         assert counted.acquire(timeout=10)
         assert bot.system is not None
-        assert bot.system.services is not None
-        memory = bot.system.services.memory
+        assert bot.system.runtime is not None
+        memory = bot.system.runtime.memory
         assert memory.ask(MemoryGet("user", "stream:counter", "count", None), timeout=5) == 2
 
 
@@ -270,20 +270,20 @@ def test_digest_collects_the_channel_in_memory_and_schedules_its_sending(
             heard = bot.event(text, channel="ops")
             bot.send_event(Event.from_dict({**heard.to_dict(), "meta": {HEARD: True}}))
         assert bot.system is not None
-        assert bot.system.services is not None
-        services = bot.system.services
+        assert bot.system.runtime is not None
+        runtime = bot.system.runtime
 
         def kept() -> list[str]:
-            keys = services.memory.ask(MemoryKeys("user", "stream:digest"), timeout=5)
+            keys = runtime.memory.ask(MemoryKeys("user", "stream:digest"), timeout=5)
             return [
-                services.memory.ask(MemoryGet("user", "stream:digest", k, None), timeout=5)["text"]
+                runtime.memory.ask(MemoryGet("user", "stream:digest", k, None), timeout=5)["text"]
                 for k in sorted(keys)
                 if k.startswith("m")
             ]
 
         wait_until(lambda: kept() == ["two", "three"])
-        assert services.scheduler is not None
-        jobs = services.scheduler.ask(ListJobs("stream:digest"), timeout=5)
+        assert runtime.scheduler is not None
+        jobs = runtime.scheduler.ask(ListJobs("stream:digest"), timeout=5)
         assert [job.spec.text for job in jobs] == ["digest-send"]
         # No email input here: the sending is refused and nothing collected is lost.
         bot.clock.advance(hours=25)
@@ -292,9 +292,9 @@ def test_digest_collects_the_channel_in_memory_and_schedules_its_sending(
         assert kept() == ["two", "three"]
         bot.restart()
         assert bot.system is not None
-        assert bot.system.services is not None
-        assert bot.system.services.scheduler is not None
-        again = bot.system.services.scheduler.ask(ListJobs("stream:digest"), timeout=5)
+        assert bot.system.runtime is not None
+        assert bot.system.runtime.scheduler is not None
+        again = bot.system.runtime.scheduler.ask(ListJobs("stream:digest"), timeout=5)
         assert [job.id for job in again] == [job.id for job in jobs]  # not scheduled twice
 
 

@@ -127,12 +127,12 @@ def test_the_digest_mails_the_channel_and_the_services_health_when_its_job_is_du
     )
     ops.chatter("the database failover finished")
     ops.chatter("cache hit rate back to 97%")
-    assert system.services is not None
-    memory = system.services.memory
+    assert system.runtime is not None
+    memory = system.runtime.memory
     wait_until(
         lambda: len(memory.ask(MemoryKeys("user", "stream:digest"), timeout=5)) == 2, timeout=10
     )
-    scheduler = system.services.scheduler
+    scheduler = system.runtime.scheduler
     assert scheduler is not None
     scheduler.ask(BringJobsForward(25 * 3600), timeout=5)
     (mail,) = ops.smtp.wait_for(1)

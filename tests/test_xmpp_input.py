@@ -28,7 +28,7 @@ from support.xmpp import Heard, PrivateProsody, XmppPerson, prosody_missing
 from actors.inputs.testing import Done, Reply, TestingInput
 from actors.inputs.xmpp import XmppInput
 from actors.messages import Inbound
-from actors.services import Services
+from actors.runtime import Runtime
 from actors.supervision import Handle
 from actors.system import BotSystem, StartupError
 from config import InputSettings, load_settings
@@ -312,8 +312,8 @@ def test_after_the_server_restarts_the_bot_reconnects_rejoins_and_answers(
     prosody.stop()
     logs.wait_for(r"^XMPP: connection to .* lost")
     # Sent while the server is down: kept, and delivered once the bot is back.
-    assert bot.services is not None
-    bot.services.deliver(
+    assert bot.runtime is not None
+    bot.runtime.deliver(
         Event(
             EventType.REPLY, sender="harken", to="alice@localhost", data="while away", input="xmpp"
         )
@@ -401,11 +401,11 @@ def test_replies_beyond_the_queue_limit_are_dropped_oldest_first_and_logged(
     start_bot: BotFactory, people: Any, prosody: PrivateProsody, logs: LogWatch
 ) -> None:
     bot = start_bot(queue_limit="1")
-    assert bot.services is not None
+    assert bot.runtime is not None
     prosody.stop()
     logs.wait_for(r"^XMPP: connection to .* lost")
     for text in ("first", "second"):
-        bot.services.deliver(
+        bot.runtime.deliver(
             Event(EventType.REPLY, sender="harken", to="alice@localhost", data=text, input="xmpp")
         )
     dropped = logs.wait_for(r"dropped the oldest, to alice@localhost")
@@ -424,8 +424,8 @@ def test_an_unreachable_server_is_retried_while_other_inputs_keep_working(
     prosody.stop()
     replies: queue.Queue[Reply | Done] = queue.Queue()
 
-    def testing(settings: InputSettings, services: Services, router: Handle) -> TestingInput:
-        return TestingInput(settings, services, router, replies.put)
+    def testing(settings: InputSettings, runtime: Runtime, router: Handle) -> TestingInput:
+        return TestingInput(settings, runtime, router, replies.put)
 
     bot = start_bot(inputs={"testing": testing}, wait_online=False)
     # Not a wrong password: start-up goes on, and the log says the input keeps trying.

@@ -20,7 +20,7 @@ from actors.supervision import SupervisedActor
 from core.event import Event
 
 if TYPE_CHECKING:
-    from actors.services import Services
+    from actors.runtime import Runtime
     from actors.supervision import Handle
     from config.settings import InputSettings
 
@@ -49,10 +49,10 @@ class InputActor(SupervisedActor):
     def preflight(cls, settings: InputSettings) -> None:
         """Check the settings (and, if need be, the credentials) before start-up."""
 
-    def __init__(self, settings: InputSettings, services: Services, router: Handle) -> None:
+    def __init__(self, settings: InputSettings, runtime: Runtime, router: Handle) -> None:
         super().__init__()
         self.settings = settings
-        self.services = services
+        self.runtime = runtime
         self.router = router
 
     @property
@@ -71,7 +71,7 @@ class InputActor(SupervisedActor):
     def report_state(self, state: str) -> None:
         """Say how this input's connection is: `up`, `connected`, `disconnected` or `down`
         (safe from any thread). `/healthz` and `status` show it."""
-        self.services.metrics.set_input_state(self.name, state)
+        self.runtime.metrics.set_input_state(self.name, state)
 
     def report_connected(self, connected: bool) -> None:
         self.report_state(CONNECTED if connected else DISCONNECTED)
@@ -95,7 +95,7 @@ class InputActor(SupervisedActor):
     def hears_all(self) -> bool:
         """Whether a stream wants this input's messages that are not for the bot too:
         then hand them over with `meta[HEARD]` (the same for the bot's whole run)."""
-        return self.services.hears(self.name)
+        return self.runtime.hears(self.name)
 
     def send(self, event: Event) -> None:
         raise NotImplementedError

@@ -24,7 +24,7 @@ from core.context import SendRefused, SendResult
 from core.event import Event
 
 if TYPE_CHECKING:
-    from actors.services import Services
+    from actors.runtime import Runtime
     from actors.supervision import Handle
     from config.settings import InputSettings
 
@@ -43,17 +43,15 @@ class EmailInput(InputActor):
         contacted: mail waits in the outbox until it answers."""
         EmailOptions.from_settings(settings)
 
-    def __init__(self, settings: InputSettings, services: Services, router: Handle) -> None:
-        super().__init__(settings, services, router)
+    def __init__(self, settings: InputSettings, runtime: Runtime, router: Handle) -> None:
+        super().__init__(settings, runtime, router)
         self.options = EmailOptions.from_settings(settings)
-        self.bot_name = services.settings.bot.name
-        self.outbox = Outbox(
-            outbox_path(services.settings, settings.name), self.options.outbox_size
-        )
+        self.bot_name = runtime.settings.bot.name
+        self.outbox = Outbox(outbox_path(runtime.settings, settings.name), self.options.outbox_size)
         self.sender = Sender(
             self.options,
             self.outbox,
-            tell=services.deliver,
+            tell=runtime.deliver,
             report_state=self.report_state,
             name=f"input-{settings.name}",
         )
@@ -71,7 +69,7 @@ class EmailInput(InputActor):
         self.sender.stop(STOP_SECONDS)
 
     def on_receive(self, message: Any) -> Any:
-        # An ask from `Services.send` is answered with the Future of the mail's first try.
+        # An ask from `Runtime.send` is answered with the Future of the mail's first try.
         if isinstance(message, Outbound):
             return self.take(message.event)
         if isinstance(message, Answered):

@@ -44,7 +44,7 @@ from core.event import Event, EventType
 
 if TYPE_CHECKING:
     from actors.claims import RoomLeases
-    from actors.services import Services
+    from actors.runtime import Runtime
     from actors.supervision import Handle
     from config.settings import InputSettings
 
@@ -55,9 +55,9 @@ MAX_REPLY_LINES = 40
 the channel for minutes. The rest is cut, with a note saying so."""
 
 
-def _leases(name: str, services: Services, channels: frozenset[str]) -> RoomLeases | None:
+def _leases(name: str, runtime: Runtime, channels: frozenset[str]) -> RoomLeases | None:
     """The channel leases of a cluster's process (None without a cluster)."""
-    settings = services.settings
+    settings = runtime.settings
     if not settings.cluster.enabled:
         return None
     from actors.claims import RoomLeases, claims_url
@@ -95,16 +95,16 @@ class IrcInput(InputActor):
 
     actor_inbox: RepliesInbox
 
-    def __init__(self, settings: InputSettings, services: Services, router: Handle) -> None:
-        super().__init__(settings, services, router)
+    def __init__(self, settings: InputSettings, runtime: Runtime, router: Handle) -> None:
+        super().__init__(settings, runtime, router)
         self.options = IrcOptions.from_settings(settings)
-        self.bot_name = services.settings.bot.name
+        self.bot_name = runtime.settings.bot.name
         self.channels = frozenset(self.options.channel_names)
         self._current: tuple[str, re.Pattern[str]] = (
             self.options.nick,
             _addressed(self.options.nick),
         )
-        self.leases = _leases(self.name, services, self.channels)
+        self.leases = _leases(self.name, runtime, self.channels)
         self._configured = _addressed(self.options.nick) if self.leases is not None else None
         """In a cluster: the configured nick, which people address whoever holds it."""
         self.client = IrcClient(self.options, self._on_message, self._connected)

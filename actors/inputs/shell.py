@@ -25,7 +25,7 @@ from actors.text import clean_text
 from core.event import Event, EventType
 
 if TYPE_CHECKING:
-    from actors.services import Services
+    from actors.runtime import Runtime
     from actors.supervision import Handle
     from config.settings import InputSettings
 
@@ -41,14 +41,14 @@ class ShellInput(InputActor):
     def __init__(
         self,
         settings: InputSettings,
-        services: Services,
+        runtime: Runtime,
         router: Handle,
         *,
         out: TextIO,
         outstanding: Outstanding,
         interactive: bool,
     ) -> None:
-        super().__init__(settings, services, router)
+        super().__init__(settings, runtime, router)
         self.out = out
         self.outstanding = outstanding
         self.interactive = interactive

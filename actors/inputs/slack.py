@@ -41,7 +41,7 @@ from core.event import Event
 
 if TYPE_CHECKING:
     from actors.claims import Claims
-    from actors.services import Services
+    from actors.runtime import Runtime
     from actors.supervision import Handle
     from config.settings import InputSettings
 
@@ -90,8 +90,8 @@ class SlackInput(InputActor):
             identity.get("team", identity.get("team_id", "?")),
         )
 
-    def __init__(self, settings: InputSettings, services: Services, router: Handle) -> None:
-        super().__init__(settings, services, router)
+    def __init__(self, settings: InputSettings, runtime: Runtime, router: Handle) -> None:
+        super().__init__(settings, runtime, router)
         self.options = SlackOptions.of(settings)
         self._bot_token = self.options.bot_token.reveal()
         self._app_token = self.options.app_token.reveal()
@@ -192,7 +192,7 @@ class SlackInput(InputActor):
         self._outbox = Outbox(client(retry_handlers=[]), self.options, ready, self._spawn)
         self._intake = Intake(
             input_name=self.name,
-            bot_name=self.services.settings.bot.name,
+            bot_name=self.runtime.settings.bot.name,
             prefix=self.options.prefix,
             web=web,
             outbox=self._outbox,
@@ -218,12 +218,12 @@ class SlackInput(InputActor):
         """How intake hands an event over: at once, or in a cluster once claimed."""
         from actors.claims import claims_url
 
-        url = claims_url(self.services.settings)
+        url = claims_url(self.runtime.settings)
         if url is None:
             return self.submit
         from actors.claims import ClaimQueue, Claims, Complaints
 
-        claims = Claims(url, self.services.settings.cluster.process_name())
+        claims = Claims(url, self.runtime.settings.cluster.process_name())
         complaints = Complaints(f"{self.name}: cannot open the cluster's claims")
         while True:
             try:
@@ -233,7 +233,7 @@ class SlackInput(InputActor):
                 complaints.failed(str(exc).strip() or type(exc).__name__)
                 await asyncio.sleep(2.0)
         self._claims = claims
-        metrics, name = self.services.metrics, self.name
+        metrics, name = self.runtime.metrics, self.name
         queue: ClaimQueue[Event] = ClaimQueue(
             claims,
             name,

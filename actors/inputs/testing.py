@@ -17,7 +17,7 @@ from actors.messages import Answered
 from core.event import Event
 
 if TYPE_CHECKING:
-    from actors.services import Services
+    from actors.runtime import Runtime
     from actors.supervision import Handle
     from config.settings import InputSettings
 
@@ -43,9 +43,9 @@ class TestingInput(InputActor):
     __test__ = False  # not a pytest test class, despite the name
 
     def __init__(
-        self, settings: InputSettings, services: Services, router: Handle, sink: Sink
+        self, settings: InputSettings, runtime: Runtime, router: Handle, sink: Sink
     ) -> None:
-        super().__init__(settings, services, router)
+        super().__init__(settings, runtime, router)
         self.sink = sink
 
     def send(self, event: Event) -> None:

@@ -35,7 +35,7 @@ from core.event import Event, EventType
 
 if TYPE_CHECKING:
     from actors.claims import RoomLeases
-    from actors.services import Services
+    from actors.runtime import Runtime
     from actors.supervision import Handle
     from config.settings import InputSettings
 
@@ -55,9 +55,9 @@ DIRECT = "direct"
 """In a cluster, the lease of what is sent to the account's bare JID (besides rooms)."""
 
 
-def _leases(name: str, services: Services, rooms: frozenset[str]) -> RoomLeases | None:
+def _leases(name: str, runtime: Runtime, rooms: frozenset[str]) -> RoomLeases | None:
     """The room leases of a cluster's process (None without a cluster)."""
-    settings = services.settings
+    settings = runtime.settings
     if not settings.cluster.enabled:
         return None
     from actors.claims import RoomLeases, claims_url
@@ -104,16 +104,16 @@ class XmppInput(InputActor):
 
     actor_inbox: RepliesInbox
 
-    def __init__(self, settings: InputSettings, services: Services, router: Handle) -> None:
-        super().__init__(settings, services, router)
+    def __init__(self, settings: InputSettings, runtime: Runtime, router: Handle) -> None:
+        super().__init__(settings, runtime, router)
         self.options = XmppOptions.from_settings(settings)
-        self.bot_name = services.settings.bot.name
+        self.bot_name = runtime.settings.bot.name
         self.rooms = frozenset(self.options.rooms)
         nick = re.escape(self.options.nick)
         # "harken: ping", "harken, ping", "@harken ping" (clients complete mentions so).
         self._addressed = re.compile(rf"\s*(?:@{nick}(?![\w-])[:,]?|{nick}\s*[:,])\s*", re.I)
         self._warned_senders: set[str] = set()
-        self.leases = _leases(self.name, services, self.rooms)
+        self.leases = _leases(self.name, runtime, self.rooms)
         self.client = XmppClient(self.options, self._on_message, self._connected)
         self._hear_all = self.hears_all()
         # Replies skip this actor's thread: building stanzas from them is thread-safe.

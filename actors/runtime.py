@@ -1,6 +1,6 @@
 """What the bot's actors share: read-only after start-up.
 
-The system builds one `Services` value while it assembles the actors and hands it to
+The system builds one `Runtime` value while it assembles the actors and hands it to
 each of them. Nothing in it changes after start-up except the addresses behind the
 handles, which the supervisor updates when it restarts an actor.
 """
@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class Services:
+class Runtime:
     settings: Settings
     registry: Registry
     memory: Handle
