@@ -5,6 +5,11 @@ nothing else: it reads each message (`actors.turn.decide`), takes a place in its
 and hands the turn to the actor of its command, then takes the next message on
 `TurnDone`. The dialog's state is loaded from memory when the actor starts, so the
 router can retire an idle conversation at any time (ARCHITECTURE.md, Dialogs).
+
+In a cluster (`[cluster] enabled`) another process may have answered this person
+since this actor's last turn, so a message that finds the conversation idle waits for
+the state to be read again; messages that queued behind a turn of this actor follow it
+without a read (ARCHITECTURE.md, "Running several processes").
 """
 
 from __future__ import annotations
@@ -59,15 +64,25 @@ class ConversationActor(PooledActor):
         """Id of the event whose turn is running, if any."""
         self.dialog: DialogState | None = None
         """The open dialog, as memory has it once the running turn's writes are durable."""
+        self.reload = runtime.settings.cluster.enabled
+        """Read the dialog again before a message that finds the conversation idle."""
 
     def on_start(self) -> None:
         # First in this conversation's lane: after any turn a predecessor left running.
+        self._load()
+
+    def _load(self) -> None:
+        self.running = _LOADING
         self.runtime.lanes.submit(self.talk, load_dialog, self.runtime, self.talk, self.actor_ref)
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Inbound):
             if self.running is None and self.pending is None:
-                self._take(message.event)
+                if self.reload:  # another process may have served them since
+                    self._hold(message.event)
+                    self._load()
+                else:
+                    self._take(message.event)
             else:
                 self._hold(message.event)
         elif isinstance(message, TurnDone) and message.event_id == self.running:

@@ -161,6 +161,7 @@ def check_pg_job_store(url: str, name: str) -> list[str]:
     try:
         import psycopg
 
+        from actors.claims import MIGRATIONS as CLAIMS_MIGRATIONS
         from actors.cluster import CLUSTER_MIGRATIONS, connect, describe_error, safe_url
         from memory import pg_schema
     except ImportError as exc:
@@ -173,6 +174,7 @@ def check_pg_job_store(url: str, name: str) -> list[str]:
             for component, migrations in (
                 ("jobs", JOBS_MIGRATIONS),
                 ("cluster", CLUSTER_MIGRATIONS),
+                ("claims", CLAIMS_MIGRATIONS),
             ):
                 before, after = pg_schema.migrate(connection, component, migrations)
                 done.append(

@@ -110,6 +110,19 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self._claim_conflicts = Counter(
+            "harken_claim_conflicts",
+            "Messages another process of the cluster had claimed first, per input.",
+            ["input"],
+            registry=registry,
+        )
+        self._claim_failures = Counter(
+            "harken_claim_failures",
+            "Messages not answered because the cluster's database could not be reached"
+            " to claim them, per input.",
+            ["input"],
+            registry=registry,
+        )
         self._in_child = _Children(self._in)
         self._out_child = _Children(self._out)
         self._calls_child = _Children(self._calls)
@@ -131,6 +144,14 @@ class Metrics:
         self._latency_child[name].observe(seconds)
         if failed:
             self._errors_child[name].inc()
+
+    def claim_conflicts(self, input_name: str, count: int) -> None:
+        if count:
+            self._claim_conflicts.labels(input_name).inc(count)
+
+    def claim_failures(self, input_name: str, count: int) -> None:
+        if count:
+            self._claim_failures.labels(input_name).inc(count)
 
     def refused(self, name: str) -> None:
         self._refusals_child[name].inc()

@@ -4,6 +4,7 @@ import sys
 
 from bench import (
     bench_bot,
+    bench_cluster,
     bench_dialogs,
     bench_handoff,
     bench_memory,
@@ -22,6 +23,8 @@ print()
 status |= bench_memory.main([])
 print()
 status |= bench_pg_memory.main([])
+print()
+status |= bench_cluster.main([])
 print()
 status |= bench_metrics.main([])
 print()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from datetime import timedelta
 
 import psycopg
 import pytest
+from support.postgres import PrivatePostgres
 
-from actors.claims import Claims
+from actors.claims import ClaimQueue, Claims, RoomLeases
 from memory.pg_schema import SchemaError
 
 
@@ -91,3 +94,112 @@ def test_claims_refuse_to_run_on_a_newer_schema(pg_url: str) -> None:
         connection.execute("INSERT INTO harken_schema VALUES ('claims', 99, now())")
     with pytest.raises(SchemaError, match="version 99, newer than this Harken knows"):
         asyncio.run(Claims(pg_url, "a").open())
+
+
+def test_claim_many_gives_each_event_to_one_process_and_counts_the_rest(pg_url: str) -> None:
+    async def scenario() -> None:
+        first, second = await _opened(pg_url, "first", "second")
+        try:
+            assert await first.claim_many("slack", ["a", "b"]) == {"a", "b"}
+            assert await second.claim_many("slack", ["b", "c", "c"]) == {"c"}
+            assert second.conflicts == 2  # "b" was first's; the second "c" is a copy
+            assert await first.claim_many("slack", []) == set()
+        finally:
+            await first.close()
+            await second.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_claim_queue_hands_over_what_it_won_in_order_and_nothing_when_it_cannot_claim(
+    pg_url: str, postgres: PrivatePostgres
+) -> None:
+    handed: list[str] = []
+    conflicts: list[int] = []
+    failures: list[int] = []
+
+    async def scenario() -> None:
+        (mine,) = await _opened(pg_url, "mine")
+        (other,) = await _opened(pg_url, "other")
+        queue: ClaimQueue[str] = ClaimQueue(
+            mine,
+            "slack",
+            lambda item: item,
+            handed.append,
+            on_conflicts=conflicts.append,
+            on_failures=failures.append,
+        )
+        task = asyncio.ensure_future(queue.run())
+        try:
+            await other.claim("slack", "e2")
+            for item in ("e1", "e2", "e3"):
+                queue.put(item)
+            while sum(conflicts) + len(handed) < 3:
+                await asyncio.sleep(0.01)  # the queue's task claims on the same loop
+            assert handed == ["e1", "e3"]
+            assert sum(conflicts) == 1
+            # The database ends the claims' sessions: that batch is not handed over.
+            postgres.terminate("harken-claims")
+            queue.put("e4")
+            while not failures and len(handed) < 3:
+                await asyncio.sleep(0.01)
+            assert failures == [1]
+            assert handed == ["e1", "e3"]
+            # The next claim is made on a fresh connection.
+            queue.put("e5")
+            while len(handed) < 3:
+                await asyncio.sleep(0.01)
+            assert handed == ["e1", "e3", "e5"]
+        finally:
+            task.cancel()
+            await mine.close()
+            await other.close()
+
+    asyncio.run(scenario())
+
+
+def test_room_leases_give_a_room_to_one_process_and_pass_it_on_a_clean_stop(
+    pg_url: str,
+) -> None:
+    def leases(name: str) -> RoomLeases:
+        return RoomLeases(
+            pg_url, name, ["xmpp:ops"], lease_seconds=3, renew_seconds=0.5, label="xmpp"
+        )
+
+    first, second = leases("first"), leases("second")
+    first.start()
+    second.start()
+    try:
+        assert not first.owns("xmpp:ops")  # not connected: holds nothing
+        first.set_connected(True)
+        _wait(lambda: first.owns("xmpp:ops"), "first to own the room")
+        second.set_connected(True)
+        # The second stays silent while the first renews (several renewals).
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            assert not second.owns("xmpp:ops")
+            assert first.owns("xmpp:ops")
+            time.sleep(0.1)  # samples who owns the room over two seconds
+        first.stop()
+        assert not first.owns("xmpp:ops")
+        _wait(lambda: second.owns("xmpp:ops"), "second to take the room")
+        # Losing the chat connection gives the room up at once.
+        second.set_connected(False)
+        assert not second.owns("xmpp:ops")
+        with psycopg.connect(pg_url, autocommit=True) as connection:
+            _wait(
+                lambda: (
+                    connection.execute("SELECT count(*) FROM harken_room_leases").fetchone() == (0,)
+                ),
+                "the room given back",
+            )
+    finally:
+        first.stop()
+        second.stop()
+
+
+def _wait(ready: Callable[[], bool], what: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
+        time.sleep(0.02)  # polls state another thread changes

@@ -20,6 +20,12 @@ How a message becomes an event:
 Colour and formatting codes are removed first. Ignored: channel messages not addressed
 to the bot, messages in channels not configured, our own, and empty ones. IRC proves
 no one's nick without services: a nick is who the person says they are.
+
+With `[cluster] enabled` every process is in every channel (each under a nick of its
+own, as IRC wants: the configured one taken, the server gives `harken_` and so on), and
+each answers to the configured nick as well as its own. One process answers in a
+channel at a time, for a lease it renews (`actors.claims.RoomLeases`); a private
+message reaches one nick, so one process, and is always answered.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from actors.text import clean_text
 from core.event import Event, EventType
 
 if TYPE_CHECKING:
+    from actors.claims import RoomLeases
     from actors.runtime import Runtime
     from actors.supervision import Handle
     from config.settings import InputSettings
@@ -46,6 +53,26 @@ logger = logging.getLogger(__name__)
 MAX_REPLY_LINES = 40
 """Most IRC lines one reply is sent as: at a line a second, a longer reply would hold
 the channel for minutes. The rest is cut, with a note saying so."""
+
+
+def _leases(name: str, runtime: Runtime, channels: frozenset[str]) -> RoomLeases | None:
+    """The channel leases of a cluster's process (None without a cluster)."""
+    settings = runtime.settings
+    if not settings.cluster.enabled:
+        return None
+    from actors.claims import RoomLeases, claims_url
+
+    url = claims_url(settings)
+    if url is None:
+        return None
+    return RoomLeases(
+        url,
+        settings.cluster.process_name(),
+        [f"{name}:{channel}" for channel in sorted(channels)],
+        lease_seconds=settings.cluster.lease_seconds,
+        renew_seconds=settings.cluster.renew_seconds,
+        label=name,
+    )
 
 
 def _addressed(nick: str) -> re.Pattern[str]:
@@ -77,18 +104,31 @@ class IrcInput(InputActor):
             self.options.nick,
             _addressed(self.options.nick),
         )
-        self.client = IrcClient(self.options, self._on_message, self.report_connected)
+        self.leases = _leases(self.name, runtime, self.channels)
+        self._configured = _addressed(self.options.nick) if self.leases is not None else None
+        """In a cluster: the configured nick, which people address whoever holds it."""
+        self.client = IrcClient(self.options, self._on_message, self._connected)
         self._hear_all = self.hears_all()
         # Replies skip this actor's thread: building lines from them is thread-safe.
         self.actor_inbox.direct = self._deliver
 
     def on_start(self) -> None:
         self.report_connected(False)
+        if self.leases is not None:
+            self.leases.start()
         self.client.start()
 
     def release(self) -> None:
-        # On a crash too: the replacement opens a connection of its own.
+        # On a crash too: the replacement opens a connection of its own. Channels
+        # first: another process answers in them while this one closes.
+        if self.leases is not None:
+            self.leases.stop()
         self.client.stop()
+
+    def _connected(self, connected: bool) -> None:
+        self.report_connected(connected)
+        if self.leases is not None:
+            self.leases.set_connected(connected)
 
     # -- bot -> IRC (any thread: the inbox hands replies over on the sender's) --------
 
@@ -138,6 +178,9 @@ class IrcInput(InputActor):
             if channel not in self.channels:
                 logger.info("IRC: ignored a message in %s, a channel not configured", channel)
                 return
+            if self.leases is not None and not self.leases.owns(f"{self.name}:{channel}"):
+                logger.debug("IRC: another process answers in %s", channel)
+                return
             command = self._strip_address(text)
             if command is None:
                 if self._hear_all:  # for the streams only
@@ -158,6 +201,8 @@ class IrcInput(InputActor):
         if current != self._current[0]:
             self._current = (current, _addressed(current))
         if found := self._current[1].match(text):
+            return text[found.end() :]
+        if self._configured is not None and (found := self._configured.match(text)):
             return text[found.end() :]
         mark = self.options.prefix if prefix else ""
         stripped = text.lstrip()

@@ -6,6 +6,10 @@ runs on one asyncio loop, on a thread the input owns; replies reach it from work
 through `call_soon_threadsafe`, which wakes the loop at once. `slack_intake` turns
 envelopes into events, `slack_outbox` posts replies, `slack_options` checks the
 settings and `slack_text` converts text (ARCHITECTURE.md, "The Slack input").
+
+With `[cluster] enabled`, Slack may hand an event to any process's connection (and
+more than one): each event is handed to the router only by the process that claims it
+in the shared database (`actors.claims.ClaimQueue`, keyed by channel and ts).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from actors.errors import StartupError
 from actors.inputs.base import InputActor, RepliesInbox
-from actors.inputs.slack_intake import Intake
+from actors.inputs.slack_intake import Intake, claim_key
 from actors.inputs.slack_options import SlackOptions
 from actors.inputs.slack_outbox import Outbox, answer_tracing, why
 from actors.messages import Answered
@@ -36,6 +40,7 @@ from config.inputs import input_env_var
 from core.event import Event
 
 if TYPE_CHECKING:
+    from actors.claims import Claims
     from actors.runtime import Runtime
     from actors.supervision import Handle
     from config.settings import InputSettings
@@ -101,6 +106,7 @@ class SlackInput(InputActor):
         self._outbox: Outbox | None = None
         self._connecting: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._claims: Claims | None = None
         # Replies from other threads wait here; one loop wake-up takes all that came.
         self._replies: deque[Event] = deque()
         self._replies_lock = threading.Lock()
@@ -190,7 +196,7 @@ class SlackInput(InputActor):
             prefix=self.options.prefix,
             web=web,
             outbox=self._outbox,
-            submit=self.submit,
+            submit=await self._claimed_submit(),
             spawn=self._spawn,
             hear_all=self.hears_all(),
         )
@@ -207,6 +213,37 @@ class SlackInput(InputActor):
         await self._socket.connect()  # type: ignore[no-untyped-call]
         self._connecting = None
         self._spawn(self._watch_connection(self._socket))
+
+    async def _claimed_submit(self) -> Callable[[Event], None]:
+        """How intake hands an event over: at once, or in a cluster once claimed."""
+        from actors.claims import claims_url
+
+        url = claims_url(self.runtime.settings)
+        if url is None:
+            return self.submit
+        from actors.claims import ClaimQueue, Claims, Complaints
+
+        claims = Claims(url, self.runtime.settings.cluster.process_name())
+        complaints = Complaints(f"{self.name}: cannot open the cluster's claims")
+        while True:
+            try:
+                await claims.open()
+                break
+            except Exception as exc:  # psycopg's, the pool's timeout: try again
+                complaints.failed(str(exc).strip() or type(exc).__name__)
+                await asyncio.sleep(2.0)
+        self._claims = claims
+        metrics, name = self.runtime.metrics, self.name
+        queue: ClaimQueue[Event] = ClaimQueue(
+            claims,
+            name,
+            claim_key,
+            self.submit,
+            on_conflicts=lambda count: metrics.claim_conflicts(name, count),
+            on_failures=lambda count: metrics.claim_failures(name, count),
+        )
+        self._spawn(queue.run())
+        return queue.put
 
     async def _identify(self, web: AsyncWebClient) -> None:
         """Learn the bot's own user id (to ignore its own messages, to see mentions)."""
@@ -290,6 +327,8 @@ class SlackInput(InputActor):
             await self._socket.close()  # type: ignore[no-untyped-call]
         if self._session is not None:
             await self._session.close()
+        if self._claims is not None:
+            await self._claims.close()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)

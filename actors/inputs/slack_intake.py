@@ -278,6 +278,17 @@ class Intake:
                 self._submit(dataclasses.replace(event, display_name=name))
 
 
+def claim_key(event: Event) -> str:
+    """What several processes claim an event of Slack's by: its message (channel and
+    ts), which also makes one of a message Slack sent both as `message` and as
+    `app_mention`, possibly to two processes; a click is claimed by its question, which
+    takes one answer."""
+    clicked = event.meta.get("clicked")
+    if clicked:
+        return f"click:{event.channel}:{clicked}"
+    return f"ts:{event.channel}:{event.meta.get('ts', event.id)}"
+
+
 def _is_id(value: object) -> bool:
     return isinstance(value, str) and 0 < len(value) <= 64
 

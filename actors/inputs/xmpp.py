@@ -6,6 +6,12 @@ direct message is answered to its sender; a room message counts only when addres
 the bot (`harken: ping` or the `prefix`), and each occupant has a conversation of their
 own. Own messages, room history, empty bodies, `error`/`headline` messages and senders
 outside `allow_from` are ignored with a log line (ARCHITECTURE.md, "The XMPP input").
+
+With `[cluster] enabled` every process is in every room, and Prosody gives a message
+sent to the bare JID to each of them (all its top-priority resources). One process
+answers in a room at a time, and one answers what is sent to the bare JID, each for a
+lease it renews (`actors.claims.RoomLeases`); a message sent to this process's full JID
+reached it alone and is always answered.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from actors.text import clean_text
 from core.event import Event, EventType
 
 if TYPE_CHECKING:
+    from actors.claims import RoomLeases
     from actors.runtime import Runtime
     from actors.supervision import Handle
     from config.settings import InputSettings
@@ -44,6 +51,28 @@ _DELAY_TAG = "{urn:xmpp:delay}delay"
 _LEGACY_DELAY_TAG = "{jabber:x:delay}x"
 _SUBJECT_TAG = "{jabber:client}subject"
 _WARNED_SENDERS_MAX = 10_000
+DIRECT = "direct"
+"""In a cluster, the lease of what is sent to the account's bare JID (besides rooms)."""
+
+
+def _leases(name: str, runtime: Runtime, rooms: frozenset[str]) -> RoomLeases | None:
+    """The room leases of a cluster's process (None without a cluster)."""
+    settings = runtime.settings
+    if not settings.cluster.enabled:
+        return None
+    from actors.claims import RoomLeases, claims_url
+
+    url = claims_url(settings)
+    if url is None:
+        return None
+    return RoomLeases(
+        url,
+        settings.cluster.process_name(),
+        [f"{name}:{room}" for room in (*sorted(rooms), DIRECT)],
+        lease_seconds=settings.cluster.lease_seconds,
+        renew_seconds=settings.cluster.renew_seconds,
+        label=name,
+    )
 
 
 class XmppInput(InputActor):
@@ -84,18 +113,47 @@ class XmppInput(InputActor):
         # "harken: ping", "harken, ping", "@harken ping" (clients complete mentions so).
         self._addressed = re.compile(rf"\s*(?:@{nick}(?![\w-])[:,]?|{nick}\s*[:,])\s*", re.I)
         self._warned_senders: set[str] = set()
-        self.client = XmppClient(self.options, self._on_message, self.report_connected)
+        self.leases = _leases(self.name, runtime, self.rooms)
+        self.client = XmppClient(self.options, self._on_message, self._connected)
         self._hear_all = self.hears_all()
         # Replies skip this actor's thread: building stanzas from them is thread-safe.
         self.actor_inbox.direct = self._deliver
 
     def on_start(self) -> None:
         self.report_connected(False)
+        if self.leases is not None:
+            self.leases.start()
         self.client.start()
 
     def release(self) -> None:
-        # On a crash too: the replacement opens a connection of its own.
+        # On a crash too: the replacement opens a connection of its own. Rooms first:
+        # another process answers in them while this one closes.
+        if self.leases is not None:
+            self.leases.stop()
         self.client.stop()
+
+    def _connected(self, connected: bool) -> None:
+        self.report_connected(connected)
+        if self.leases is not None:
+            self.leases.set_connected(connected)
+
+    def _answers(self, message: Message, room: str | None) -> bool:
+        """In a cluster: whether this process answers `message` (see the module)."""
+        leases = self.leases
+        if leases is None:
+            return True
+        if room is None:
+            to: JID = message["to"]
+            if to.resource:  # sent to this process's own resource: no one else has it
+                return True
+            room = DIRECT
+        if leases.owns(self._lease_key(room)):
+            return True
+        logger.debug("XMPP: another process answers in %s", room)
+        return False
+
+    def _lease_key(self, room: str) -> str:
+        return f"{self.name}:{room}"
 
     # -- bot -> XMPP (any thread: the inbox hands replies over on the sender's) -------
 
@@ -142,8 +200,13 @@ class XmppInput(InputActor):
             logger.info("XMPP: ignored a %s message with an empty body from %s", kind, sender)
             return
         if kind == "groupchat":
+            if not self._answers(message, str(sender.bare)):
+                return
             event = self._room_event(message, sender, text)
         else:
+            bare = str(sender.bare)
+            if not self._answers(message, bare if bare in self.rooms else None):
+                return
             event = self._direct_event(sender, text)
         if event is not None:
             self.submit(event)

@@ -10,6 +10,11 @@ on a button of a posted message, `block_actions`) of Slack's shape, takes acks
 carry Block Kit `blocks`, checked against Slack's limits for the blocks Harken uses;
 `chat.postEphemeral` and `chat.update` are recorded apart from the posts.
 
+By default a new Socket Mode connection replaces the last. With `connections=N` the fake
+keeps up to N open at once (Slack allows an app 10), as when several Harken processes
+share one app: each envelope goes to one of them chosen at random, and with
+`duplicate_rate` to a second one too (Slack may deliver an event to more than one).
+
 It runs on a thread of its own with its own event loop; every control method is safe
 to call from the test's thread. Everything it sees (posts, acks, connections, calls) is
 recorded and can be waited for with a timeout.
@@ -20,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import random
 import threading
 import time
 import uuid
@@ -88,12 +94,23 @@ class FakeSlack:
         *,
         users: Mapping[str, str] | None = None,
         channel_limit: tuple[float, float] | None = None,
+        connections: int = 1,
+        duplicate_rate: float = 0.0,
+        seed: int | None = None,
     ) -> None:
         """`users`: user id -> display name known to `users.info` (others are unknown).
 
         `channel_limit`: (messages per second, burst) per channel for `chat.postMessage`;
         beyond it the fake answers 429 as Slack does. None: no limit.
+
+        `connections`: Socket Mode connections kept open at once (the oldest is closed
+        beyond it); `duplicate_rate`: the share of envelopes sent to two of them.
         """
+        if not 1 <= connections <= 10:
+            raise ValueError("Slack keeps 1 to 10 Socket Mode connections per app")
+        self.keep_connections = connections
+        self.duplicate_rate = duplicate_rate
+        self._random = random.Random(seed)
         self.users = dict(users or {"U0ALICE01": "Alice", "U0BOB0001": "Bob"})
         self.channel_limit = channel_limit
         self.on_post: Callable[[Post], None] | None = None
@@ -102,7 +119,11 @@ class FakeSlack:
         self._thread = threading.Thread(target=self._run, name="fake-slack", daemon=True)
         self._changed = threading.Condition()
         self._runner: web.AppRunner | None = None
-        self._ws: web.WebSocketResponse | None = None
+        self._sockets: list[web.WebSocketResponse] = []
+        """Open Socket Mode connections, oldest first."""
+        self.delivered: dict[str, list[int]] = {}
+        """Envelope id -> the connections (numbered from 1 as they opened) it went to."""
+        self._numbers: dict[int, int] = {}
         self._ticks = itertools.count(1)
         self._buckets: dict[str, _Bucket] = {}
         self.port = 0
@@ -165,9 +186,14 @@ class FakeSlack:
         assert server is not None
         self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
 
+    @property
+    def _ws(self) -> web.WebSocketResponse | None:
+        """The newest open connection."""
+        return self._sockets[-1] if self._sockets else None
+
     async def _shutdown(self) -> None:
-        if self._ws is not None:
-            await self._ws.close()
+        for ws in list(self._sockets):
+            await ws.close()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -380,9 +406,11 @@ class FakeSlack:
     async def _socket(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
-        old, self._ws = self._ws, ws
-        if old is not None and not old.closed:
-            await old.close()
+        self._sockets.append(ws)
+        while len(self._sockets) > self.keep_connections:
+            old = self._sockets.pop(0)
+            if not old.closed:
+                await old.close()
         await ws.send_str(
             json.dumps(
                 {
@@ -395,6 +423,7 @@ class FakeSlack:
         )
         with self._changed:
             self.connections += 1
+            self._numbers[id(ws)] = self.connections
             self._changed.notify_all()
         async for frame in ws:
             if frame.type != WSMsgType.TEXT:
@@ -408,8 +437,10 @@ class FakeSlack:
                 if isinstance(data, dict) and "envelope_id" in data:
                     self.acks[str(data["envelope_id"])] = time.monotonic()
                 self._changed.notify_all()
-        if self._ws is ws:
-            self._ws = None
+        with self._changed:
+            if ws in self._sockets:
+                self._sockets.remove(ws)
+            self._changed.notify_all()
         return ws
 
     def _ts(self) -> str:
@@ -548,26 +579,32 @@ class FakeSlack:
         }
         return self.send_envelope(envelope)
 
-    def say(self, text: str, **where: Any) -> dict[str, Any]:
-        """Send what a person typed (a `message` event); return the envelope sent."""
-        return self.send_envelope(self.envelope(self.message_event(text, **where)))
+    def say(self, text: str, *, to: int | None = None, **where: Any) -> dict[str, Any]:
+        """Send what a person typed (a `message` event); return the envelope sent.
+        `to`: the number of the connection it goes to (else the fake chooses)."""
+        return self.send_envelope(self.envelope(self.message_event(text, **where)), to=to)
 
-    def send_envelope(self, envelope: Mapping[str, Any], timeout: float = 10) -> dict[str, Any]:
-        self.send_raw(json.dumps(envelope), timeout)
+    def send_envelope(
+        self, envelope: Mapping[str, Any], timeout: float = 10, *, to: int | None = None
+    ) -> dict[str, Any]:
+        self.send_raw(json.dumps(envelope), timeout, to=to)
         return dict(envelope)
 
-    def send_raw(self, text: str, timeout: float = 10) -> None:
-        """Send a text frame down the current Socket Mode connection."""
+    def send_raw(self, text: str, timeout: float = 10, *, to: int | None = None) -> None:
+        """Send a text frame down the current Socket Mode connection (with several: one
+        chosen at random, or two at `duplicate_rate`; connection number `to` if given)."""
         self.wait_connections(1, timeout)
 
-        async def send() -> None:
-            ws = self._ws
-            if ws is None or ws.closed:
+        async def send() -> list[int]:
+            targets = self._targets(to)
+            if not targets:
                 raise ConnectionError("no Socket Mode connection")
-            await ws.send_str(text)
+            for ws in targets:
+                await ws.send_str(text)
+            return [self._numbers.get(id(ws), 0) for ws in targets]
 
         sent_at = time.monotonic()
-        asyncio.run_coroutine_threadsafe(send(), self._loop).result(timeout)
+        numbers = asyncio.run_coroutine_threadsafe(send(), self._loop).result(timeout)
         try:
             envelope_id = json.loads(text).get("envelope_id")
         except (ValueError, AttributeError):
@@ -575,6 +612,17 @@ class FakeSlack:
         if envelope_id:
             with self._changed:
                 self.sent[str(envelope_id)] = sent_at
+                self.delivered[str(envelope_id)] = numbers
+
+    def _targets(self, to: int | None = None) -> list[web.WebSocketResponse]:
+        """On the loop: the connection(s) the next envelope goes to."""
+        open_ = [ws for ws in self._sockets if not ws.closed]
+        if to is not None:
+            return [ws for ws in open_ if self._numbers.get(id(ws)) == to]
+        if len(open_) <= 1 or self.keep_connections == 1:
+            return open_[-1:]
+        count = 2 if self._random.random() < self.duplicate_rate else 1
+        return self._random.sample(open_, count)
 
     def call_soon(self, func: Callable[[], None]) -> None:
         """Run `func` on the fake's loop (where `on_post` runs too)."""
@@ -582,8 +630,7 @@ class FakeSlack:
 
     async def send_now(self, text: str) -> None:
         """On the fake's own loop (from `on_post`): send a frame without a thread hop."""
-        ws = self._ws
-        if ws is not None and not ws.closed:
+        for ws in self._targets():
             await ws.send_str(text)
 
     def redeliver(self, envelope: Mapping[str, Any]) -> dict[str, Any]:
@@ -603,7 +650,8 @@ class FakeSlack:
 
         async def cut() -> None:
             ws = self._ws
-            self._ws = None
+            if ws is not None:
+                self._sockets.remove(ws)
             transport = ws._req.transport if ws is not None and ws._req is not None else None
             if transport is not None:
                 transport.abort()
@@ -642,6 +690,19 @@ class FakeSlack:
             lambda: self.connections >= count and self._ws is not None,
             timeout,
             f"Socket Mode connection #{count}",
+        )
+
+    def open_connections(self) -> list[int]:
+        """The numbers of the connections open now."""
+        with self._changed:
+            return [self._numbers[id(ws)] for ws in self._sockets if not ws.closed]
+
+    def wait_open(self, count: int, timeout: float = 10) -> None:
+        """Wait until exactly `count` Socket Mode connections are open."""
+        self._wait(
+            lambda: sum(not ws.closed for ws in self._sockets) == count,
+            timeout,
+            f"{count} open Socket Mode connections",
         )
 
     def wait_posts(self, count: int, timeout: float = 10) -> list[Post]:
