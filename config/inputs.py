@@ -27,13 +27,15 @@ registered under `harken.inputs`. This package imports nothing of the bot.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from importlib.metadata import EntryPoint, EntryPoints
+
+    from config.settings import InputSettings, Secret
 
 INPUTS_GROUP: Final = "harken.inputs"
 """Entry point group of the input classes (what `harken run` starts)."""
@@ -123,6 +125,84 @@ class InputSpec:
             if f.metadata.get("path"):
                 paths.append(f.name)
         return cls(defaults, tuple(secrets), tuple(required), tuple(paths))
+
+
+class OptionReader:
+    """An input's options as set (over its declaration's defaults), with the checks that
+    several inputs share, for the input's own `from_settings`.
+
+    Each failure raises `error` with one line naming the key: the input passes its own
+    exception class (`StartupError`), as this package imports nothing of the bot.
+    """
+
+    def __init__(
+        self, declaration: object, settings: InputSettings, error: Callable[[str], Exception]
+    ) -> None:
+        self.name = settings.name
+        self.raw: Mapping[str, Any] = {**InputSpec.of(declaration).defaults, **settings.options}
+        self._secrets = settings.secrets
+        self._error = error
+
+    def __getitem__(self, leaf: str) -> Any:
+        return self.raw[leaf]
+
+    def key(self, leaf: str) -> str:
+        return f"inputs.{self.name}.{leaf}"
+
+    def fail(self, leaf: str, problem: str) -> Exception:
+        """The error to raise for `leaf`: `inputs.<name>.<leaf>: <problem>`."""
+        return self._error(f"{self.key(leaf)}: {problem}")
+
+    def text(self, leaf: str) -> str:
+        return str(self.raw[leaf]).strip()
+
+    def required(self, leaf: str, need: str, example: str) -> str:
+        """The option's text, which must not be empty; `need` says why it is needed."""
+        value = self.text(leaf)
+        if not value:
+            key = self.key(leaf)
+            raise self.fail(
+                leaf, f"{need}, e.g. --set {key}={example} (or {input_env_var(self.name, leaf)})"
+            )
+        return value
+
+    def port(self, leaf: str = "port") -> int:
+        port = self.raw[leaf]
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+            raise self.fail(leaf, f"must be a port number 1-65535 (got {port!r})")
+        return port
+
+    def whole(self, leaf: str, least: int) -> int:
+        """A whole number of at least `least`."""
+        value = self.raw[leaf]
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise self.fail(leaf, f"must be an integer >= {least} (got {value!r})")
+        return value
+
+    def positive(self, leaf: str) -> float:
+        value = float(self.raw[leaf])
+        if not value > 0:
+            raise self.fail(leaf, f"must be > 0 (got {value})")
+        return value
+
+    def backoff(self, first: str, most: str) -> tuple[float, float]:
+        """A backoff's first delay and its maximum (seconds): 0 < first <= most."""
+        delay, max_delay = float(self.raw[first]), float(self.raw[most])
+        if not 0 < delay <= max_delay:
+            raise self.fail(first, f"must be > 0 and <= {most} (got {delay} and {max_delay})")
+        return delay, max_delay
+
+    def secret(self, leaf: str, need: str = "") -> Secret:
+        """The secret (empty if unset); with `need` (why the input needs it), an unset or
+        empty one is an error naming its environment variable."""
+        from config.settings import Secret
+
+        found = self._secrets.get(leaf) or Secret("")
+        if need and not found.reveal():
+            raise self._error(
+                f"{input_env_var(self.name, leaf)} is not set: {need} in the environment"
+            )
+        return found
 
 
 class DeclarationError(Exception):

@@ -11,12 +11,10 @@ the first mail.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from actors.errors import StartupError
-from config.inputs import InputSpec, input_env_var
+from config.inputs import OptionReader
 from config.settings import InputSettings, Secret
 
 TLS_MODES = ("starttls", "implicit", "none")
@@ -89,72 +87,47 @@ class EmailOptions:
     @classmethod
     def from_settings(cls, settings: InputSettings) -> EmailOptions:
         """Check the settings; raise `StartupError` naming the first bad key."""
-        name = settings.name
-        raw: Mapping[str, Any] = {**InputSpec.of(cls).defaults, **settings.options}
-
-        def key(leaf: str) -> str:
-            return f"inputs.{name}.{leaf}"
-
-        host = str(raw["host"]).strip()
-        if not host:
-            raise StartupError(
-                f"{key('host')}: the email input needs an SMTP server, e.g. "
-                f"--set {key('host')}=smtp.example.org (or {input_env_var(name, 'host')})"
-            )
-        port = raw["port"]
-        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
-            raise StartupError(f"{key('port')}: must be a port number 1-65535 (got {port!r})")
-        tls = str(raw["tls"]).strip().lower()
+        read = OptionReader(cls, settings, StartupError)
+        host = read.required("host", "the email input needs an SMTP server", "smtp.example.org")
+        port = read.port()
+        tls = read.text("tls").lower()
         if tls not in TLS_MODES:
-            raise StartupError(f"{key('tls')}: must be one of {', '.join(TLS_MODES)} (got {tls!r})")
+            raise read.fail("tls", f"must be one of {', '.join(TLS_MODES)} (got {tls!r})")
         if tls == "none" and host.lower() not in LOOPBACK_HOSTS:
-            raise StartupError(
-                f'{key("tls")}: "none" sends mail and password in clear, so it is only '
-                f"allowed for a server on this machine (127.0.0.1 or localhost), not {host!r}"
+            raise read.fail(
+                "tls",
+                '"none" sends mail and password in clear, so it is only allowed for a '
+                f"server on this machine (127.0.0.1 or localhost), not {host!r}",
             )
-        username = str(raw["username"]).strip()
-        password = settings.secrets.get("password")
-        if username and (password is None or not password.reveal()):
-            raise StartupError(
-                f"{input_env_var(name, 'password')} is not set: the email input needs the "
-                f"password of {username} in the environment"
-            )
-        from_address = str(raw["from_address"]).strip()
+        username = read.text("username")
+        password = read.secret(
+            "password", username and f"the email input needs the password of {username}"
+        )
+        from_address = read.text("from_address")
         if split_address(from_address) is None:
-            raise StartupError(
-                f"{key('from_address')}: must be a plain address such as harken@example.org "
-                f"(got {from_address!r})"
+            raise read.fail(
+                "from_address",
+                f"must be a plain address such as harken@example.org (got {from_address!r})",
             )
         domains: list[str] = []
-        for entry in raw["allowed_domains"]:
+        for entry in read["allowed_domains"]:
             domain = str(entry).strip().lower()
             if split_address(f"x@{domain}") is None:
-                raise StartupError(
-                    f"{key('allowed_domains')}: {entry!r} is not a domain such as example.org"
-                )
+                raise read.fail("allowed_domains", f"{entry!r} is not a domain such as example.org")
             domains.append(domain)
         if not domains:
-            raise StartupError(
-                f"{key('allowed_domains')}: list the domains Harken may send mail to, e.g. "
-                f'["example.org"]; without them it would refuse every recipient'
+            raise read.fail(
+                "allowed_domains",
+                'list the domains Harken may send mail to, e.g. ["example.org"]; without '
+                "them it would refuse every recipient",
             )
-        outbox_size = raw["outbox_size"]
-        if not isinstance(outbox_size, int) or isinstance(outbox_size, bool) or outbox_size < 1:
-            raise StartupError(f"{key('outbox_size')}: must be an integer >= 1")
-        timeout = float(raw["timeout"])
-        if not timeout > 0:
-            raise StartupError(f"{key('timeout')}: must be > 0 (got {timeout})")
-        delay, max_delay = float(raw["retry_delay"]), float(raw["retry_max_delay"])
-        if not 0 < delay <= max_delay:
-            raise StartupError(
-                f"{key('retry_delay')}: must be > 0 and <= retry_max_delay "
-                f"(got {delay} and {max_delay})"
-            )
+        outbox_size, timeout = read.whole("outbox_size", 1), read.positive("timeout")
+        delay, max_delay = read.backoff("retry_delay", "retry_max_delay")
         return cls(
             host=host,
             port=port,
             tls=tls,
-            ca_file=str(raw["ca_file"]).strip(),
+            ca_file=read.text("ca_file"),
             username=username,
             password=password if username else None,
             from_address=from_address,

@@ -10,12 +10,12 @@ goes as a message to the conversation that asked (the mail's `origin`).
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 
+from actors.inputs.base import Backoff
 from actors.inputs.email_message import Mail
 from actors.inputs.email_options import EmailOptions
 from actors.inputs.email_outbox import Outbox
@@ -48,9 +48,9 @@ class Sender:
         self._changed = threading.Condition()
         self._waiting: dict[str, Future[SendResult]] = {}
         self._stopping = False
-        self._delay = 0.0
-        """The current backoff delay (seconds); 0 while the server answers."""
+        self._backoff = Backoff(options.retry_delay, options.retry_max_delay)
         self._retry_at = 0.0
+        """When the next round may start after a failure (time.monotonic); 0: at once."""
         self._last_failure = ""
         self._thread = threading.Thread(target=self._run, name=f"{name}-sender", daemon=True)
 
@@ -81,7 +81,7 @@ class Sender:
         (at once if the server failed a moment ago and the next try is not due yet)."""
         with self._changed:
             wait = self._retry_at - time.monotonic()
-            if self._delay and wait > 0:
+            if wait > 0:
                 _set(
                     future,
                     SendResult(
@@ -139,7 +139,7 @@ class Sender:
                 if mail.id in self.outbox:
                     self._refused(mail, failure)
         with self._changed:
-            self._delay = 0.0
+            self._backoff.reset()
             self._retry_at = 0.0
         self._report_state(UP)
 
@@ -178,11 +178,7 @@ class Sender:
     def _retry_later(self, failure: SmtpFailure) -> None:
         options = self.options
         with self._changed:
-            if self._delay:
-                self._delay = min(self._delay * 2, options.retry_max_delay)
-            else:
-                self._delay = options.retry_delay
-            wait = self._delay * random.uniform(0.8, 1.0)
+            wait = self._backoff.next_wait()
             self._retry_at = time.monotonic() + wait
             self._last_failure = failure.detail
             waiting, self._waiting = self._waiting, {}

@@ -34,16 +34,14 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any
 
-from actors.inputs.base import HEARD, InputActor, RepliesInbox
+from actors.inputs.base import HEARD, RoomsInput
 from actors.inputs.irc_client import Incoming, IrcClient, Line
 from actors.inputs.irc_options import IrcOptions, is_channel
 from actors.inputs.irc_text import split_lines, strip_formatting
-from actors.messages import Answered
 from actors.text import clean_text
 from core.event import Event, EventType
 
 if TYPE_CHECKING:
-    from actors.claims import RoomLeases
     from actors.runtime import Runtime
     from actors.supervision import Handle
     from config.settings import InputSettings
@@ -55,89 +53,33 @@ MAX_REPLY_LINES = 40
 the channel for minutes. The rest is cut, with a note saying so."""
 
 
-def _leases(name: str, runtime: Runtime, channels: frozenset[str]) -> RoomLeases | None:
-    """The channel leases of a cluster's process (None without a cluster)."""
-    settings = runtime.settings
-    if not settings.cluster.enabled:
-        return None
-    from actors.claims import RoomLeases, claims_url
-
-    url = claims_url(settings)
-    if url is None:
-        return None
-    return RoomLeases(
-        url,
-        settings.cluster.process_name(),
-        [f"{name}:{channel}" for channel in sorted(channels)],
-        lease_seconds=settings.cluster.lease_seconds,
-        renew_seconds=settings.cluster.renew_seconds,
-        label=name,
-    )
-
-
 def _addressed(nick: str) -> re.Pattern[str]:
     name = re.escape(nick)
     # "harken: ping", "harken, ping", "@harken ping" (clients complete mentions so).
     return re.compile(rf"\s*(?:@{name}(?![\w\[\]\\`^{{|}}-])[:,]?|{name}\s*[:,])\s*", re.I)
 
 
-class IrcInput(InputActor):
+class IrcInput(RoomsInput):
     options_class = IrcOptions
+    client: IrcClient
 
     @classmethod
     def preflight(cls, settings: InputSettings) -> None:
         """Check the options before any actor starts (a bad one stops start-up, exit 2)."""
         IrcOptions.from_settings(settings)
 
-    @staticmethod
-    def _create_actor_inbox() -> Any:
-        return RepliesInbox()
-
-    actor_inbox: RepliesInbox
-
     def __init__(self, settings: InputSettings, runtime: Runtime, router: Handle) -> None:
-        super().__init__(settings, runtime, router)
-        self.options = IrcOptions.from_settings(settings)
-        self.bot_name = runtime.settings.bot.name
-        self.channels = frozenset(self.options.channel_names)
-        self._current: tuple[str, re.Pattern[str]] = (
-            self.options.nick,
-            _addressed(self.options.nick),
-        )
-        self.leases = _leases(self.name, runtime, self.channels)
-        self._configured = _addressed(self.options.nick) if self.leases is not None else None
+        options = IrcOptions.from_settings(settings)
+        channels = frozenset(options.channel_names)
+        super().__init__(settings, runtime, router, leased=sorted(channels))
+        self.options = options
+        self.channels = channels
+        self._current: tuple[str, re.Pattern[str]] = (options.nick, _addressed(options.nick))
+        self._configured = _addressed(options.nick) if self.leases is not None else None
         """In a cluster: the configured nick, which people address whoever holds it."""
-        self.client = IrcClient(self.options, self._on_message, self._connected)
-        self._hear_all = self.hears_all()
-        # Replies skip this actor's thread: building lines from them is thread-safe.
-        self.actor_inbox.direct = self._deliver
-
-    def on_start(self) -> None:
-        self.report_connected(False)
-        if self.leases is not None:
-            self.leases.start()
-        self.client.start()
-
-    def release(self) -> None:
-        # On a crash too: the replacement opens a connection of its own. Channels
-        # first: another process answers in them while this one closes.
-        if self.leases is not None:
-            self.leases.stop()
-        self.client.stop()
-
-    def _connected(self, connected: bool) -> None:
-        self.report_connected(connected)
-        if self.leases is not None:
-            self.leases.set_connected(connected)
+        self.client = IrcClient(options, self._on_message, self._connected)
 
     # -- bot -> IRC (any thread: the inbox hands replies over on the sender's) --------
-
-    def send(self, event: Event) -> None:
-        self._deliver((event,))
-
-    def answered(self, message: Answered) -> None:
-        if message.replies:
-            self._deliver(message.replies)
 
     def _deliver(self, events: tuple[Event, ...]) -> None:
         lines: list[Line] = []
@@ -178,7 +120,7 @@ class IrcInput(InputActor):
             if channel not in self.channels:
                 logger.info("IRC: ignored a message in %s, a channel not configured", channel)
                 return
-            if self.leases is not None and not self.leases.owns(f"{self.name}:{channel}"):
+            if not self._owns(channel):
                 logger.debug("IRC: another process answers in %s", channel)
                 return
             command = self._strip_address(text)

@@ -7,9 +7,9 @@ public API: TLS, SASL PLAIN, CAP negotiation, alternate nicks, CTCP parsing, PIN
 add-on, pulls in seven helper packages and has no SASL; `bottom` 3.0.0 needs Python
 3.12 (Harken supports 3.11) and is a protocol layer without SASL or nick handling.
 
-`IrcClient` owns one thread that runs one asyncio loop; everything pydle does happens
-there. Other threads only call `deliver()` and `stop()`, which hand their work over
-with `call_soon_threadsafe`, so a reply wakes the loop at once.
+`IrcClient` is a `LoopClient` (base.py): one thread runs one asyncio loop, where
+everything pydle does happens; replies are handed over to it with
+`call_soon_threadsafe`, so a reply wakes the loop at once.
 
 * **Sessions.** Each session is a fresh pydle client (no state carried over): connect,
   register (PASS, CAP/SASL, NICK, USER), join the channels with their keys, then send.
@@ -37,28 +37,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import pydle
 from pydle.features.ctcp import construct_ctcp, is_ctcp, parse_ctcp
 
+from actors.inputs.base import LoopClient, wait_either
 from actors.inputs.irc_options import IrcOptions
 
 logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 30.0
 """Seconds for TCP connect, TLS and registration; a black-holed server must not stall."""
-STABLE_SESSION = 30.0
-"""A session that lasted this long (seconds), or carried a message, worked: when it
-drops, the backoff starts over."""
-JITTER = 0.8
-"""Each backoff wait is drawn between this share of the current delay and all of it."""
 CTCP_VERSION_EVERY = 60.0
 """Seconds between two answers to CTCP VERSION: a flood of them gets one."""
 VERSION = "Harken ChatOps bot"
@@ -76,7 +69,7 @@ JOIN_ERRORS = {
 class Line:
     """One IRC line to send: PRIVMSG or NOTICE to a channel or nick."""
 
-    target: str
+    to: str
     text: str
     kind: Literal["PRIVMSG", "NOTICE"] = "PRIVMSG"
 
@@ -207,8 +200,11 @@ class _Session(pydle.Client):
         logger.debug("IRC: unhandled %s from the server", message.command)
 
 
-class IrcClient:
+class IrcClient(LoopClient[Line]):
     """One IRC identity's connection, kept up for as long as the client runs."""
+
+    label, unit, no_session, log = "IRC", "line", "closed before registering", logger
+    options: IrcOptions
 
     def __init__(
         self,
@@ -219,27 +215,12 @@ class IrcClient:
         """`on_message` gets every channel or private message that is not CTCP;
         `on_connected(True)` is called once a session is registered and has asked to
         join its channels, `on_connected(False)` when it ends. Both on the loop thread."""
-        self.options = options
+        super().__init__(options, options.nick, f"irc:{options.host}", on_connected)
         self.on_message = on_message
-        self._on_connected = on_connected
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._loop_ready = threading.Event()
-        self._handover: list[Line] = []
-        self._handover_lock = threading.Lock()
-        self._handover_scheduled = False
-        self._closed = False
         # Everything below belongs to the loop thread.
         self._session: _Session | None = None
-        self._online = False
-        self._outbox: deque[Line] = deque()
         self._wake: asyncio.Event | None = None
-        self._stop_requested: asyncio.Event | None = None
-        self._given_up = ""
-        self._last_error = ""
         self._last_version_reply = -CTCP_VERSION_EVERY
-        self.carried_message = False
-        """Whether the current session received or sent a message."""
 
     @property
     def nick(self) -> str:
@@ -247,78 +228,10 @@ class IrcClient:
         session = self._session
         return session.own_nick if session is not None else self.options.nick
 
-    # -- any thread ------------------------------------------------------------------
-
-    def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._run, name=f"irc:{self.options.host}", daemon=True
-        )
-        self._thread.start()
-        self._loop_ready.wait()
-
-    def deliver(self, lines: Iterable[Line]) -> None:
-        """Send these lines, paced, now or once a session is up (thread-safe)."""
-        batch = list(lines)
-        if not batch:
-            return
-        with self._handover_lock:
-            if self._closed:
-                logger.warning("IRC input is stopped; %d line(s) dropped", len(batch))
-                return
-            self._handover.extend(batch)
-            loop = self._loop
-            if self._handover_scheduled or loop is None:
-                return
-            self._handover_scheduled = True
-        try:
-            loop.call_soon_threadsafe(self._take_handover)
-        except RuntimeError:  # the loop closed just now: Harken is stopping
-            logger.warning("IRC input is stopped; %d line(s) dropped", len(batch))
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Quit the server politely and end the loop thread (thread-safe)."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(self._request_stop)
-        thread.join(timeout)
-        if thread.is_alive():
-            logger.warning("IRC connection thread did not stop within %.0f s", timeout)
-
     # -- the loop thread -------------------------------------------------------------
 
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        with self._handover_lock:
-            self._loop = loop
-            if self._handover:
-                self._handover_scheduled = True
-                loop.call_soon(self._take_handover)
-        self._stop_requested = asyncio.Event()
+    def _prepare(self, loop: asyncio.AbstractEventLoop) -> None:
         self._wake = asyncio.Event()
-        self._loop_ready.set()
-        try:
-            loop.run_until_complete(self._main())
-        except Exception:
-            logger.exception("IRC connection loop failed")
-        finally:
-            with self._handover_lock:
-                self._closed = True
-                left = len(self._outbox) + len(self._handover)
-            if left:
-                logger.warning("IRC: stopping with %d unsent line(s); they are dropped", left)
-            tasks = asyncio.all_tasks(loop)
-            for task in tasks:
-                task.cancel()
-            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-    def _request_stop(self) -> None:
-        assert self._stop_requested is not None
-        self._stop_requested.set()
 
     async def _main(self) -> None:
         sender = asyncio.ensure_future(self._send_paced())
@@ -329,64 +242,20 @@ class IrcClient:
             with contextlib.suppress(asyncio.CancelledError):
                 await sender
 
-    async def _keep_connected(self) -> None:
-        stop = self._stop_requested
-        assert stop is not None
-        options = self.options
-        delay = options.reconnect_delay
-        first = True
-        while not stop.is_set():
-            self._last_error = ""
-            self.carried_message = False
-            (logger.info if first else logger.debug)(
-                "IRC: connecting to %s as %s", options.server, options.nick
-            )
-            first = False
-            session = _Session(self, options)
-            self._session = session
-            began = time.monotonic()
-            if await self._open(session):
-                await self._wait_either(session.ended, stop, timeout=None)
-            worked = session.registered_at > 0
-            lasted = time.monotonic() - (session.registered_at or began)
-            await self._end(session, "Harken is stopping" if stop.is_set() else "")
-            if stop.is_set():
-                break
-            if self._given_up:
-                logger.error(
-                    "IRC: %s. Not retrying; the IRC input stays offline until Harken restarts.",
-                    self._given_up,
-                )
-                await stop.wait()
-                break
-            if worked and (lasted >= STABLE_SESSION or self.carried_message):
-                delay = options.reconnect_delay
-            wait = delay * random.uniform(JITTER, 1.0)
-            if worked:
-                logger.warning(
-                    "IRC: connection to %s lost after %.0f s (%s); reconnecting in %.1f s",
-                    options.server,
-                    lasted,
-                    self._last_error or "closed",
-                    wait,
-                )
-            else:
-                logger.warning(
-                    "IRC: cannot connect to %s (%s); next attempt in %.1f s",
-                    options.server,
-                    self._last_error or "closed before registering",
-                    wait,
-                )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), wait)
-            delay = min(options.reconnect_max_delay, delay * 2)
+    async def _attempt(self, stop: asyncio.Event) -> float | None:
+        session = _Session(self, self.options)
+        self._session = session
+        began = time.monotonic()
+        if await self._open(session):
+            await wait_either(session.ended, stop, timeout=None)
+        lasted = time.monotonic() - (session.registered_at or began)
+        await self._end(session, "Harken is stopping" if stop.is_set() else "")
+        return lasted if session.registered_at > 0 else None
 
     async def _open(self, session: _Session) -> bool:
         """Connect and register; False (with `_last_error`) if that failed."""
         options = self.options
-        welcomed = asyncio.ensure_future(
-            self._wait_either(session.welcomed, session.ended, timeout=None)
-        )
+        welcomed = asyncio.ensure_future(wait_either(session.welcomed, session.ended, timeout=None))
         try:
             await asyncio.wait_for(
                 session.connect(
@@ -424,20 +293,17 @@ class IrcClient:
             await session.join(channel.name, channel.key or None)
         session.registered_at = time.monotonic()
         session.welcomed.set()
-        self._online = True
         logger.info(
             "IRC: online at %s as %s%s",
             options.server,
             session.own_nick,
             f"; joining {', '.join(options.channel_names)}" if options.joins else "",
         )
-        self._on_connected(True)
+        self._set_online(True)
         self._kick_sender()
 
     async def _end(self, session: _Session, reason: str) -> None:
-        if self._online:
-            self._on_connected(False)
-        self._online = False
+        self._set_online(False)
         if session.connected:
             with contextlib.suppress(Exception):
                 if reason:
@@ -445,23 +311,9 @@ class IrcClient:
                 else:
                     await session.disconnect(expected=True)
 
-    @staticmethod
-    async def _wait_either(*events: asyncio.Event, timeout: float | None) -> None:
-        waits = {asyncio.ensure_future(event.wait()) for event in events}
-        try:
-            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in waits:
-                task.cancel()
-
     def server_said(self, text: str) -> None:
         """The server's ERROR line: why it is closing the connection."""
         self._last_error = f"the server said: {text}"
-
-    def refused(self, why: str) -> None:
-        """The server refused a credential: log it once, stop retrying."""
-        self._given_up = why
-        self._last_error = why
 
     def ctcp(self, session: _Session, nick: str, target: str, text: str) -> None:
         what, _ = parse_ctcp(text)
@@ -473,38 +325,12 @@ class IrcClient:
             logger.debug("IRC: ignored another CTCP VERSION from %s", nick)
             return
         self._last_version_reply = now
-        self._queue([Line(nick, construct_ctcp("VERSION", VERSION), "NOTICE")])
+        self._take([Line(nick, construct_ctcp("VERSION", VERSION), "NOTICE")])
 
     # -- sending (loop thread) -------------------------------------------------------
 
-    def _take_handover(self) -> None:
-        with self._handover_lock:
-            lines, self._handover = self._handover, []
-            self._handover_scheduled = False
-        self._queue(lines)
-
-    def _queue(self, lines: list[Line]) -> None:
-        if self._given_up:
-            logger.warning(
-                "IRC: not connected (%s); %d line(s) dropped", self._given_up, len(lines)
-            )
-            return
-        limit = self.options.queue_limit
-        for line in lines:
-            if not self._online and len(self._outbox) >= limit:
-                if not self._outbox:
-                    logger.warning(
-                        "IRC: offline and queue_limit is 0; line to %s dropped", line.target
-                    )
-                    continue
-                dropped = self._outbox.popleft()
-                logger.warning(
-                    "IRC: offline and %d lines are already waiting (queue_limit); dropped "
-                    "the oldest, to %s",
-                    limit,
-                    dropped.target,
-                )
-            self._outbox.append(line)
+    def _take(self, lines: list[Line]) -> None:
+        self._queue(lines, bounded=not self._online)
         self._kick_sender()
 
     def _kick_sender(self) -> None:
@@ -533,7 +359,7 @@ class IrcClient:
                     break
                 line = self._outbox[0]
                 try:
-                    await session.rawmsg(line.kind, line.target, line.text)
+                    await session.rawmsg(line.kind, line.to, line.text)
                 except Exception as exc:
                     # The connection is going; the line waits for the next session.
                     logger.debug("IRC: could not send a line (%s); keeping it", exc)

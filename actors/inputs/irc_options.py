@@ -12,12 +12,10 @@ line naming the key instead of failing later on a thread nobody watches.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from actors.errors import StartupError
-from config.inputs import InputSpec, input_env_var
+from config.inputs import OptionReader
 from config.settings import InputSettings, Secret
 
 # RFC 2812's nickname: a letter or special first, then letters, digits, specials, '-'.
@@ -97,73 +95,49 @@ class IrcOptions:
     @classmethod
     def from_settings(cls, settings: InputSettings) -> IrcOptions:
         """Check the settings; raise `StartupError` naming the first bad key."""
-        name = settings.name
-        raw: Mapping[str, Any] = {**InputSpec.of(cls).defaults, **settings.options}
-
-        def key(leaf: str) -> str:
-            return f"inputs.{name}.{leaf}"
-
-        host = str(raw["host"]).strip()
-        if not host:
-            raise StartupError(
-                f"{key('host')}: the IRC input needs the server, e.g. "
-                f"--set {key('host')}=irc.example.org (or {input_env_var(name, 'host')})"
-            )
-        port = raw["port"]
-        if not isinstance(port, int) or not 0 < port < 65536:
-            raise StartupError(f"{key('port')}: must be a port number 1-65535 (got {port!r})")
-        nick = _nick(key("nick"), str(raw["nick"]))
-        alt_nicks = tuple(_nick(key("alt_nicks"), str(alt)) for alt in raw["alt_nicks"])
-        channels = tuple(str(entry).strip() for entry in raw["channels"])
+        read = OptionReader(cls, settings, StartupError)
+        host = read.required("host", "the IRC input needs the server", "irc.example.org")
+        port = read.port()
+        nick = _nick(read.key("nick"), str(read["nick"]))
+        alt_nicks = tuple(_nick(read.key("alt_nicks"), str(alt)) for alt in read["alt_nicks"])
+        channels = tuple(str(entry).strip() for entry in read["channels"])
         for entry in channels:
-            _channel(key("channels"), entry)
-        sasl_username = str(raw["sasl_username"]).strip()
-        password = settings.secrets.get("password") or Secret("")
-        if sasl_username and not password.reveal():
-            raise StartupError(
-                f"{input_env_var(name, 'password')} is not set: the IRC input needs the SASL "
-                f"password of {sasl_username} ({key('sasl_username')}) in the environment"
-            )
-        server_password = settings.secrets.get("server_password") or Secret("")
-        rate, burst = float(raw["lines_per_second"]), raw["line_burst"]
-        if not rate > 0:
-            raise StartupError(f"{key('lines_per_second')}: must be > 0 (got {rate})")
-        if not isinstance(burst, int) or burst < 1:
-            raise StartupError(f"{key('line_burst')}: must be an integer >= 1 (got {burst!r})")
-        max_line = raw["max_line_bytes"]
+            _channel(read.key("channels"), entry)
+        sasl_username = read.text("sasl_username")
+        password = read.secret(
+            "password",
+            sasl_username
+            and f"the IRC input needs the SASL password of {sasl_username} "
+            f"({read.key('sasl_username')})",
+        )
+        rate, burst = read.positive("lines_per_second"), read.whole("line_burst", 1)
+        max_line = read["max_line_bytes"]
         if not isinstance(max_line, int) or not 64 <= max_line <= 450:
-            raise StartupError(
-                f"{key('max_line_bytes')}: must be an integer 64-450 (got {max_line!r}): "
-                "a server relays at most 512 bytes per line, its own prefix included"
+            raise read.fail(
+                "max_line_bytes",
+                f"must be an integer 64-450 (got {max_line!r}): "
+                "a server relays at most 512 bytes per line, its own prefix included",
             )
-        delay, max_delay = float(raw["reconnect_delay"]), float(raw["reconnect_max_delay"])
-        if not 0 < delay <= max_delay:
-            raise StartupError(
-                f"{key('reconnect_delay')}: must be > 0 and <= reconnect_max_delay "
-                f"(got {delay} and {max_delay})"
-            )
-        queue_limit = raw["queue_limit"]
-        if not isinstance(queue_limit, int) or queue_limit < 0:
-            raise StartupError(f"{key('queue_limit')}: must be an integer >= 0")
+        delay, max_delay = read.backoff("reconnect_delay", "reconnect_max_delay")
         return cls(
             host=host,
             port=port,
-            tls=bool(raw["tls"]),
+            tls=bool(read["tls"]),
             nick=nick,
             alt_nicks=alt_nicks,
-            username=str(raw["username"]).strip() or nick,
-            realname=str(raw["realname"]).strip() or nick,
+            username=read.text("username") or nick,
+            realname=read.text("realname") or nick,
             channels=tuple(dict.fromkeys(channels)),
-            prefix=str(raw["prefix"]),
+            prefix=str(read["prefix"]),
             sasl_username=sasl_username,
             password=password,
-            server_password=server_password,
+            server_password=read.secret("server_password"),
             lines_per_second=rate,
             line_burst=burst,
             max_line_bytes=max_line,
             reconnect_delay=delay,
             reconnect_max_delay=max_delay,
-            queue_limit=queue_limit,
+            queue_limit=read.whole("queue_limit", 0),
         )
 
 

@@ -31,11 +31,10 @@ from slack_sdk.socket_mode.async_client import AsyncBaseSocketModeClient
 from slack_sdk.web.async_client import AsyncWebClient
 
 from actors.errors import StartupError
-from actors.inputs.base import InputActor, RepliesInbox
+from actors.inputs.base import RepliesInput
 from actors.inputs.slack_intake import Intake, claim_key
 from actors.inputs.slack_options import SlackOptions
 from actors.inputs.slack_outbox import Outbox, answer_tracing, why
-from actors.messages import Answered
 from config.inputs import input_env_var
 from core.event import Event
 
@@ -61,15 +60,10 @@ CONNECTION_CHECK_SECONDS = 1.0
 """How often the input checks whether its Socket Mode connection is up."""
 
 
-class SlackInput(InputActor):
+class SlackInput(RepliesInput):
     """Harken on Slack: answers DMs, mentions, the prefix in channels, and button clicks."""
 
-    actor_inbox: RepliesInbox
     options_class = SlackOptions
-
-    @staticmethod
-    def _create_actor_inbox() -> Any:
-        return RepliesInbox()
 
     @classmethod
     def preflight(cls, settings: InputSettings) -> None:
@@ -111,7 +105,6 @@ class SlackInput(InputActor):
         self._replies: deque[Event] = deque()
         self._replies_lock = threading.Lock()
         self._flush_pending = False
-        self.actor_inbox.direct = self._to_loop
 
     # --- actor thread -------------------------------------------------------------------
 
@@ -124,14 +117,7 @@ class SlackInput(InputActor):
         # On a crash too: the replacement opens a connection of its own.
         self._close()
 
-    def send(self, event: Event) -> None:
-        self._to_loop((event,))
-
-    def answered(self, message: Answered) -> None:
-        if message.replies:
-            self._to_loop(message.replies)
-
-    def _to_loop(self, events: tuple[Event, ...]) -> None:
+    def _deliver(self, events: tuple[Event, ...]) -> None:
         """Hand replies to the loop (from any thread); it is woken once per batch."""
         self._replies.extend(events)
         with self._replies_lock:

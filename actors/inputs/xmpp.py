@@ -24,17 +24,15 @@ from slixmpp.jid import JID
 from slixmpp.stanza import Message
 
 from actors.errors import StartupError
-from actors.inputs.base import HEARD, InputActor, RepliesInbox
+from actors.inputs.base import HEARD, RoomsInput
 from actors.inputs.xmpp_client import XmppClient
 from actors.inputs.xmpp_login import check_login
 from actors.inputs.xmpp_options import XmppOptions
 from actors.inputs.xmpp_stanza import Outgoing
-from actors.messages import Answered
 from actors.text import clean_text
 from core.event import Event, EventType
 
 if TYPE_CHECKING:
-    from actors.claims import RoomLeases
     from actors.runtime import Runtime
     from actors.supervision import Handle
     from config.settings import InputSettings
@@ -55,28 +53,9 @@ DIRECT = "direct"
 """In a cluster, the lease of what is sent to the account's bare JID (besides rooms)."""
 
 
-def _leases(name: str, runtime: Runtime, rooms: frozenset[str]) -> RoomLeases | None:
-    """The room leases of a cluster's process (None without a cluster)."""
-    settings = runtime.settings
-    if not settings.cluster.enabled:
-        return None
-    from actors.claims import RoomLeases, claims_url
-
-    url = claims_url(settings)
-    if url is None:
-        return None
-    return RoomLeases(
-        url,
-        settings.cluster.process_name(),
-        [f"{name}:{room}" for room in (*sorted(rooms), DIRECT)],
-        lease_seconds=settings.cluster.lease_seconds,
-        renew_seconds=settings.cluster.renew_seconds,
-        label=name,
-    )
-
-
-class XmppInput(InputActor):
+class XmppInput(RoomsInput):
     options_class = XmppOptions
+    client: XmppClient
 
     @classmethod
     def preflight(cls, settings: InputSettings) -> None:
@@ -98,71 +77,32 @@ class XmppInput(InputActor):
                 found.detail,
             )
 
-    @staticmethod
-    def _create_actor_inbox() -> Any:
-        return RepliesInbox()
-
-    actor_inbox: RepliesInbox
-
     def __init__(self, settings: InputSettings, runtime: Runtime, router: Handle) -> None:
-        super().__init__(settings, runtime, router)
-        self.options = XmppOptions.from_settings(settings)
-        self.bot_name = runtime.settings.bot.name
-        self.rooms = frozenset(self.options.rooms)
-        nick = re.escape(self.options.nick)
+        options = XmppOptions.from_settings(settings)
+        super().__init__(settings, runtime, router, leased=(*sorted(options.rooms), DIRECT))
+        self.options = options
+        self.rooms = frozenset(options.rooms)
+        nick = re.escape(options.nick)
         # "harken: ping", "harken, ping", "@harken ping" (clients complete mentions so).
         self._addressed = re.compile(rf"\s*(?:@{nick}(?![\w-])[:,]?|{nick}\s*[:,])\s*", re.I)
         self._warned_senders: set[str] = set()
-        self.leases = _leases(self.name, runtime, self.rooms)
-        self.client = XmppClient(self.options, self._on_message, self._connected)
-        self._hear_all = self.hears_all()
-        # Replies skip this actor's thread: building stanzas from them is thread-safe.
-        self.actor_inbox.direct = self._deliver
-
-    def on_start(self) -> None:
-        self.report_connected(False)
-        if self.leases is not None:
-            self.leases.start()
-        self.client.start()
-
-    def release(self) -> None:
-        # On a crash too: the replacement opens a connection of its own. Rooms first:
-        # another process answers in them while this one closes.
-        if self.leases is not None:
-            self.leases.stop()
-        self.client.stop()
-
-    def _connected(self, connected: bool) -> None:
-        self.report_connected(connected)
-        if self.leases is not None:
-            self.leases.set_connected(connected)
+        self.client = XmppClient(options, self._on_message, self._connected)
 
     def _answers(self, message: Message, room: str | None) -> bool:
         """In a cluster: whether this process answers `message` (see the module)."""
-        leases = self.leases
-        if leases is None:
+        if self.leases is None:
             return True
         if room is None:
             to: JID = message["to"]
             if to.resource:  # sent to this process's own resource: no one else has it
                 return True
             room = DIRECT
-        if leases.owns(self._lease_key(room)):
+        if self._owns(room):
             return True
         logger.debug("XMPP: another process answers in %s", room)
         return False
 
-    def _lease_key(self, room: str) -> str:
-        return f"{self.name}:{room}"
-
     # -- bot -> XMPP (any thread: the inbox hands replies over on the sender's) -------
-
-    def send(self, event: Event) -> None:
-        self._deliver((event,))
-
-    def answered(self, message: Answered) -> None:
-        if message.replies:
-            self._deliver(message.replies)
 
     def _deliver(self, events: tuple[Event, ...]) -> None:
         self.client.deliver([self._outgoing(event) for event in events])

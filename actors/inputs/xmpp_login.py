@@ -20,6 +20,7 @@ from typing import Any
 
 from slixmpp import ClientXMPP
 
+from actors.inputs.base import close_loop
 from actors.inputs.xmpp_options import XmppOptions
 
 # The connection's logger name, so that log filters on it keep covering the login check.
@@ -70,16 +71,6 @@ def new_client(options: XmppOptions, loop: asyncio.AbstractEventLoop) -> ClientX
     if options.ca_file:
         xmpp.ca_certs = Path(options.ca_file)
     return xmpp
-
-
-def close_loop(loop: asyncio.AbstractEventLoop) -> None:
-    """Cancel what still runs on a loop of the input's own, let it unwind, close it."""
-    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-    for task in pending:
-        task.cancel()
-    with contextlib.suppress(Exception):
-        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-    loop.close()
 
 
 def untrusted(error: Any) -> str:

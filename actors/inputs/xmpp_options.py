@@ -9,12 +9,10 @@ with one line naming the key instead of failing later on a thread nobody watches
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from actors.errors import StartupError
-from config.inputs import InputSpec, input_env_var
+from config.inputs import OptionReader
 from config.settings import InputSettings, Secret
 
 
@@ -88,59 +86,37 @@ class XmppOptions:
     @classmethod
     def from_settings(cls, settings: InputSettings) -> XmppOptions:
         """Check the settings; raise `StartupError` naming the first bad key."""
-        name = settings.name
-        raw: Mapping[str, Any] = {**InputSpec.of(cls).defaults, **settings.options}
-
-        def key(leaf: str) -> str:
-            return f"inputs.{name}.{leaf}"
-
-        jid_text = str(raw["jid"]).strip()
-        if not jid_text:
-            raise StartupError(
-                f"{key('jid')}: the XMPP input needs the bot's account, e.g. "
-                f"--set {key('jid')}=harken@example.org (or {input_env_var(name, 'jid')})"
-            )
-        _bare_jid(key("jid"), jid_text)
-        password = settings.secrets.get("password")
-        if password is None or not password.reveal():
-            raise StartupError(
-                f"{input_env_var(name, 'password')} is not set: the XMPP input needs the "
-                f"password of {jid_text} in the environment"
-            )
-        rooms = tuple(_bare_jid(key("rooms"), str(room)) for room in raw["rooms"])
-        nick = str(raw["nick"]).strip()
-        if not nick or "/" in nick:
-            raise StartupError(f"{key('nick')}: must be a non-empty name without '/'")
-        port = raw["port"]
-        if not isinstance(port, int) or not 0 < port < 65536:
-            raise StartupError(f"{key('port')}: must be a port number 1-65535 (got {port!r})")
-        allow_from = tuple(
-            _bare_jid(key("allow_from"), str(entry), need_user=False).lower()
-            for entry in raw["allow_from"]
+        read = OptionReader(cls, settings, StartupError)
+        jid_text = read.required(
+            "jid", "the XMPP input needs the bot's account", "harken@example.org"
         )
-        delay, max_delay = float(raw["reconnect_delay"]), float(raw["reconnect_max_delay"])
-        if not 0 < delay <= max_delay:
-            raise StartupError(
-                f"{key('reconnect_delay')}: must be > 0 and <= reconnect_max_delay "
-                f"(got {delay} and {max_delay})"
-            )
-        queue_limit = raw["queue_limit"]
-        if not isinstance(queue_limit, int) or queue_limit < 0:
-            raise StartupError(f"{key('queue_limit')}: must be an integer >= 0")
-        ping_interval = float(raw["ping_interval"])
+        _bare_jid(read.key("jid"), jid_text)
+        password = read.secret("password", f"the XMPP input needs the password of {jid_text}")
+        rooms = tuple(_bare_jid(read.key("rooms"), str(room)) for room in read["rooms"])
+        nick = read.text("nick")
+        if not nick or "/" in nick:
+            raise read.fail("nick", "must be a non-empty name without '/'")
+        port = read.port()
+        allow_from = tuple(
+            _bare_jid(read.key("allow_from"), str(entry), need_user=False).lower()
+            for entry in read["allow_from"]
+        )
+        delay, max_delay = read.backoff("reconnect_delay", "reconnect_max_delay")
+        queue_limit = read.whole("queue_limit", 0)
+        ping_interval = float(read["ping_interval"])
         if ping_interval < 0:
-            raise StartupError(f"{key('ping_interval')}: must be >= 0 (0 turns pings off)")
+            raise read.fail("ping_interval", "must be >= 0 (0 turns pings off)")
         return cls(
             jid=jid_text,
             password=password,
             rooms=tuple(dict.fromkeys(rooms)),
             nick=nick,
-            host=str(raw["host"]).strip(),
+            host=read.text("host"),
             port=port,
-            allow_plaintext=bool(raw["allow_plaintext"]),
-            direct_tls=bool(raw["direct_tls"]),
-            ca_file=str(raw["ca_file"]).strip(),
-            prefix=str(raw["prefix"]),
+            allow_plaintext=bool(read["allow_plaintext"]),
+            direct_tls=bool(read["direct_tls"]),
+            ca_file=read.text("ca_file"),
+            prefix=str(read["prefix"]),
             allow_from=allow_from,
             reconnect_delay=delay,
             reconnect_max_delay=max_delay,
