@@ -72,8 +72,7 @@ def _too_many(refused: TooManyLinkCodes, name: str, user: str) -> str:
             f"You can ask again in {wait}."
         )
     return (
-        f"You asked for {codes}, the most I send for one person. "
-        f"You can ask for another in {wait}."
+        f"You asked for {codes}, the most I send for one person. You can ask for another in {wait}."
     )
 
 
