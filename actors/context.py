@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pykka
 
-from actors.identity import ConfirmLink, OfferLink, Unlink, WhoIs
+from actors.identity import ConfirmLink, OfferLink, Unlink, WhoIs, WithdrawLink
 from actors.messages import (
     CancelJob,
     ListJobs,
@@ -38,6 +38,7 @@ from core.context import (
     SchedulingRefused,
     SendRefused,
     SendResult,
+    TooManyLinkCodes,
     key_problem,
     owner_of,
 )
@@ -115,18 +116,31 @@ class MemoryView:
 class IdentityView:
     """The person's linked accounts (core.context.Identity), kept by the memory actor."""
 
-    def __init__(self, memory: Handle, account: str, owner: str) -> None:
+    def __init__(
+        self,
+        memory: Handle,
+        account: str,
+        owner: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._memory = memory
         self._account = account
         self.owner = owner
+        self._clock = clock
+        """The bot's clock (`Runtime.clock`), which the limits on link codes count by."""
 
     def accounts(self) -> list[str]:
         _, found = self._memory.ask(WhoIs(self._account), timeout=_ASK_TIMEOUT)
         return list(found)
 
     def offer_link(self, account: str, code: str, expires_at: float, tries: int) -> None:
-        message = OfferLink(self._account, account, code, expires_at, tries)
-        self._memory.ask(message, timeout=_ASK_TIMEOUT)
+        message = OfferLink(self._account, account, code, expires_at, tries, self._clock())
+        refused = self._memory.ask(message, timeout=_ASK_TIMEOUT)
+        if isinstance(refused, TooManyLinkCodes):
+            raise refused
+
+    def withdraw_link(self) -> None:
+        self._memory.ask(WithdrawLink(self._account), timeout=_ASK_TIMEOUT)
 
     def confirm_link(self, code: str) -> LinkOutcome:
         outcome: LinkOutcome = self._memory.ask(
@@ -183,7 +197,8 @@ class Context:
         if self._identity is None:
             index = self.runtime.identities if self.runtime is not None else None
             owner = index.owner(self.account) if index is not None else self.account
-            self._identity = IdentityView(self._memory, self.account, owner)
+            clock = self.runtime.clock if self.runtime is not None else time.time
+            self._identity = IdentityView(self._memory, self.account, owner, clock)
         return self._identity
 
     def memory_for(self, namespace: str) -> MemoryView:

@@ -7,11 +7,14 @@ person's namespaces (`user`, `profile`, `plugin:*`), so a turn asks nothing more
 rest of the bot reads an immutable copy (`IdentityIndex`) that the memory actor replaces
 after each change: the owner a command sees, admin rights and groups when `[identity]`
 shares them, where the person was last active and where their reminders go.
-Link codes live in the memory actor's map only: never stored, never logged.
+Link codes live in the memory actor's map only: never stored, never logged. When codes
+were sent lately is stored (owner `link_codes`, under hashed names), so the `[identity]`
+limits hold across restarts and for every process sharing the store.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import math
@@ -25,7 +28,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import pykka
 
 from actors.messages import MemoryGet, MemoryPut
-from core.context import PROFILE_NS, REMINDERS_TO, USER_NS, LinkOutcome
+from core.context import PROFILE_NS, REMINDERS_TO, USER_NS, LinkOutcome, TooManyLinkCodes
 from memory.store import InvalidWrite, Store, StoreError
 
 if TYPE_CHECKING:
@@ -44,6 +47,7 @@ __all__ = [
     "OfferLink",
     "Unlink",
     "WhoIs",
+    "WithdrawLink",
     "account_of",
     "is_person_namespace",
     "redirect",
@@ -54,9 +58,11 @@ logger = logging.getLogger(__name__)
 
 IDENTITY_NS = "identity"
 """Namespace of the map (owner `aliases`: account -> person), its state (owner `map`:
-`version`, `namespaces`) and each person's `last_active` (owner: the person)."""
+`version`, `namespaces`), each person's `last_active` (owner: the person) and when
+link codes were sent lately (owner `link_codes`)."""
 ALIASES = "aliases"
 MAP_STATE = "map"
+SENT_CODES = "link_codes"
 LAST_ACTIVE = "last_active"
 PERSON_PREFIX = "person:"
 ACTIVE_WRITE_SECONDS = 60.0
@@ -87,13 +93,16 @@ class WhoIs(NamedTuple):
 
 
 class OfferLink(NamedTuple):
-    """Ask: keep `code` as the proof that `account`'s person controls `other`."""
+    """Ask: keep `code` as the proof that `account`'s person controls `other`, sent at
+    `now` (the bot's clock); answers None, or `TooManyLinkCodes` (nothing kept) when
+    that person asked for, or `other` was sent, too many codes lately."""
 
     account: str
     other: str
     code: str
     expires_at: float
     tries: int
+    now: float
 
     def __repr__(self) -> str:  # never show the code
         return f"OfferLink({self.account!r}, {self.other!r})"
@@ -110,6 +119,13 @@ class ConfirmLink(NamedTuple):
         return f"ConfirmLink({self.account!r})"
 
 
+class WithdrawLink(NamedTuple):
+    """Ask: forget `account`'s pending code, which could not be sent: it does not count
+    against the limits."""
+
+    account: str
+
+
 class Unlink(NamedTuple):
     """Ask: split `account` off the person `asker` is; answers whether it was linked."""
 
@@ -117,8 +133,8 @@ class Unlink(NamedTuple):
     account: str
 
 
-IdentityMessage = WhoIs | OfferLink | ConfirmLink | Unlink
-IDENTITY_ASKS = (WhoIs, OfferLink, ConfirmLink, Unlink)
+IdentityMessage = WhoIs | OfferLink | WithdrawLink | ConfirmLink | Unlink
+IDENTITY_ASKS = (WhoIs, OfferLink, WithdrawLink, ConfirmLink, Unlink)
 
 
 # --- the read-only copy ------------------------------------------------------------------
@@ -228,6 +244,48 @@ class _Pending:
     code: str
     expires_at: float
     tries_left: int
+    sent: tuple[tuple[str, str], float] | None = None
+    """(the keys it counted against, for the person and the account; when it was
+    sent)."""
+
+
+class _SentCodes:
+    """When link codes were sent lately for each person who asked (`by`) or each
+    account sent to (`to`): at most `most` within `window` seconds. Kept in the store
+    (namespace `identity`, owner `link_codes`) under a hash of the name, so what is
+    kept names nobody and every key is short."""
+
+    def __init__(self, kind: str, most: int, window: float) -> None:
+        self.kind = kind
+        self.most = most
+        self.window = window
+
+    def key(self, name: str) -> str:
+        return f"{self.kind}:{hashlib.sha256(name.encode()).hexdigest()[:32]}"
+
+    def recent(self, store: Store, key: str, now: float) -> list[float]:
+        found = store.get(IDENTITY_NS, SENT_CODES, key, [])
+        if not isinstance(found, list):
+            return []
+        return [t for t in found if isinstance(t, int | float) and now - t < self.window]
+
+    def wait(self, times: list[float], now: float) -> float:
+        """Seconds until one more code may be sent (0: now), given the `recent` times."""
+        if len(times) < self.most:
+            return 0.0
+        return min(self.window, sorted(times)[len(times) - self.most] + self.window - now)
+
+    def write(self, store: Store, key: str, times: list[float]) -> None:
+        if times:
+            store.put(IDENTITY_NS, SENT_CODES, key, times)
+        else:
+            store.delete(IDENTITY_NS, SENT_CODES, key)
+
+    def sweep(self, store: Store, now: float) -> None:
+        """Forget the names whose codes are all older than the window."""
+        for key in store.keys(IDENTITY_NS, SENT_CODES):
+            if key.startswith(f"{self.kind}:") and not self.recent(store, key, now):
+                store.delete(IDENTITY_NS, SENT_CODES, key)
 
 
 class IdentityMap:
@@ -245,7 +303,13 @@ class IdentityMap:
         *,
         reload_seconds: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        codes_per_person: int = 3,
+        codes_per_account: int = 3,
+        codes_window_seconds: float = 3600.0,
     ) -> None:
+        """`codes_per_person`: link codes one person (all their accounts) may have sent
+        within `codes_window_seconds`; `codes_per_account`: codes one account may be sent
+        in that time, whoever asks."""
         self.index = index if index is not None else IdentityIndex()
         self._reload_seconds = reload_seconds
         self._clock = clock
@@ -254,6 +318,9 @@ class IdentityMap:
         self._version = 0
         self._checked = -math.inf
         self._pending: dict[str, _Pending] = {}
+        self._by_person = _SentCodes("by", codes_per_person, codes_window_seconds)
+        self._to_account = _SentCodes("to", codes_per_account, codes_window_seconds)
+        self._swept = -math.inf
         self._warned = False
 
     # --- loading --------------------------------------------------------------------
@@ -307,14 +374,59 @@ class IdentityMap:
         match message:
             case WhoIs(account):
                 return self._owners.get(account, account), self.index.accounts(account)
-            case OfferLink(account, other, code, expires_at, tries):
-                self._pending[account] = _Pending(other, code, expires_at, tries)
+            case OfferLink(account, other, code, expires_at, tries, now):
+                pending = _Pending(other, code, expires_at, tries)
+                return self._offer(store, account, pending, now)
+            case WithdrawLink(account):
+                self._withdraw(store, account)
                 return None
             case ConfirmLink(account, code, now):
                 return self._confirm(store, account, code, now)
             case Unlink(asker, account):
                 return self._unlink(store, asker, account)
         raise TypeError(type(message).__name__)
+
+    def _offer(
+        self, store: Store, account: str, pending: _Pending, now: float
+    ) -> TooManyLinkCodes | None:
+        """Keep the code unless the asking person or the other account had too many
+        sent lately; the send counts against both (a replaced code still counts)."""
+        if now - self._swept >= self._by_person.window:
+            self._swept = now
+            self._by_person.sweep(store, now)
+            self._to_account.sweep(store, now)
+        person = self._by_person.key(self._owners.get(account, account))
+        target = self._to_account.key(self._owners.get(pending.other, pending.other))
+        mine = self._by_person.recent(store, person, now)
+        theirs = self._to_account.recent(store, target, now)
+        for sent, times, to_account in (
+            (self._by_person, mine, False),
+            (self._to_account, theirs, True),
+        ):
+            wait = sent.wait(times, now)
+            if wait > 0:
+                return TooManyLinkCodes(
+                    wait, most=sent.most, window_seconds=sent.window, to_account=to_account
+                )
+        self._by_person.write(store, person, [*mine, now])
+        self._to_account.write(store, target, [*theirs, now])
+        store.commit()
+        pending.sent = ((person, target), now)
+        self._pending[account] = pending
+        return None
+
+    def _withdraw(self, store: Store, account: str) -> None:
+        """Forget `account`'s pending code, and that it was sent."""
+        pending = self._pending.pop(account, None)
+        if pending is None or pending.sent is None:
+            return
+        (person, target), at = pending.sent
+        for sent, key in ((self._by_person, person), (self._to_account, target)):
+            times = sent.recent(store, key, at)
+            if at in times:
+                times.remove(at)
+            sent.write(store, key, times)
+        store.commit()
 
     def _confirm(self, store: Store, account: str, code: str, now: float) -> LinkOutcome:
         pending = self._pending.get(account)

@@ -258,10 +258,15 @@ class BotSystem:
     ) -> MemoryActor:
         """A memory actor on a freshly opened store, publishing linked accounts to
         `identities` (which the rest of the bot reads)."""
-        reload = self.settings.identity.reload_seconds
-        return MemoryActor(
-            store_factory(), identities=IdentityMap(identities, reload_seconds=reload)
+        own = self.settings.identity
+        identity_map = IdentityMap(
+            identities,
+            reload_seconds=own.reload_seconds,
+            codes_per_person=own.link_codes_per_person,
+            codes_per_account=own.link_codes_per_account,
+            codes_window_seconds=own.link_codes_window_seconds,
         )
+        return MemoryActor(store_factory(), identities=identity_map)
 
     def _store_factory(self) -> Callable[[], Store]:
         """Open the store now, so a store that cannot open stops start-up with a clear

@@ -247,6 +247,9 @@ RULES: Final[Mapping[str, Rule]] = {
     "identity.share_groups": Rule(bool, "true or false"),
     "identity.share_admin": Rule(bool, "true or false"),
     "identity.reload_seconds": Rule(float, "a number > 0", _positive_finite),
+    "identity.link_codes_per_person": Rule(int, "an integer >= 1", _at_least_one),
+    "identity.link_codes_per_account": Rule(int, "an integer >= 1", _at_least_one),
+    "identity.link_codes_window_seconds": Rule(float, "a number > 0", _positive_finite),
 }
 # Section keys that are secrets: read from their environment variable only, refused in a
 # file or on the command line, shown masked. Not in RULES: they have no rule of text.

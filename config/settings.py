@@ -168,6 +168,14 @@ class IdentitySettings:
     reload_seconds: float = 5.0
     """With a memory store several processes share, how often the map of linked
     accounts is checked for another process's change (one read when it is used)."""
+    link_codes_per_person: int = 3
+    """Link codes one person (all their linked accounts) may have sent within
+    `link_codes_window_seconds`; then `link` says when they may ask again."""
+    link_codes_per_account: int = 3
+    """Link codes one account may be sent within `link_codes_window_seconds`, whoever
+    asks, so nobody can make Harken flood someone else with codes."""
+    link_codes_window_seconds: float = 3600.0
+    """The window both limits on link codes count in."""
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ __all__ = [
     "SchedulingRefused",
     "SendRefused",
     "SendResult",
+    "TooManyLinkCodes",
     "key_problem",
     "owner_of",
 ]
@@ -68,6 +69,21 @@ class SchedulingRefused(ValueError):
 class SendRefused(ValueError):
     """A message `ctx.send` could not send (no such input running, a recipient the input
     refuses, a permanent failure); the message says why, for the person."""
+
+
+class TooManyLinkCodes(Exception):
+    """`Identity.offer_link` refused: `most` link codes were sent within `window_seconds`
+    already, asked by this person, or (`to_account`) to that account by anyone.
+    `wait_seconds`: how long until one more may be sent."""
+
+    def __init__(
+        self, wait_seconds: float, *, most: int, window_seconds: float, to_account: bool
+    ) -> None:
+        super().__init__(f"{most} link codes in {window_seconds:g} s; wait {wait_seconds:.0f} s")
+        self.wait_seconds = wait_seconds
+        self.most = most
+        self.window_seconds = window_seconds
+        self.to_account = to_account
 
 
 @dataclass(frozen=True)
@@ -116,7 +132,14 @@ class Identity(Protocol):
     def offer_link(self, account: str, code: str, expires_at: float, tries: int) -> None:
         """Keep `code` (in memory only, never stored or logged) as the proof that this
         person controls `account`, until `expires_at` (time.time()) or `tries` wrong
-        answers; it replaces any code they had pending."""
+        answers; it replaces any code they had pending. Raises `TooManyLinkCodes`
+        (nothing kept) when this person, or anyone for `account`, had too many codes
+        sent lately (`[identity]` limits)."""
+        ...
+
+    def withdraw_link(self) -> None:
+        """Forget the pending code: it could not be sent, so it does not count against
+        the limits."""
         ...
 
     def confirm_link(self, code: str) -> LinkOutcome:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 from support.ops_services import ServiceState, running_services
-from support.postgres import PrivatePostgres, postgres_missing
+from support.postgres import PrivatePostgres, require_postgres
 from support.shell_process import WAIT, Shell
 
 from harken.testbot import TestBot
@@ -55,11 +55,7 @@ def postgres() -> Iterator[PrivatePostgres]:
     Without PostgreSQL the tests that need it skip with the reason, except under
     CI=true, where they must run and fail instead.
     """
-    reason = postgres_missing()
-    if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI must run the PostgreSQL tests, but {reason}")
-        pytest.skip(reason)
+    require_postgres()
     with PrivatePostgres() as server:
         yield server
 

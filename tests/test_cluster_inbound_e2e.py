@@ -24,9 +24,9 @@ import psycopg
 import pytest
 from support.cli import Background
 from support.fake_slack import APP_TOKEN, BOT_TOKEN, FakeSlack, Post
-from support.irc import IrcPerson, PrivateNgircd, ngircd_missing
+from support.irc import IrcPerson, PrivateNgircd, require_ngircd
 from support.postgres import PrivatePostgres
-from support.xmpp import PrivateProsody, XmppPerson, prosody_missing
+from support.xmpp import PrivateProsody, XmppPerson, require_prosody
 
 pytestmark = pytest.mark.e2e
 
@@ -272,9 +272,7 @@ BOT_PASSWORD = "bot-secret-7f3a"
 
 @pytest.fixture
 def prosody(tmp_path: Path) -> Iterator[PrivateProsody]:
-    reason = prosody_missing()
-    if reason is not None:
-        pytest.skip(reason)
+    require_prosody()
     server = PrivateProsody(tmp_path / "prosody")
     server.register("bot", BOT_PASSWORD)
     server.register("alice", "alice-pw")
@@ -359,9 +357,7 @@ def test_an_xmpp_room_is_answered_once_and_by_another_process_when_its_owner_die
 def test_an_irc_channel_is_answered_once_and_handed_over_on_a_clean_stop(
     tmp_path: Path, pg_url: str, processes: list[Process]
 ) -> None:
-    reason = ngircd_missing()
-    if reason is not None:
-        pytest.skip(reason)
+    require_ngircd()
     with PrivateNgircd(tmp_path / "ngircd") as server:
         env = {
             "HARKEN_IRC_HOST": "127.0.0.1",

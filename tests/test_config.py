@@ -381,6 +381,21 @@ def test_secret_on_command_line_is_refused() -> None:
         ("[inputs.Slack]\nadmins = []", "inputs.Slack", "not a valid input name"),
         ("[inputs]\nslack = 1", "inputs.slack", "must be a table"),
         ("bot = 3", "bot", "must be a table"),
+        (
+            "[identity]\nlink_codes_per_person = 0",
+            "identity.link_codes_per_person",
+            "must be an integer >= 1 (got 0)",
+        ),
+        (
+            "[identity]\nlink_codes_per_account = 1.5",
+            "identity.link_codes_per_account",
+            "must be an integer >= 1 (got 1.5)",
+        ),
+        (
+            "[identity]\nlink_codes_window_seconds = 0",
+            "identity.link_codes_window_seconds",
+            "must be a number > 0",
+        ),
     ],
 )
 def test_bad_file_value_is_one_line_naming_the_key(

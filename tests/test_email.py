@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 from support.ops_services import ServiceState
-from support.smtp import SmtpServer, make_certificate
+from support.servers import make_certificate
+from support.smtp import SmtpServer
 
 from commands.base import command
 from config import InputSettings, Secret, load_settings

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 from support.cli import Background, harken
-from support.smtp import SmtpServer, make_certificate
+from support.servers import make_certificate
+from support.smtp import SmtpServer
 
 pytestmark = pytest.mark.e2e
 

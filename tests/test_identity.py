@@ -19,9 +19,11 @@ from actors.identity import (
     IdentityMap,
     OfferLink,
     Unlink,
+    WithdrawLink,
 )
 from actors.memory_actor import MemoryActor
 from actors.messages import MemoryBarrier, MemoryGet, MemoryKeys, MemoryPut
+from core.context import TooManyLinkCodes
 from core.event import Event, EventType
 from harken.testbot import TestBot, wait_until
 from harken.unit import InMemoryStore, settings_for_tests
@@ -111,6 +113,80 @@ def test_the_code_is_never_logged(bot: TestBot, caplog: pytest.LogCaptureFixture
     assert code not in caplog.text
 
 
+def _no_code_sent_to(bot: TestBot, user: str) -> bool:
+    """Whether the bot has sent no code to `user` that the test did not take yet (a code
+    is sent before the reply to `link`, so the test need not wait for one)."""
+    try:
+        bot.wait_for(lambda e: e.to == user and "code" in e.data, timeout=0)
+    except TimeoutError:
+        return True
+    return False
+
+
+def test_one_person_is_sent_at_most_three_codes_an_hour(bot: TestBot) -> None:
+    for other in ("bob", "carol", "dave"):
+        bot.ask(f"link testing {other}", user="alice")
+        _code_sent_to(bot, other)
+        bot.ask("cancel", user="alice")
+    refused = bot.ask("link testing erin", user="alice")
+    assert refused == (
+        "You asked for 3 link codes within 1 hour, the most I send for one person. "
+        "You can ask for another in 1 hour."
+    )
+    assert _no_code_sent_to(bot, "erin")
+    assert bot.ask("ping", user="alice") == "pong"  # no dialog was left open
+    bot.clock.advance(minutes=45)
+    assert "You can ask for another in 15 minutes." in bot.ask("link testing erin", user="alice")
+    assert _no_code_sent_to(bot, "erin")
+    # Someone else is not held back by alice's codes.
+    assert "Say the code I sent you" in bot.ask("link testing erin", user="frank")
+    _code_sent_to(bot, "erin")
+    bot.ask("cancel", user="frank")
+    # An hour after the first code, alice may ask again, and the code links.
+    bot.clock.advance(minutes=15)
+    assert "Linked: you and erin on testing" in _link(bot, "alice", "erin")
+
+
+def test_one_account_is_sent_at_most_three_codes_an_hour_whoever_asks(bot: TestBot) -> None:
+    for asker in ("mallory", "trudy", "eve"):
+        bot.ask("link testing bob", user=asker)
+        _code_sent_to(bot, "bob")
+        bot.ask("cancel", user=asker)
+    refused = bot.ask("link testing bob", user="alice")
+    assert refused == (
+        "bob on testing was sent 3 link codes within 1 hour, the most I send to one "
+        "account. You can ask again in 1 hour."
+    )
+    assert _no_code_sent_to(bot, "bob")
+    # The count is in the store: a restart does not reset it.
+    bot.restart()
+    assert "You can ask again in 1 hour." in bot.ask("link testing bob", user="alice")
+    assert _no_code_sent_to(bot, "bob")
+    bot.clock.advance(hours=1)
+    assert "Linked: you and bob on testing" in _link(bot, "alice", "bob")
+
+
+@pytest.mark.harken(
+    settings={"identity.link_codes_per_person": 1, "identity.link_codes_window_seconds": 600}
+)
+def test_the_limits_on_codes_come_from_the_config(bot: TestBot) -> None:
+    bot.ask("link testing bob", user="alice")
+    _code_sent_to(bot, "bob")
+    bot.ask("cancel", user="alice")
+    assert bot.ask("link testing carol", user="alice") == (
+        "You asked for 1 link code within 10 minutes, the most I send for one person. "
+        "You can ask for another in 10 minutes."
+    )
+
+
+def test_a_code_that_could_not_be_sent_does_not_count(bot: TestBot) -> None:
+    for _ in range(4):
+        assert "I could not send a code to bob on nosuch" in bot.ask(
+            "link nosuch bob", user="alice"
+        )
+    assert "Linked: you and bob on testing" in _link(bot, "alice", "bob")
+
+
 def test_reminders_set_on_one_account_are_listed_and_cancelled_from_the_other(
     bot: TestBot,
 ) -> None:
@@ -183,7 +259,7 @@ def test_linking_moves_every_namespace_of_a_person_and_a_plugins_own(tmp_path: P
     try:
         ref.tell(MemoryPut("plugin:notes", _account("b"), "n1", "hello"))
         ref.tell(MemoryPut("profile", _account("b"), "timezone", "Asia/Tokyo"))
-        ref.ask(OfferLink(_account("a"), _account("b"), "123456", 1e12, 5))
+        ref.ask(OfferLink(_account("a"), _account("b"), "123456", 1e12, 5, 0.0))
         outcome = ref.ask(ConfirmLink(_account("a"), "123456", 0.0))
         assert outcome.outcome == "linked"
         assert ref.ask(MemoryGet("plugin:notes", _account("a"), "n1")) == "hello"
@@ -206,7 +282,7 @@ def test_linking_moves_every_namespace_of_a_person_and_a_plugins_own(tmp_path: P
 def test_a_code_is_single_use_and_compared_whole() -> None:
     ref = MemoryActor.start(InMemoryStore(), identities=IdentityMap())
     try:
-        ref.ask(OfferLink(_account("a"), _account("b"), "123456", 1e12, 5))
+        ref.ask(OfferLink(_account("a"), _account("b"), "123456", 1e12, 5, 0.0))
         assert ref.ask(ConfirmLink(_account("a"), "12345", 0.0)).outcome == "wrong"
         assert ref.ask(ConfirmLink(_account("a"), " 123456 ", 0.0)).outcome == "linked"
         assert ref.ask(ConfirmLink(_account("a"), "123456", 0.0)).outcome == "none"
@@ -218,7 +294,7 @@ def test_linking_two_people_merges_every_account_of_both() -> None:
     ref = MemoryActor.start(InMemoryStore(), identities=IdentityMap())
     try:
         for asker, other in (("a", "b"), ("c", "d"), ("a", "c")):
-            ref.ask(OfferLink(_account(asker), _account(other), "123456", 1e12, 5))
+            ref.ask(OfferLink(_account(asker), _account(other), "123456", 1e12, 5, 0.0))
             assert ref.ask(ConfirmLink(_account(asker), "123456", 0.0)).outcome == "linked"
         ref.tell(MemoryPut("user", _account("d"), "k", "v"))
         assert ref.ask(MemoryGet("user", _account("b"), "k")) == "v"
@@ -233,7 +309,7 @@ def test_another_process_link_is_seen_after_the_reload_interval() -> None:
     here, there = (IdentityMap(reload_seconds=5, clock=lambda: now[0]) for _ in range(2))
     here.load(store)
     there.load(store)
-    there.handle(store, OfferLink(_account("a"), _account("b"), "123456", 1e12, 5))
+    there.handle(store, OfferLink(_account("a"), _account("b"), "123456", 1e12, 5, 0.0))
     assert there.handle(store, ConfirmLink(_account("a"), "123456", 0.0)).outcome == "linked"
     person = there.owner(store, "user", _account("a"), write=False)
     assert person.startswith("person:")
@@ -244,10 +320,36 @@ def test_another_process_link_is_seen_after_the_reload_interval() -> None:
     assert here.index.accounts(_account("b")) == (_account("a"), _account("b"))
 
 
+def test_the_limits_on_codes_hold_for_every_process_on_a_shared_store() -> None:
+    store = InMemoryStore()  # shared, as a PostgreSQL database is by several processes
+    here, there = (IdentityMap(codes_per_account=2) for _ in range(2))
+    here.load(store)
+    there.load(store)
+
+    def offer(where: IdentityMap, asker: str, now: float) -> object:
+        return where.handle(
+            store, OfferLink(_account(asker), _account("z"), "123456", 1e12, 5, now)
+        )
+
+    assert offer(here, "a", 100.0) is None
+    assert offer(there, "b", 200.0) is None
+    refused = offer(here, "c", 300.0)
+    assert isinstance(refused, TooManyLinkCodes)
+    assert refused.to_account
+    assert refused.wait_seconds == 3400.0  # the first code leaves the window at 3700
+    # What is kept names nobody: neither who asked nor who was sent a code.
+    keys = store.keys(IDENTITY_NS, "link_codes")
+    assert len(keys) == 3
+    assert not any("testing" in key for key in keys)
+    # A code withdrawn (it could not be sent) no longer counts, wherever it was offered.
+    there.handle(store, WithdrawLink(_account("b")))
+    assert offer(here, "c", 400.0) is None
+
+
 def test_writes_keep_their_order_with_a_barrier_after_a_link() -> None:
     ref = MemoryActor.start(InMemoryStore(), identities=IdentityMap())
     try:
-        ref.ask(OfferLink(_account("a"), _account("b"), "123456", 1e12, 5))
+        ref.ask(OfferLink(_account("a"), _account("b"), "123456", 1e12, 5, 0.0))
         ref.ask(ConfirmLink(_account("a"), "123456", 0.0))
         errors: list[BaseException | None] = []
         ref.tell(MemoryPut("user", _account("b"), "k", 1))
@@ -305,7 +407,7 @@ def test_two_processes_on_postgresql_share_a_link(pg_url: str) -> None:
     try:
         assert second.ask(MemoryGet("user", _account("b"), "k")) is None
         first.tell(MemoryPut("user", _account("a"), "k", "from a"))
-        first.ask(OfferLink(_account("a"), _account("b"), "123456", 1e12, 5))
+        first.ask(OfferLink(_account("a"), _account("b"), "123456", 1e12, 5, 0.0))
         assert first.ask(ConfirmLink(_account("a"), "123456", 0.0)).outcome == "linked"
         wait_until(lambda: second.ask(MemoryGet("user", _account("b"), "k")) == "from a")
     finally:

@@ -6,14 +6,13 @@ from XMPP and, as she asked from XMPP, delivered there."""
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support.fake_slack import APP_TOKEN, BOT_TOKEN, FakeSlack
-from support.xmpp import Heard, PrivateProsody, XmppPerson, prosody_missing
+from support.xmpp import Heard, PrivateProsody, XmppPerson, require_prosody
 
 from actors.messages import BringJobsForward
 from actors.system import BotSystem
@@ -33,11 +32,7 @@ def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def prosody(tmp_path: Path) -> Iterator[PrivateProsody]:
-    reason = prosody_missing()
-    if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI must run the XMPP tests, but {reason}")
-        pytest.skip(reason)
+    require_prosody()
     server = PrivateProsody(tmp_path / "prosody")
     server.register("bot", "bot-pw-7d1e")
     server.register("alice", "alice-pw")

@@ -9,9 +9,7 @@ password) is tested here.
 from __future__ import annotations
 
 import logging
-import os
 import re
-import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,21 +17,13 @@ from typing import Any
 
 import pytest
 from support.cli import harken
-from support.irc import Heard, IrcPerson, PrivateNgircd, ngircd_missing
+from support.irc import Heard, IrcPerson, PrivateNgircd, require_ngircd
+from support.servers import make_certificate
 
 from actors.system import BotSystem
 from config import load_settings
 
 BOT = "harken"
-
-
-def _require_ngircd() -> None:
-    reason = ngircd_missing()
-    if reason is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI must run the IRC tests, but {reason}")
-    pytest.skip(reason)
 
 
 class LogWatch(logging.Handler):
@@ -82,36 +72,19 @@ def logs() -> Iterator[LogWatch]:
         watched.setLevel(level)
 
 
-def _certificate(directory: Path) -> tuple[Path, Path]:
-    directory.mkdir(parents=True, exist_ok=True)
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
-            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost"),
-            *("-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    key.chmod(0o644)  # ngircd reads it after dropping root, as "nobody"
-    return cert, key
-
-
 ServerFactory = Callable[..., PrivateNgircd]
 
 
 @pytest.fixture
 def servers(tmp_path: Path) -> Iterator[ServerFactory]:
     """Start private ngircd servers (`servers(password=..., tls=True)`); stopped after."""
-    _require_ngircd()
+    require_ngircd()
     started: list[PrivateNgircd] = []
 
     def start(*, password: str = "", tls: bool = False) -> PrivateNgircd:
         where = tmp_path / f"ngircd-{len(started)}"
         where.mkdir(parents=True)
-        tls_files = _certificate(where / "tls") if tls else None
+        tls_files = make_certificate(where / "tls") if tls else None
         server = PrivateNgircd(where, password=password, tls=tls_files)
         started.append(server)
         return server.start()

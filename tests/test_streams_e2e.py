@@ -12,7 +12,6 @@ private ngircd.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,10 +19,10 @@ from typing import Any
 
 import pytest
 from support.fake_slack import APP_TOKEN, BOT_TOKEN, FakeSlack
-from support.irc import IrcPerson, PrivateNgircd, ngircd_missing
+from support.irc import IrcPerson, PrivateNgircd, require_ngircd
 from support.ops_services import running_services
 from support.smtp import SmtpServer
-from support.xmpp import PrivateProsody, XmppPerson, prosody_missing
+from support.xmpp import PrivateProsody, XmppPerson, require_prosody
 
 from actors.messages import BringJobsForward, MemoryKeys
 from actors.system import BotSystem
@@ -149,14 +148,6 @@ def test_the_digest_mails_the_channel_and_the_services_health_when_its_job_is_du
 # --- XMPP room <-> IRC channel -------------------------------------------------------------
 
 
-def _require(reason: str | None) -> None:
-    if reason is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI must run the relay test, but {reason}")
-    pytest.skip(reason)
-
-
 class _Online(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.INFO)
@@ -178,8 +169,8 @@ class _Online(logging.Handler):
 
 @pytest.fixture
 def servers(tmp_path: Path) -> Iterator[tuple[PrivateProsody, PrivateNgircd]]:
-    _require(prosody_missing())
-    _require(ngircd_missing())
+    require_prosody()
+    require_ngircd()
     prosody = PrivateProsody(tmp_path / "prosody")
     prosody.register("bot", "bot-pw-51c2")
     prosody.register("alice", "alice-pw")

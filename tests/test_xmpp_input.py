@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import queue
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +21,8 @@ from typing import Any
 
 import pytest
 from support.cli import clean_env, harken
-from support.xmpp import Heard, PrivateProsody, XmppPerson, prosody_missing
+from support.servers import make_certificate
+from support.xmpp import Heard, PrivateProsody, XmppPerson, require_prosody
 
 from actors.inputs.testing import Done, Reply, TestingInput
 from actors.inputs.xmpp import XmppInput
@@ -38,18 +37,9 @@ BOT_PASSWORD = "bot-secret-7f3a"
 PEOPLE = {"alice": "alice-pw", "bob": "bob-pw", "mallory": "mallory-pw"}
 
 
-def _require_prosody() -> None:
-    reason = prosody_missing()
-    if reason is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI must run the XMPP tests, but {reason}")
-    pytest.skip(reason)
-
-
 @pytest.fixture
 def prosody(tmp_path: Path) -> Iterator[PrivateProsody]:
-    _require_prosody()
+    require_prosody()
     server = PrivateProsody(tmp_path / "prosody")
     server.register("bot", BOT_PASSWORD)
     for user, password in PEOPLE.items():
@@ -498,20 +488,8 @@ def test_plaintext_login_is_refused_unless_allowed(start_bot: BotFactory, logs: 
 @pytest.fixture
 def tls_prosody(tmp_path: Path) -> Iterator[tuple[PrivateProsody, Path]]:
     """A private Prosody offering STARTTLS with a self-signed certificate for localhost."""
-    _require_prosody()
-    if shutil.which("openssl") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI must run the STARTTLS test, but openssl is not installed")
-        pytest.skip("openssl is not installed (Debian: apt-get install openssl)")
-    cert, key = tmp_path / "localhost.crt", tmp_path / "localhost.key"
-    make_cert = "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost"
-    make_cert += " -addext subjectAltName=DNS:localhost"
-    subprocess.run(
-        [*make_cert.split(), "-keyout", str(key), "-out", str(cert)],
-        capture_output=True,
-        check=True,
-        timeout=60,
-    )
+    require_prosody()
+    cert, key = make_certificate(tmp_path / "tls")
     server = PrivateProsody(tmp_path / "prosody", tls=(cert, key))
     server.register("bot", BOT_PASSWORD)
     server.register("alice", PEOPLE["alice"])

@@ -4,18 +4,28 @@
 and asks for it back here: whoever says it controls both accounts, which then share
 memory, profile and reminders (the memory actor keeps the map; ARCHITECTURE.md,
 "Identity"). A code is 6 digits from `secrets`, good for 10 minutes and 5 tries, used
-once, compared in constant time, and never stored on disk or logged.
+once, compared in constant time, and never stored on disk or logged. Few are sent:
+`[identity] link_codes_per_person` and `link_codes_per_account` (3 an hour each), so
+nobody can make the bot send codes to someone else over and over.
 """
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from collections.abc import Mapping
 
 from commands.base import command
 from commands.dialogs import Answers, Ask, Invalid, dialog
-from core.context import MAX_KEY_CHARS, REMINDERS_TO, Context, SendRefused, owner_of
+from core.context import (
+    MAX_KEY_CHARS,
+    REMINDERS_TO,
+    Context,
+    SendRefused,
+    TooManyLinkCodes,
+    owner_of,
+)
 
 CODE_SECONDS = 600
 CODE_TRIES = 5
@@ -36,7 +46,10 @@ def _send_code(ctx: Context, groups: Mapping[str, str | None]) -> Answers:
     if account in ctx.identity.accounts():
         raise Invalid(f"{user} on {name} is already linked with you. Say `whoami` to see.")
     code = f"{secrets.randbelow(10**6):06d}"
-    ctx.identity.offer_link(account, code, time.time() + CODE_SECONDS, CODE_TRIES)
+    try:
+        ctx.identity.offer_link(account, code, time.time() + CODE_SECONDS, CODE_TRIES)
+    except TooManyLinkCodes as exc:
+        raise Invalid(_too_many(exc, name, user)) from exc
     text = (
         f"{ctx.user} on {ctx.event.input} asked me to link this account with theirs. "
         f"If that was you, say this code there: {code} (valid for 10 minutes). "
@@ -45,8 +58,29 @@ def _send_code(ctx: Context, groups: Mapping[str, str | None]) -> Answers:
     try:
         ctx.send(input=name, to=user, text=text, subject="Your Harken link code")
     except SendRefused as exc:
+        ctx.identity.withdraw_link()  # nobody got it: it does not count
         raise Invalid(f"I could not send a code to {user} on {name}: {exc}.") from exc
     return {"input": name, "user": user}
+
+
+def _too_many(refused: TooManyLinkCodes, name: str, user: str) -> str:
+    within, wait = _duration(refused.window_seconds), _duration(refused.wait_seconds)
+    codes = f"{refused.most} link code{'' if refused.most == 1 else 's'} within {within}"
+    if refused.to_account:
+        return (
+            f"{user} on {name} was sent {codes}, the most I send to one account. "
+            f"You can ask again in {wait}."
+        )
+    return (
+        f"You asked for {codes}, the most I send for one person. You can ask for another in {wait}."
+    )
+
+
+def _duration(seconds: float) -> str:
+    """`1 minute`, `43 minutes`, `1 hour`, `2 hours 5 minutes`: rounded up to a minute."""
+    hours, minutes = divmod(max(1, math.ceil(seconds / 60)), 60)
+    parts = [(hours, "hour"), (minutes, "minute")]
+    return " ".join(f"{n} {unit}{'' if n == 1 else 's'}" for n, unit in parts if n)
 
 
 @dialog(

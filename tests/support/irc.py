@@ -9,8 +9,8 @@ system server or its config.
     with PrivateNgircd(tmp_path) as server:
         ... connect the bot to server.port ...
 
-`stop()` sends SIGTERM; `restart()` keeps the ports, for tests of a server that goes
-away and comes back.
+`stop()` sends SIGTERM (tests/support/servers.py); `restart()` keeps the ports, for
+tests of a server that goes away and comes back.
 
 `IrcPerson` plays a person: a plain socket speaking IRC (so a test can send exactly the
 bytes it means, invalid UTF-8 and CTCP included), on a thread of its own that answers
@@ -24,20 +24,18 @@ import os
 import queue
 import re
 import shutil
-import signal
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
+
+from .servers import ServerProcess, free_port, require
 
 SERVER_NAME = "irc.harken.test"
 _READY = re.compile(r'Server "irc\.harken\.test" \(on .*\) ready')
 _PORT_BUSY = re.compile(r"Can't bind socket|Address already in use|No listening")
-_PORT_ATTEMPTS = 5
 
 
 def ngircd_missing() -> str | None:
@@ -47,23 +45,25 @@ def ngircd_missing() -> str | None:
     return None
 
 
+def require_ngircd() -> None:
+    """Skip the test without ngircd, or fail it under CI=true (`servers.require`)."""
+    require(ngircd_missing(), "IRC tests")
+
+
 def _ngircd() -> str:
     return shutil.which("ngircd") or "/usr/sbin/ngircd"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class NgircdError(RuntimeError):
     """The private server could not be started; the message says why."""
 
 
-class PrivateNgircd:
+class PrivateNgircd(ServerProcess):
     """One private ngircd process, configured and owned by the caller."""
+
+    program = "ngircd"
+    error = NgircdError
+    start_timeout = 20.0
 
     def __init__(
         self,
@@ -74,16 +74,26 @@ class PrivateNgircd:
     ) -> None:
         """`password`: the server password every client must send (PASS); `tls`:
         (certificate, key) for a TLS port besides the plain one."""
-        self.directory = Path(directory)
+        super().__init__(directory)
         self.password = password
         self.tls = tls
-        self.port = 0
         self.tls_port = 0
         self.config = self.directory / "ngircd.conf"
-        self._process: subprocess.Popen[str] | None = None
-        self._lines: list[str] = []
-        self._changed = threading.Condition()
-        self._reader: threading.Thread | None = None
+
+    def _pick_ports(self) -> None:
+        self.port = free_port()
+        self.tls_port = free_port() if self.tls is not None else 0
+
+    def _command(self) -> list[str]:
+        return [_ngircd(), "--nodaemon", "--config", str(self.config)]
+
+    def _outcome(self, lines: list[str]) -> str | None:
+        # A port it could not bind is "busy" even if it went on with the other one.
+        if any(_PORT_BUSY.search(line) for line in lines):
+            return "busy"
+        if any(_READY.search(line) for line in lines):
+            return "ready"
+        return None
 
     def _write_config(self) -> None:
         include = self.directory / "conf.d"  # empty: no system config comes in
@@ -116,106 +126,6 @@ DNS = no
 {ssl}""",
             encoding="utf-8",
         )
-
-    def start(self, timeout: float = 20.0) -> PrivateNgircd:
-        """Start the server and return once it accepts client connections."""
-        if self._process is not None:
-            return self
-        keep_ports = self.port != 0
-        for _ in range(1 if keep_ports else _PORT_ATTEMPTS):
-            if not keep_ports:
-                self.port = _free_port()
-                self.tls_port = _free_port() if self.tls is not None else 0
-            self._write_config()
-            outcome = self._launch(timeout)
-            if outcome == "ready":
-                return self
-            self.stop()
-            if outcome != "busy":
-                raise NgircdError(f"ngircd did not start: {outcome}")
-        raise NgircdError(f"ngircd found no free port (last tried {self.port})")
-
-    def _launch(self, timeout: float) -> str:
-        with self._changed:
-            self._lines.clear()
-        self._process = subprocess.Popen(
-            [_ngircd(), "--nodaemon", "--config", str(self.config)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            errors="replace",
-            cwd=self.directory,
-        )
-        self._reader = threading.Thread(
-            target=self._read_output, args=(self._process,), name="ngircd-log", daemon=True
-        )
-        self._reader.start()
-        with self._changed:
-            finished = self._changed.wait_for(
-                lambda: (
-                    any(_READY.search(line) or _PORT_BUSY.search(line) for line in self._lines)
-                    or self._exited()
-                ),
-                timeout,
-            )
-            lines = list(self._lines)
-        if any(_PORT_BUSY.search(line) for line in lines):
-            return "busy"
-        if any(_READY.search(line) for line in lines):
-            return "ready"
-        tail = " | ".join(lines[-5:]) or "no output"
-        return f"{'exited' if finished else f'not ready after {timeout:.0f} s'}: {tail}"
-
-    def _exited(self) -> bool:
-        return self._process is None or self._process.poll() is not None
-
-    def _read_output(self, process: subprocess.Popen[str]) -> None:
-        # Drain the pipe for the server's whole life, or a full pipe would block it.
-        assert process.stdout is not None
-        for line in process.stdout:
-            with self._changed:
-                self._lines.append(line.rstrip("\n"))
-                self._changed.notify_all()
-        with self._changed:
-            self._changed.notify_all()
-
-    @property
-    def log_lines(self) -> list[str]:
-        with self._changed:
-            return list(self._lines)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the server (SIGTERM, then SIGKILL if it hangs); the ports are kept."""
-        process, self._process = self._process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout)
-        if self._reader is not None:
-            self._reader.join(timeout)
-            self._reader = None
-
-    def restart(self, timeout: float = 20.0) -> None:
-        """Stop and start again on the same ports."""
-        self.stop()
-        self.start(timeout)
-
-    def __enter__(self) -> PrivateNgircd:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,12 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
 from types import TracebackType
+
+from .servers import free_port, require
 
 USER = "harken"
 _SYSTEM_USER = "postgres"
@@ -61,11 +62,9 @@ def postgres_missing() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+def require_postgres() -> None:
+    """Skip the test without PostgreSQL, or fail it under CI=true (`servers.require`)."""
+    require(postgres_missing(), "PostgreSQL tests")
 
 
 class PostgresError(RuntimeError):
@@ -80,7 +79,7 @@ class PrivatePostgres:
         if bindir is None:
             raise PostgresError("PostgreSQL is not installed")
         self._bindir = bindir
-        self.port = _free_port()
+        self.port = free_port()
         self._root = Path(tempfile.mkdtemp(prefix="harken-pg-"))
         self.data = self._root / "data"
         self.log = self._root / "server.log"

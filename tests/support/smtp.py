@@ -12,11 +12,7 @@ it answer every RCPT with a given reply (e.g. "550 5.1.1 no such user"), and
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
 import ssl
-import subprocess
 import threading
 from dataclasses import dataclass
 from email import message_from_bytes
@@ -28,54 +24,9 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-__all__ = ["Received", "SmtpServer", "make_certificate"]
+from .servers import free_port
 
-
-def make_certificate(folder: Path) -> tuple[Path, Path]:
-    """A self-signed certificate (and key) for 127.0.0.1 and localhost, made by openssl.
-
-    Skips the test where openssl is missing, except under CI=true, where it fails.
-    """
-    import pytest
-
-    if shutil.which("openssl") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI must run the SMTP TLS tests, but openssl is not installed")
-        pytest.skip("openssl is not installed (Debian: apt-get install openssl)")
-    cert, key = folder / "smtp.crt", folder / "smtp.key"
-    subprocess.run(
-        [
-            *[
-                "openssl",
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=localhost",
-            ],
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        capture_output=True,
-        check=True,
-        timeout=60,
-    )
-    return cert, key
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+__all__ = ["Received", "SmtpServer"]
 
 
 @dataclass(frozen=True)
@@ -117,7 +68,7 @@ class SmtpServer:
     ) -> None:
         self.host = "127.0.0.1"
         self.implicit_tls = implicit_tls
-        self.port = _free_port()
+        self.port = free_port()
         self.tls = tls
         self.login = login
         self.refuse: str | None = None

@@ -10,8 +10,9 @@ component whose rooms open unlocked. It never touches the system server or its c
         server.register("bot", "secret")
         ... connect to server.port as bot@localhost ...
 
-`stop()` sends SIGTERM (Prosody shuts down gracefully in a second or two); `restart()`
-keeps the accounts and the port, for tests of a server that goes away and comes back.
+`stop()` sends SIGTERM (tests/support/servers.py; Prosody shuts down gracefully in a
+second or two); `restart()` keeps the accounts and the port, for tests of a server
+that goes away and comes back.
 
 `XmppPerson` is a second slixmpp client, on a thread of its own, that plays the person:
 it says things to the bot (directly or in a room) and waits for what comes back.
@@ -26,25 +27,24 @@ import queue
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal
 
 from slixmpp import ClientXMPP
 from slixmpp.jid import JID
 from slixmpp.stanza import Message
 
+from .servers import ServerProcess, require
+
 DOMAIN = "localhost"
 MUC_DOMAIN = "conference.localhost"
 _READY = "Activated service 'c2s' on [127.0.0.1]:{port}"
 _PORT_BUSY = re.compile(r"port is in use|Activated service 'c2s' on no ports")
-_PORT_ATTEMPTS = 5
 
 
 def prosody_missing() -> str | None:
@@ -55,19 +55,21 @@ def prosody_missing() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+def require_prosody() -> None:
+    """Skip the test without Prosody, or fail it under CI=true (`servers.require`)."""
+    require(prosody_missing(), "XMPP tests")
 
 
 class ProsodyError(RuntimeError):
     """The private server could not be started or driven; the message says why."""
 
 
-class PrivateProsody:
+class PrivateProsody(ServerProcess):
     """One private Prosody process, configured and owned by the caller."""
+
+    program = "prosody"
+    error = ProsodyError
+    start_timeout = 15.0
 
     def __init__(
         self,
@@ -83,17 +85,12 @@ class PrivateProsody:
         With `offline_storage` the server keeps messages for people who are not logged
         in, as a real deployment would, so a test need not race the bot to log in.
         """
-        self.directory = Path(directory)
+        super().__init__(directory)
         self.stanza_size_limit = stanza_size_limit
         self.history_length = history_length
         self.tls = tls
         self.offline_storage = offline_storage
-        self.port = 0
         self.config = self.directory / "prosody.cfg.lua"
-        self._process: subprocess.Popen[str] | None = None
-        self._lines: list[str] = []
-        self._changed = threading.Condition()
-        self._reader: threading.Thread | None = None
 
     # -- accounts ------------------------------------------------------------------
 
@@ -166,99 +163,16 @@ Component "{MUC_DOMAIN}" "muc"
             encoding="utf-8",
         )
 
-    def start(self, timeout: float = 15.0) -> PrivateProsody:
-        """Start the server and return once it accepts client connections."""
-        if self._process is not None:
-            return self
-        keep_port = self.port != 0
-        for _ in range(1 if keep_port else _PORT_ATTEMPTS):
-            if not keep_port:
-                self.port = _free_port()
-            self._write_config()
-            outcome = self._launch(timeout)
-            if outcome == "ready":
-                return self
-            self.stop()
-            if outcome != "busy":
-                raise ProsodyError(f"prosody did not start: {outcome}")
-        raise ProsodyError(f"prosody found no free port (last tried {self.port})")
+    def _command(self) -> list[str]:
+        return ["prosody", "-F", "--config", str(self.config)]
 
-    def _launch(self, timeout: float) -> str:
-        with self._changed:
-            self._lines.clear()
-        self._process = subprocess.Popen(
-            ["prosody", "-F", "--config", str(self.config)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            cwd=self.directory,
-        )
-        self._reader = threading.Thread(
-            target=self._read_output, args=(self._process,), name="prosody-log", daemon=True
-        )
-        self._reader.start()
+    def _outcome(self, lines: list[str]) -> str | None:
         ready = _READY.format(port=self.port)
-        with self._changed:
-            finished = self._changed.wait_for(
-                lambda: (
-                    any(ready in line or _PORT_BUSY.search(line) for line in self._lines)
-                    or self._exited()
-                ),
-                timeout,
-            )
-            lines = list(self._lines)
         if any(ready in line for line in lines):
             return "ready"
         if any(_PORT_BUSY.search(line) for line in lines):
             return "busy"
-        tail = " | ".join(lines[-5:]) or "no output"
-        return f"{'exited' if finished else f'not ready after {timeout:.0f} s'}: {tail}"
-
-    def _exited(self) -> bool:
-        return self._process is None or self._process.poll() is not None
-
-    def _read_output(self, process: subprocess.Popen[str]) -> None:
-        # Drain the pipe for the server's whole life, or a full pipe would block it.
-        assert process.stdout is not None
-        for line in process.stdout:
-            with self._changed:
-                self._lines.append(line.rstrip("\n"))
-                self._changed.notify_all()
-        with self._changed:
-            self._changed.notify_all()
-
-    def wait_for_log(self, pattern: str, timeout: float = 10.0) -> str:
-        """Wait for a log line matching the regular expression; return it."""
-        found = re.compile(pattern)
-        with self._changed:
-            self._changed.wait_for(lambda: any(found.search(x) for x in self._lines), timeout)
-            for line in self._lines:
-                if found.search(line):
-                    return line
-        raise ProsodyError(f"no prosody log line matching {pattern!r} within {timeout} s")
-
-    @property
-    def log_lines(self) -> list[str]:
-        with self._changed:
-            return list(self._lines)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the server (SIGTERM, then SIGKILL if it hangs); the port is kept."""
-        process, self._process = self._process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            process.send_signal(signal.SIGCONT)  # in case a test froze it
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout)
-        if self._reader is not None:
-            self._reader.join(timeout)
-            self._reader = None
+        return None
 
     def freeze(self) -> None:
         """Stop the server process without closing anything (SIGSTOP): to the bot it
@@ -269,26 +183,6 @@ Component "{MUC_DOMAIN}" "muc"
     def thaw(self) -> None:
         assert self._process is not None
         self._process.send_signal(signal.SIGCONT)
-
-    def restart(self, timeout: float = 15.0) -> None:
-        """Stop and start again on the same port, with the same accounts."""
-        self.stop()
-        self.start(timeout)
-
-    @property
-    def running(self) -> bool:
-        return not self._exited()
-
-    def __enter__(self) -> PrivateProsody:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 @dataclass(frozen=True)
