@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -258,7 +259,9 @@ class BotSystem:
     ) -> MemoryActor:
         """A memory actor on a freshly opened store, publishing linked accounts to
         `identities` (which the rest of the bot reads)."""
-        reload = self.settings.identity.reload_seconds
+        # Only a store other processes write (PostgreSQL) can change under this one.
+        shared = self.settings.memory.backend == "postgresql"
+        reload = self.settings.identity.reload_seconds if shared else math.inf
         return MemoryActor(
             store_factory(), identities=IdentityMap(identities, reload_seconds=reload)
         )
