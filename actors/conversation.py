@@ -24,7 +24,7 @@ import pykka
 from actors.messages import DialogLoaded, IdleNow, Inbound, RetireIfIdle, RunTurn, TurnDone
 from actors.pool import Dispatcher, PooledActor
 from actors.runner import Turn, conversation_id, load_dialog
-from actors.turn import Unknown, decide, handler
+from actors.turn import Unknown, decide
 from core.event import Event
 
 if TYPE_CHECKING:
@@ -132,9 +132,14 @@ class ConversationActor(PooledActor):
         if isinstance(plan, Unknown):  # nothing to wait for or write: answered right here
             turn.run()
             return
-        turn.conversation, turn.slot = self.actor_ref, runtime.lanes.reserve(talk)
+        turn.conversation = self.actor_ref
         self.running = event.id
-        command = handler(plan)
+        command = turn.command
+        if command is None or not command.quick or dialog is not None:
+            # A place in the lane, so that whatever runs next in it (a successor's load
+            # of the dialog) comes after this turn. A quick command with no dialog open
+            # runs on the dispatcher and writes nothing: it needs none.
+            turn.slot = runtime.lanes.reserve(talk)
         if command is None:  # a dialog dropped, then nothing to run: no one to ask
             turn.run_on_worker()
             return

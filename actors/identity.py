@@ -177,7 +177,8 @@ class IdentityIndex:
 
     def is_admin(self, settings: Settings, event: Event) -> bool:
         """An admin on the input of `event`, or on a linked account's with `share_admin`."""
-        if _admin(settings, event.input, event.user):
+        own = settings.inputs.get(event.input)
+        if own is not None and event.user in own.admins:
             return True
         if not settings.identity.share_admin:
             return False
@@ -203,9 +204,10 @@ class IdentityIndex:
         """The linked person of `event` just spoke here: note it, and write it down if the
         place changed or a minute passed (one write a minute at most while they stay
         put). Nothing for an account that is not linked: its reminders stay put."""
-        if event.meta.get("scheduled") or event.input == "stream":
-            return
-        owner = self._snapshot.owners.get(account_of(event.input, event.user))
+        owners = self._snapshot.owners
+        if not owners or event.meta.get("scheduled") or event.input == "stream":
+            return  # nobody is linked (most bots), or not a person speaking
+        owner = owners.get(account_of(event.input, event.user))
         if owner is None:
             return
         place = (event.input, event.channel, event.thread, event.user)
@@ -357,7 +359,8 @@ class IdentityMap:
 
     def owner(self, store: Store, namespace: str, owner: str, *, write: bool) -> str:
         """The owner to use for `owner` in a person's namespace."""
-        self._refresh(store)
+        if self._clock() - self._checked >= self._reload_seconds:
+            self._refresh(store)
         if write and namespace.startswith("plugin:") and namespace not in self._namespaces:
             # Remembered so that linking moves this plugin's memory too.
             self._namespaces.add(namespace)

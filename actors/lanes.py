@@ -56,8 +56,9 @@ class Lanes:
         with self._guard:
             waiting = self._lanes.get(lane)
             if waiting is None:
-                waiting = self._lanes[lane] = deque()
-            waiting.append(slot)
+                self._lanes[lane] = deque((slot,))
+            else:
+                waiting.append(slot)
         return slot
 
     def submit(self, lane: Hashable, func: Callable[..., object], *args: Any) -> None:
@@ -70,29 +71,34 @@ class Lanes:
                 raise RuntimeError("a place in a lane is filled once")
             slot.func, slot.args, slot.filled = func, args, True
             lane = slot.lane
-            if lane in self._running or not self._ready(lane):
+            if lane in self._running:
                 return  # whoever runs the places before it will run it
+            first = self._next(lane)
+            if first is None:
+                return
             self._running.add(lane)
-        self._workers.submit(self._run, lane)
+        self._workers.submit(self._run, lane, first)
 
-    def _ready(self, lane: Hashable) -> bool:
-        """Drop the given-up places at the head of `lane`; whether a job is next.
-        Forgets the lane once no place is left (call with the guard held)."""
-        waiting = self._lanes[lane]
-        while waiting and waiting[0].filled and waiting[0].func is None:
+    def _next(self, lane: Hashable) -> Slot | None:
+        """Take `lane`'s next job if its turn has come, dropping the given-up places
+        before it; forget the lane once no place is left (call with the guard held)."""
+        waiting = self._lanes.get(lane)
+        if waiting is None:
+            return None
+        while waiting:
+            head = waiting[0]
+            if not head.filled:
+                return None
             waiting.popleft()
-        if not waiting:
-            del self._lanes[lane]
-            return False
-        return waiting[0].filled
+            if head.func is not None:
+                if not waiting:
+                    del self._lanes[lane]
+                return head
+        del self._lanes[lane]
+        return None
 
-    def _run(self, lane: Hashable) -> None:
+    def _run(self, lane: Hashable, slot: Slot) -> None:
         while True:
-            with self._guard:
-                if not self._ready(lane):
-                    self._running.discard(lane)
-                    return
-                slot = self._lanes[lane].popleft()
             func, args = slot.func, slot.args
             assert func is not None
             try:
@@ -101,6 +107,12 @@ class Lanes:
                 # The jobs given here report their own failures; this is the net under
                 # that net, so that one bad job never blocks its lane.
                 logger.exception("a job on the worker pool failed")
+            with self._guard:
+                following = self._next(lane)
+                if following is None:
+                    self._running.discard(lane)
+                    return
+            slot = following
 
     def busy(self) -> int:
         """Places taken and not yet done, all lanes together (for tests)."""

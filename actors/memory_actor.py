@@ -23,6 +23,9 @@ from memory.store import InvalidWrite, Store, StoreError, StoreUnavailable
 
 __all__ = ["MemoryActor"]
 
+_PERSONAL = (MemoryGet, MemoryKeys, MemoryPut, MemoryDelete)
+"""Messages about one owner's memory: a linked account's go to its person's owner."""
+
 logger = logging.getLogger(__name__)
 
 Notify = Callable[[BaseException | None], None]
@@ -109,7 +112,7 @@ class MemoryActor(SupervisedActor):
                 self._commit()
 
     def _handle(self, message: Any) -> Any:
-        if isinstance(message, MemoryGet | MemoryKeys | MemoryPut | MemoryDelete):
+        if isinstance(message, _PERSONAL):
             if is_person_namespace(message.namespace) and isinstance(message.owner, str):
                 owner = self._identities.owner(
                     self.store,
@@ -117,7 +120,8 @@ class MemoryActor(SupervisedActor):
                     message.owner,
                     write=isinstance(message, MemoryPut),
                 )
-                message = message._replace(owner=owner)
+                if owner != message.owner:  # a linked account: its person's memory
+                    message = message._replace(owner=owner)
         elif isinstance(message, IDENTITY_ASKS):
             return self._identities.handle(self.store, message)
         if isinstance(message, MemoryGet):

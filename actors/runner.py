@@ -125,7 +125,7 @@ class Turn:
         self.talk = talk  # the conversation's id (`conversation_id`)
         self.event = event
         self.plan: plans.Plan | None = plan
-        command = plans.handler(plan)
+        self.command = command = plans.handler(plan)  # whose actor authorizes and runs it
         self.name = command.name if command is not None else None  # what it counts as
         self.before = self.state = dialog  # the open dialog before, and after this turn
         self.now = now

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -259,9 +260,11 @@ class BotSystem:
         """A memory actor on a freshly opened store, publishing linked accounts to
         `identities` (which the rest of the bot reads)."""
         own = self.settings.identity
+        # Only a store other processes write (PostgreSQL) can change under this one.
+        shared = self.settings.memory.backend == "postgresql"
         identity_map = IdentityMap(
             identities,
-            reload_seconds=own.reload_seconds,
+            reload_seconds=own.reload_seconds if shared else math.inf,
             codes_per_person=own.link_codes_per_person,
             codes_per_account=own.link_codes_per_account,
             codes_window_seconds=own.link_codes_window_seconds,

@@ -132,13 +132,13 @@ def decide(
     `scheduled`: a scheduled job sent it (only then may it run a hidden command)."""
     text = text.strip()
     found = registry.find(text, hidden=scheduled)
-    starts = found is not None and dialog_of(found[0]) is not None
+    flow = dialog_of(found[0]) if found is not None else None
+    starts = flow is not None
     state = open_dialog
     if state is None or (scheduled and not starts):
         if found is None:
             nothing = "There is nothing to cancel: no dialog is open."
             return Unknown(nothing if is_stop_word(text) else unknown_command_reply(text, registry))
-        flow = dialog_of(found[0])
         if flow is None:
             return RunCommand(found[0], found[1].groupdict())
         return StartDialog(found[0], flow, groups=found[1].groupdict())

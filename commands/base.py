@@ -86,7 +86,7 @@ def replies_of(name: str, result: object, *, can_wait: bool = True) -> list[str]
         return []
     if isinstance(result, str):
         return [result]
-    if isinstance(result, list | tuple):
+    if isinstance(result, (list, tuple)):
         wrong = [item for item in result if not isinstance(item, str)]
         if not wrong:
             return list(result)
