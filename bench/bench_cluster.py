@@ -154,28 +154,192 @@ def bench_processes(
             fake.stop()
 
 
-def bench_reload(server: Any, runs: int, total: int) -> dict[bool, list[Any]]:
-    """One process, the test input: `[cluster]` off and on (dialog re-read), in turns."""
-    from actors.inputs.testing import Done, Reply
-    from bench.bench_bot import run_once
-    from config.settings import ClusterSettings, MemorySettings, Secret, Settings
-    from harken.testbot import TestBot
+# --- the memory path across processes, without Slack ----------------------------------
 
-    figures: dict[bool, list[Any]] = {False: [], True: []}
-    for run in range(runs):
-        for cluster in (False, True):
-            url = server.create_database(f"bench_reload_{run}_{int(cluster)}")
-            stream: queue.Queue[Reply | Done] = queue.Queue()
-            settings = Settings(
-                memory=MemorySettings(backend="postgresql", url=Secret(url)),
-                cluster=ClusterSettings(enabled=cluster, name="bench"),
+Config = tuple[str, str, bool, int]
+"""(label, memory backend, `[cluster] enabled`, processes)."""
+
+PATH_CONFIGS: tuple[Config, ...] = (
+    ("embedded default (TinyDB, `[cluster]` off)", "tinydb", False, 1),
+    ("PostgreSQL, `[cluster]` off", "postgresql", False, 1),
+    ("PostgreSQL, `[cluster]` on", "postgresql", True, 1),
+    ("PostgreSQL, `[cluster]` on", "postgresql", True, 3),
+)
+
+
+def _person(n: int) -> str:
+    return f"u{n:03d}"
+
+
+def _remember(n: int, run: int, j: int) -> tuple[str, str]:
+    """(text, value) of person n's message j of a run."""
+    value = f"r{run}-{j:05d}-{_person(n)}"
+    return f"remember slot is {value}", value
+
+
+def path_worker(argv: list[str]) -> int:
+    """One process of the memory-path harness: a real bot, the test input, its people.
+
+    Prints `ready` when it may start a run and waits for a line on stdin; then runs its
+    share of the closed loop and prints one JSON line with the run's figures. With
+    PostgreSQL it then reads every person's `slot` straight from the database: each
+    must hold the value whose reply came last (a reply goes out only once committed).
+    """
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--backend", required=True)
+    parser.add_argument("--url", default="")
+    parser.add_argument("--cluster", action="store_true")
+    parser.add_argument("--name", default="bench")
+    parser.add_argument("--people", required=True)
+    parser.add_argument("--runs", type=int, required=True)
+    parser.add_argument("--messages", type=int, required=True)
+    parser.add_argument("--warmup", type=int, required=True)
+    args = parser.parse_args(argv)
+
+    from actors.inputs.testing import Done, Reply
+    from actors.system import freeze_startup_objects
+    from config.settings import ClusterSettings, MemorySettings, Secret, Settings
+    from harken.testbot import INPUT_NAME, TestBot
+
+    people = [int(n) for n in args.people.split(",")]
+    memory = MemorySettings(backend=args.backend, url=Secret(args.url) if args.url else None)
+    settings = Settings(
+        memory=memory, cluster=ClusterSettings(enabled=args.cluster, name=args.name)
+    )
+    stream: queue.Queue[Reply | Done] = queue.Queue()
+
+    def closed_loop(run: int, total: int) -> dict[str, Any]:
+        expected: dict[str, tuple[int, int, str, float]] = {}
+        last: dict[int, str] = {}
+        latencies: list[float] = []
+        wrong = 0
+        sent = 0
+
+        def send(n: int, j: int) -> None:
+            nonlocal sent
+            text, value = _remember(n, run, j)
+            event = bot.event(text, user=_person(n))
+            expected[event.id] = (n, j, value, time.monotonic())
+            sent += 1
+            bot.send_event(event)
+
+        start = time.monotonic()
+        for n in people[:total]:
+            send(n, 0)
+        while expected:
+            item = stream.get(timeout=60)
+            if not isinstance(item, Done):
+                continue
+            now = time.monotonic()
+            n, j, value, sent_at = expected.pop(item.event_id)
+            latencies.append(now - sent_at)
+            if [e.data for e in item.replies] == [f"OK, I'll remember that slot is {value}."]:
+                last[n] = value
+            else:
+                wrong += 1
+            if sent < total:
+                send(n, j + 1)
+        end = time.monotonic()
+        return {"start": start, "end": end, "latencies": latencies, "wrong": wrong, "last": last}
+
+    def lost(last: dict[int, str]) -> int:
+        """People whose durable `slot` is not the value last acknowledged to them."""
+        if args.backend != "postgresql" or not last:
+            return 0
+        import psycopg
+
+        owners = {f"{INPUT_NAME}:{_person(n)}": value for n, value in last.items()}
+        with psycopg.connect(args.url, autocommit=True) as connection:
+            rows = connection.execute(
+                "SELECT owner, value FROM harken_memory"
+                " WHERE namespace = 'user' AND key = 'slot' AND owner = ANY(%s)",
+                (list(owners),),
+            ).fetchall()
+        durable = {owner: json.loads(value) for owner, value in rows}
+        return sum(1 for owner, value in owners.items() if durable.get(owner) != value)
+
+    share = round(args.messages * len(people) / USERS)
+    with tempfile.TemporaryDirectory(prefix="harken-bench-path-") as tmp:
+        bot = TestBot(Path(tmp) / "memory", settings=settings, sink=stream.put)
+        with bot:
+            freeze_startup_objects()  # as `harken run` does once the bot is up
+            closed_loop(0, round(args.warmup * len(people) / USERS))
+            for run in range(1, args.runs + 1):
+                print("ready", flush=True)
+                if not sys.stdin.readline():
+                    return 1
+                figures = closed_loop(run, share)
+                figures["lost"] = lost(figures.pop("last"))
+                print(json.dumps(figures), flush=True)
+    return 0
+
+
+def bench_path(
+    server: Any, config: Config, runs: int, total: int, warmup: int
+) -> list[dict[str, float]]:
+    """`config` in real processes; each run's aggregate: rate, merged p50/p99, wrong."""
+    label, backend, cluster, count = config
+    url = ""
+    if backend == "postgresql":
+        url = server.create_database(f"bench_path_{int(cluster)}_{count}")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HARKEN_")}
+    procs = [
+        subprocess.Popen(
+            [
+                *(sys.executable, "-m", "bench.bench_cluster", "--path-worker"),
+                *("--backend", backend, "--url", url, "--name", f"p{p}"),
+                *(["--cluster"] if cluster else []),
+                "--people",
+                ",".join(str(n) for n in range(p, USERS, count)),
+                *("--runs", str(runs), "--messages", str(total), "--warmup", str(warmup)),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
+        for p in range(count)
+    ]
+    results: list[dict[str, float]] = []
+    try:
+        for _ in range(runs):
+            for proc in procs:
+                _expect(proc, "ready")
+            for proc in procs:  # all at once: they start within a few hundred µs
+                assert proc.stdin is not None
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+            parts = [json.loads(_expect(proc, "{")) for proc in procs]
+            latencies = sorted(x for part in parts for x in part["latencies"])
+            elapsed = max(part["end"] for part in parts) - min(part["start"] for part in parts)
+            results.append(
+                {
+                    "rate": len(latencies) / elapsed,
+                    "p50_ms": latencies[len(latencies) // 2] * 1000,
+                    "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+                    "wrong": sum(part["wrong"] + part["lost"] for part in parts),
+                }
             )
-            with tempfile.TemporaryDirectory(prefix="harken-bench-") as tmp:
-                bot = TestBot(Path(tmp) / "memory", settings=settings, sink=stream.put)
-                with bot:
-                    run_once(bot, stream, "remember", min(total, 1000))  # warm-up
-                    figures[cluster].append(run_once(bot, stream, "remember", total))
-    return figures
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.close()
+            if proc.wait(60) != 0:
+                raise RuntimeError(f"{label}: a process ended with {proc.returncode}")
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return results
+
+
+def _expect(proc: subprocess.Popen[str], prefix: str) -> str:
+    """The next line `proc` prints, which must start with `prefix`."""
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith(prefix):
+        raise RuntimeError(f"a bench process said {line[:200]!r}, not {prefix!r}...")
+    return line
 
 
 def _row(name: str, results: list[dict[str, float]]) -> str:
@@ -189,6 +353,9 @@ def _row(name: str, results: list[dict[str, float]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--path-worker"]:
+        return path_worker(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--messages", type=int, default=3000)
@@ -196,46 +363,47 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from tests.support.postgres import PrivatePostgres, postgres_missing
 
-    print(
-        f"## Cluster: durable `remember` over Slack, {USERS} users closed loop, "
-        f"{args.messages:,} messages a run, {args.runs} runs, 1 and 3 `harken run` processes"
-    )
-    print()
     missing = postgres_missing()
     if missing is not None:
-        print(f"Skipped: {missing}.")
+        print(f"## Cluster: skipped: {missing}.")
         return 0
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
         os.environ.pop(var, None)
     with PrivatePostgres() as server:
-        figures = {
+        path = {
+            config: bench_path(server, config, args.runs, args.messages, args.warmup * 2)
+            for config in PATH_CONFIGS
+        }
+        slack = {
             count: bench_processes(server, count, args.runs, args.messages, args.warmup)
             for count in (1, 3)
         }
-        reload = bench_reload(server, args.runs, args.messages)
+    print(
+        f"## Cluster: durable `remember`, {USERS} users closed loop, "
+        f"{args.messages:,} messages a run, {args.runs} runs"
+    )
+    print()
+    print("The memory path: real processes with the test input (no Slack), people split among them:")
+    print()
+    print(
+        "| memory | processes | messages/s (median) | p50 ms (median) | p99 ms (median) "
+        "| runs (msg/s) | wrong |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for (label, _, _, count), results in path.items():
+        print(_row(f"{label} | {count}", results))
+    print()
+    print("The whole path: `harken run --inputs slack` processes and the fake Slack:")
+    print()
     print(
         "| processes | messages/s (median) | p50 ms (median) | p99 ms (median) | runs (msg/s) "
         "| wrong |"
     )
     print("|---|---|---|---|---|---|")
-    for count, results in figures.items():
+    for count, results in slack.items():
         print(_row(str(count), results))
-    print()
-    print("Re-reading the dialog state before each message (1 process, test input, no claims):")
-    print()
-    print(
-        "| `[cluster]` | messages/s (median) | p50 ms (median) | p99 ms (median) | runs (msg/s) |"
-    )
-    print("|---|---|---|---|---|")
-    for cluster, results in reload.items():
-        rates = ", ".join(f"{r.rate:,.0f}" for r in results)
-        print(
-            f"| {'on (re-read)' if cluster else 'off'} "
-            f"| {statistics.median(r.rate for r in results):,.0f} "
-            f"| {statistics.median(r.p50_ms for r in results):.2f} "
-            f"| {statistics.median(r.p99_ms for r in results):.2f} | {rates} |"
-        )
-    return 1 if any(r["wrong"] for results in figures.values() for r in results) else 0
+    wrong = [r["wrong"] for results in (*path.values(), *slack.values()) for r in results]
+    return 1 if any(wrong) else 0
 
 
 if __name__ == "__main__":
