@@ -142,10 +142,13 @@ class MemoryActor(SupervisedActor):
                 self._fetches.append(message)
                 self._fetched.add((message.namespace, message.owner, message.key))
                 return None
-            if isinstance(message, MemoryPut | MemoryDelete) and self._fetched:
-                # A fetch told before this write must not see it.
-                if (message.namespace, message.owner, message.key) in self._fetched:
-                    self._serve_fetches()
+            # A fetch told before a write must not see it.
+            if (
+                isinstance(message, MemoryPut | MemoryDelete)
+                and self._fetched
+                and ((message.namespace, message.owner, message.key) in self._fetched)
+            ):
+                self._serve_fetches()
         elif isinstance(message, IDENTITY_ASKS):
             self._serve_fetches()  # linking may move what they read
             return self._identities.handle(self.store, message)

@@ -118,7 +118,8 @@ def test_get_many_answers_each_address_as_get_would(pg_url: str) -> None:
         )
         assert answers[:4] == ["555-0100", "pending wins", None, None]
         assert isinstance(answers[4], InvalidName)
-        assert isinstance(answers[5], RowCorrupt) and "'dave'" in str(answers[5])
+        assert isinstance(answers[5], RowCorrupt)
+        assert "'dave'" in str(answers[5])
         assert answers[6] == "555-0100"
         assert pg.get_many([]) == []
 
@@ -190,4 +191,5 @@ def test_a_fetch_the_database_cannot_answer_gets_the_error(
         postgres.start()
     for name in ("a", "b"):
         value, error = got[name]
-        assert value is None and isinstance(error, StoreUnavailable)
+        assert value is None
+        assert isinstance(error, StoreUnavailable)
