@@ -320,6 +320,7 @@ def bench_path(
                 ",".join(str(n) for n in range(p, USERS, count)),
                 *("--runs", str(runs), "--messages", str(total), "--warmup", str(warmup)),
             ],
+            cwd=Path(__file__).resolve().parent.parent,  # the repository: `-m bench...`
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
