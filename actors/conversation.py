@@ -8,8 +8,10 @@ router can retire an idle conversation at any time (ARCHITECTURE.md, Dialogs).
 
 In a cluster (`[cluster] enabled`) another process may have answered this person
 since this actor's last turn, so a message that finds the conversation idle waits for
-the state to be read again; messages that queued behind a turn of this actor follow it
-without a read (ARCHITECTURE.md, "Running several processes").
+the state to be read again, asked of memory straight from here (its turns' writes are
+told already) and batched there with other such reads; messages that queued behind a
+turn of this actor follow it without a read (ARCHITECTURE.md, "Running several
+processes").
 """
 
 from __future__ import annotations
@@ -69,10 +71,6 @@ class ConversationActor(PooledActor):
 
     def on_start(self) -> None:
         # First in this conversation's lane: after any turn a predecessor left running.
-        self._load()
-
-    def _load(self) -> None:
-        self.running = _LOADING
         self.runtime.lanes.submit(self.talk, load_dialog, self.runtime, self.talk, self.actor_ref)
 
     def on_receive(self, message: Any) -> Any:
@@ -80,7 +78,10 @@ class ConversationActor(PooledActor):
             if self.running is None and self.pending is None:
                 if self.reload:  # another process may have served them since
                     self._hold(message.event)
-                    self._load()
+                    # Idle: this actor's turns told memory their writes before TurnDone,
+                    # so the read needs no place in the lane.
+                    self.running = _LOADING
+                    load_dialog(self.runtime, self.talk, self.actor_ref)
                 else:
                     self._take(message.event)
             else:

@@ -3,6 +3,9 @@
 Reads are asks, writes are tells applied in arrival order, and a `MemoryBarrier` fires
 once every write before it is durable. When the inbox is empty and something waits,
 the actor commits (one sync) and notifies the barriers, so a burst costs one sync.
+A `MemoryFetch` (a read told, answered by a callback) waits the same way: the fetches
+of a burst are served together by one query (`get_many`, where the store has it), just
+before the commit, or earlier if a write to a key one of them reads comes first.
 Failures never stop it: a failed read raises to its asker (an unreadable key is never
 "missing"); a failed write or commit is logged and the next barrier gets the error.
 Values may be secrets and are never logged (ARCHITECTURE.md, "Memory: who owns what").
@@ -17,18 +20,27 @@ from collections.abc import Callable
 from typing import Any
 
 from actors.identity import IDENTITY_ASKS, IdentityMap, is_person_namespace
-from actors.messages import MemoryBarrier, MemoryDelete, MemoryGet, MemoryKeys, MemoryPut
+from actors.messages import (
+    MemoryBarrier,
+    MemoryDelete,
+    MemoryFetch,
+    MemoryGet,
+    MemoryKeys,
+    MemoryPut,
+)
 from actors.supervision import SupervisedActor
 from memory.store import InvalidWrite, Store, StoreError, StoreUnavailable
 
 __all__ = ["MemoryActor"]
 
-_PERSONAL = (MemoryGet, MemoryKeys, MemoryPut, MemoryDelete)
+_PERSONAL = (MemoryGet, MemoryKeys, MemoryPut, MemoryDelete, MemoryFetch)
 """Messages about one owner's memory: a linked account's go to its person's owner."""
 
 logger = logging.getLogger(__name__)
 
 Notify = Callable[[BaseException | None], None]
+Address = tuple[str, str, str]
+"""(namespace, owner, key)."""
 
 
 class MemoryActor(SupervisedActor):
@@ -66,6 +78,9 @@ class MemoryActor(SupervisedActor):
         self._barriers: list[tuple[Notify, BaseException | None]] = []
         self._write_error: BaseException | None = None
         self._handled_since_commit = 0
+        # Fetches not served yet, in arrival order, and the addresses they read.
+        self._fetches: list[MemoryFetch] = []
+        self._fetched: set[Address] = set()
         self._identities = identities if identities is not None else IdentityMap()
 
     # --- lifecycle -----------------------------------------------------------------
@@ -81,6 +96,7 @@ class MemoryActor(SupervisedActor):
         # On a crash too: keep whatever can be kept and free the store's directory lock
         # before the supervisor hears of it, so that the restarted actor can open the
         # store again.
+        self._serve_fetches()
         self._commit()
         self._close_store()
 
@@ -106,6 +122,10 @@ class MemoryActor(SupervisedActor):
             return self._handle(message)
         finally:
             self._handled_since_commit += 1
+            if self._fetches and (
+                self.actor_inbox.empty() or len(self._fetches) >= self._max_batch
+            ):
+                self._serve_fetches()
             if (self._uncommitted or self._barriers) and (
                 self.actor_inbox.empty() or self._handled_since_commit >= self._max_batch
             ):
@@ -122,7 +142,19 @@ class MemoryActor(SupervisedActor):
                 )
                 if owner != message.owner:  # a linked account: its person's memory
                     message = message._replace(owner=owner)
+            if isinstance(message, MemoryFetch):
+                self._fetches.append(message)
+                self._fetched.add((message.namespace, message.owner, message.key))
+                return None
+            # A fetch told before a write must not see it.
+            if (
+                isinstance(message, MemoryPut | MemoryDelete)
+                and self._fetched
+                and ((message.namespace, message.owner, message.key) in self._fetched)
+            ):
+                self._serve_fetches()
         elif isinstance(message, IDENTITY_ASKS):
+            self._serve_fetches()  # linking may move what they read
             return self._identities.handle(self.store, message)
         if isinstance(message, MemoryGet):
             logger.debug("get %s/%s/%s", message.namespace, message.owner, message.key)
@@ -188,6 +220,36 @@ class MemoryActor(SupervisedActor):
         if self._write_error is None:
             self._write_error = exc
 
+    # --- batched reads -------------------------------------------------------------
+
+    def _serve_fetches(self) -> None:
+        """Answer every waiting `MemoryFetch`, with one query if the store can."""
+        fetches, self._fetches = self._fetches, []
+        self._fetched.clear()
+        if not fetches:
+            return
+        results: list[Any]
+        try:
+            store = self.store
+            get_many = getattr(store, "get_many", None)
+            addresses = [(f.namespace, f.owner, f.key) for f in fetches]
+            if get_many is not None:
+                results = get_many(addresses)
+            else:
+                results = [_get_one(store, address) for address in addresses]
+        except Exception as exc:
+            if not isinstance(exc, StoreError):
+                logger.exception("a batch of memory reads failed")
+            results = [exc] * len(fetches)
+        for fetch, result in zip(fetches, results, strict=True):
+            try:
+                if isinstance(result, BaseException):
+                    fetch.notify(None, result)
+                else:
+                    fetch.notify(result, None)
+            except Exception:
+                logger.exception("a MemoryFetch notify callback raised")
+
     # --- group commit --------------------------------------------------------------
 
     def _commit(self) -> None:
@@ -224,3 +286,11 @@ class MemoryActor(SupervisedActor):
                 notify(error if error is not None else write_error)
             except Exception:
                 logger.exception("a MemoryBarrier notify callback raised")
+
+
+def _get_one(store: Store, address: Address) -> Any:
+    """`store.get(*address)`, or the exception it raised."""
+    try:
+        return store.get(*address)
+    except Exception as exc:
+        return exc

@@ -129,6 +129,22 @@ class MemoryGet(NamedTuple):
     default: JSON = None
 
 
+class MemoryFetch(NamedTuple):
+    """Tell: read (namespace, owner, key) and call `notify(value, error)` with the answer.
+
+    `value` is the stored value (None if there is none) and `error` None, or `error` is
+    what the read raised. The read sees every write told to memory before it. Reads
+    that wait in the memory actor together are answered by one query when the store can
+    (`PgStore.get_many`), before the next commit. `notify` runs on the memory actor's
+    thread, so it must be quick (typically one `tell`).
+    """
+
+    namespace: str
+    owner: str
+    key: str
+    notify: Callable[[JSON, BaseException | None], None]
+
+
 class MemoryKeys(NamedTuple):
     """Ask: the sorted keys stored for (namespace, owner)."""
 

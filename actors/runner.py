@@ -28,7 +28,7 @@ from actors.messages import (
     DialogLoaded,
     MemoryBarrier,
     MemoryDelete,
-    MemoryGet,
+    MemoryFetch,
     MemoryPut,
     TurnDone,
 )
@@ -62,7 +62,6 @@ STATE_SHARDS = 16
 CANCEL_HINT = "(Say `cancel` at any time to stop.)"
 ANSWERS_KEPT = "Your answers so far are kept: answer again, or say `cancel`."
 YES_NO = ("yes", "no")
-_ASK_TIMEOUT = 10.0
 
 
 def conversation_id(key: tuple[str, ...]) -> str:
@@ -88,24 +87,35 @@ def refused_store_text(exc: MemoryRefused) -> str:
 
 
 def load_dialog(runtime: Runtime, talk: str, conversation: pykka.ActorRef[Any]) -> None:
-    """Worker job, first in a new conversation's lane: tell it `DialogLoaded`."""
-    state: DialogState | None = None
-    try:
-        raw = runtime.memory.ask(
-            MemoryGet(CONVERSATION_NS, *state_address(talk)), timeout=_ASK_TIMEOUT
-        )
-        if raw is not None:
-            state = DialogState.from_json(raw)
-    except ValueError as exc:
-        logger.warning("dropped an unreadable dialog state of %s: %s", talk, exc)
+    """Ask memory for the open dialog of `talk`; `conversation` is told `DialogLoaded`.
+
+    Returns at once: the read is a `MemoryFetch`, served with the other reads waiting
+    in the memory actor, and it sees every write told to memory before this call.
+    Run it first in a new conversation's lane (after its predecessor's turns), or
+    from an idle conversation (its turns' writes already told).
+    """
+    owner, key = state_address(talk)
+
+    def loaded(raw: Any, error: BaseException | None) -> None:  # on memory's thread
+        state: DialogState | None = None
+        if error is not None:
+            # Memory is down or slow: carry on without the dialog rather than hang the
+            # conversation; the state stays in memory for the next read.
+            logger.error("could not load the dialog state of %s: %s", talk, error)
+        elif raw is not None:
+            try:
+                state = DialogState.from_json(raw)
+            except ValueError as exc:
+                logger.warning("dropped an unreadable dialog state of %s: %s", talk, exc)
+                with contextlib.suppress(pykka.ActorDeadError):
+                    runtime.memory.tell(MemoryDelete(CONVERSATION_NS, owner, key))
         with contextlib.suppress(pykka.ActorDeadError):
-            runtime.memory.tell(MemoryDelete(CONVERSATION_NS, *state_address(talk)))
-    except Exception:
-        # Memory is down or slow: carry on without the dialog rather than hang the
-        # conversation; the state stays in memory for the next conversation actor.
-        logger.exception("could not load the dialog state of %s", talk)
-    with contextlib.suppress(pykka.ActorDeadError):
-        conversation.tell(DialogLoaded(state))
+            conversation.tell(DialogLoaded(state))
+
+    try:
+        runtime.memory.tell(MemoryFetch(CONVERSATION_NS, owner, key, loaded))
+    except pykka.ActorDeadError:
+        loaded(None, RuntimeError("memory actor is down"))
 
 
 class Turn:

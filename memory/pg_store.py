@@ -106,6 +106,11 @@ _CONNECTION_DEFAULTS: Final = {
 }
 
 _GET = f"SELECT value FROM {TABLE} WHERE namespace = %s AND owner = %s AND key = %s"
+_GET_MANY = (
+    f"SELECT m.namespace, m.owner, m.key, m.value FROM {TABLE} AS m"
+    " JOIN unnest(%s::text[], %s::text[], %s::text[]) AS r(namespace, owner, key)"
+    " ON m.namespace = r.namespace AND m.owner = r.owner AND m.key = r.key"
+)
 _KEYS = f"SELECT key FROM {TABLE} WHERE namespace = %s AND owner = %s"
 _DELETE = (
     f"DELETE FROM {TABLE} AS m"
@@ -232,6 +237,15 @@ def migrate_schema(url: str, migrations: Sequence[str] = MIGRATIONS) -> tuple[in
             ) from None
 
 
+def _decode(text: str, namespace: str, owner: str, key: str) -> JSON:
+    """The value `text` holds; `RowCorrupt` naming the row if it is not valid JSON."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        problem = f"its value is not valid JSON: {type(exc).__name__}"
+        raise RowCorrupt(namespace, owner, key, problem) from None
+
+
 def _check_text(*names: str) -> None:
     """`InvalidName` for a name PostgreSQL's text cannot hold (NUL, unpaired surrogate)."""
     for name in names:
@@ -326,7 +340,7 @@ class PgStore:
             f"memory database at {self.where}: {doing} failed: {_reason(exc, self._url)}"
         )
 
-    def _read(self, query: str, params: tuple[str, ...]) -> list[tuple[Any, ...]]:
+    def _read(self, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         """Rows of a read; a connection found dead is replaced and the read tried once more."""
         for attempt in (1, 2):
             stale = self._connection is not None
@@ -361,11 +375,44 @@ class PgStore:
             text = rows[0][0] if rows else None
         if text is None:
             return default
-        try:
-            return json.loads(text)
-        except (ValueError, RecursionError) as exc:
-            problem = f"its value is not valid JSON: {type(exc).__name__}"
-            raise RowCorrupt(namespace, owner, key, problem) from None
+        return _decode(text, namespace, owner, key)
+
+    def get_many(self, addresses: Sequence[tuple[str, str, str]]) -> list[JSON | Exception]:
+        """The values under several (namespace, owner, key), in order, with one query.
+
+        Each answer is the value (None if there is none) or the error reading it alone
+        would raise (`InvalidName`, `RowCorrupt`); pending writes are seen as by
+        `get`. A database that cannot answer raises `DatabaseUnavailable` for them all.
+        """
+        self._check_open()
+        answers: list[JSON | Exception] = [None] * len(addresses)
+        texts: dict[tuple[str, str, str], str | None] = {}
+        wanted: tuple[list[str], list[str], list[str]] = ([], [], [])
+        for i, address in enumerate(addresses):
+            namespace, owner, key = address
+            try:
+                self._names(namespace, owner, key)
+            except InvalidName as exc:
+                answers[i] = exc
+                continue
+            pending = self._pending.get((namespace, owner), {})
+            if key in pending:
+                texts[address] = pending[key]
+            elif address not in texts:
+                texts[address] = None
+                for column, name in zip(wanted, address, strict=True):
+                    column.append(name)
+        if wanted[0]:
+            for namespace, owner, key, text in self._read(_GET_MANY, wanted):
+                texts[namespace, owner, key] = text
+        for i, address in enumerate(addresses):
+            text = texts.get(address)
+            if text is not None and answers[i] is None:
+                try:
+                    answers[i] = _decode(text, *address)
+                except RowCorrupt as exc:
+                    answers[i] = exc
+        return answers
 
     def keys(self, namespace: str, owner: str) -> list[str]:
         """The keys stored for (namespace, owner), sorted."""

@@ -20,7 +20,14 @@ import pykka
 import pytest
 
 from actors.memory_actor import MemoryActor
-from actors.messages import MemoryBarrier, MemoryDelete, MemoryGet, MemoryKeys, MemoryPut
+from actors.messages import (
+    MemoryBarrier,
+    MemoryDelete,
+    MemoryFetch,
+    MemoryGet,
+    MemoryKeys,
+    MemoryPut,
+)
 from memory.store import (
     InvalidName,
     InvalidWrite,
@@ -180,6 +187,37 @@ def test_a_bad_read_raises_to_the_asker_and_the_actor_lives_on(
         actor.ask(MemoryKeys("", "alice"), timeout=TIMEOUT)
     actor.tell(MemoryPut("user", "alice", "k", 1))
     assert actor.ask(MemoryGet("user", "alice", "k"), timeout=TIMEOUT) == 1
+
+
+def test_fetches_are_answered_by_callback_in_order_with_writes(
+    actor: pykka.ActorRef[Any], fake: FakeStore
+) -> None:
+    """A store without `get_many` (this fake, TinyDB) answers fetches one by one."""
+    got: list[tuple[str, Any, type[BaseException] | None]] = []
+    done = threading.Event()
+
+    def fetch(name: str, owner: str, key: str = "k") -> MemoryFetch:
+        def notify(value: Any, error: BaseException | None) -> None:
+            got.append((name, value, None if error is None else type(error)))
+            if len(got) == 4:
+                done.set()
+
+        return MemoryFetch("user", owner, key, notify)
+
+    actor.tell(MemoryPut("user", "alice", "k", 1))
+    with paused(actor, fake):
+        actor.tell(fetch("before", "alice"))
+        actor.tell(MemoryPut("user", "alice", "k", 2))
+        actor.tell(fetch("after", "alice"))
+        actor.tell(fetch("missing", "bob"))
+        actor.tell(fetch("bad", ""))
+    assert done.wait(TIMEOUT)
+    assert got == [
+        ("before", 1, None),
+        ("after", 2, None),
+        ("missing", None, None),
+        ("bad", None, InvalidName),
+    ]
 
 
 def test_a_bad_delete_is_refused_without_killing_the_actor(actor: pykka.ActorRef[Any]) -> None:
