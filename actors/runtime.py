@@ -132,8 +132,11 @@ class Runtime:
         self.metrics.messages_out(event.input, len(replies))
         self._tell_input(event.input, Answered(event.id, tuple(replies)))
         self.identities.seen(event, self.memory)
-        if self.streams is not None and self.streams.replies:
-            self.streams.publish_replies(replies)
+        streams = self.streams
+        if streams is not None:
+            streams.gate.answered()
+            if streams.replies:
+                streams.publish_replies(replies)
         if event.meta.get("scheduled"):
             hook = self.job_answered
             if hook is not None:

@@ -9,18 +9,23 @@ events it handed over and not yet handled: past its mailbox bound a new event is
 dropped, counted in `harken_stream_dropped_total{stream}` and warned of at most once
 a minute, so a slow or failing stream never holds a reply or another stream up.
 
-A `StreamActor` has a thread of its own and runs the stream's function there, with a
-`BotStreamContext` (actors/streams_context.py). The `StreamInput` (input name
-`stream`) is where the answers to commands that streams run (`ctx.run`, scheduled
+A `StreamActor` holds one stream's function and its `BotStreamContext`
+(actors/streams_context.py). The streams are background work: one `StreamScheduler`
+thread runs their batches in turn, in small slices, and holds back while a person's
+message is on its way to its answer; a stream whose slice overruns is moved to a thread
+of its own (`StreamWatch`), so it delays no other stream. The `StreamInput` (input
+name `stream`) is where the answers to commands that streams run (`ctx.run`, scheduled
 jobs) arrive: it hands them to the stream waiting for them, or logs them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
@@ -40,14 +45,72 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["StreamActor", "StreamHub", "StreamInput", "StreamRunner"]
+__all__ = [
+    "ReplyGate",
+    "StreamActor",
+    "StreamHub",
+    "StreamInput",
+    "StreamRunner",
+    "StreamScheduler",
+    "StreamWatch",
+]
 
 WARN_EVERY_SECONDS = 60.0
 """A stream that drops events is warned of at most this often (each drop is counted)."""
 STOP_SECONDS = 5.0
 """On stop, how long a stream's event in progress may take to finish."""
 LINGER_SECONDS = 0.005
-"""How long a stream's actor waits, once woken, for more events to take in one go."""
+"""How long the scheduler waits, once woken, for more events to take in one go."""
+SLICE_EVENTS = 16
+"""Events a stream handles between two looks at the reply path."""
+HOLD_SECONDS = 0.02
+"""How long ready stream events may be held back while replies are in flight."""
+POLL_SECONDS = 0.0002
+"""While held back: how often the scheduler looks whether the replies are out."""
+STALE_SECONDS = 1.0
+"""A message routed this long ago and not answered no longer holds the streams back."""
+OVERRUN_SECONDS = 0.1
+"""A slice running longer than this (wall time: a stream waiting on I/O counts) moves
+its stream to a thread of its own."""
+
+
+class ReplyGate:
+    """Whether a person's message is between the router and its answer.
+
+    The router marks each message it gives to a conversation (`routed`), and
+    `Runtime.answer` takes a mark back (`answered`): a deque, whose appends and pops
+    need no lock. Answers without a mark (a scheduled command's) take nothing. A
+    message never answered here (another process of a cluster answers it) leaves its
+    mark: marks older than `STALE_SECONDS` are ignored, and the deque is bounded.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.marks: deque[float] = deque(maxlen=4096)
+
+    def routed(self) -> None:
+        self.marks.append(self.clock())
+
+    def answered(self) -> None:
+        with contextlib.suppress(IndexError):
+            self.marks.popleft()
+
+    def busy(self) -> bool:
+        """A reply is in flight: a mark newer than `STALE_SECONDS`."""
+        marks = self.marks
+        try:
+            return self.clock() - marks[-1] < STALE_SECONDS
+        except IndexError:
+            return False
+
+    def hold(self, ready_since: float) -> None:
+        """Wait while a reply is in flight, but not past `HOLD_SECONDS` after
+        `ready_since` (when the events waiting were handed over)."""
+        if not self.busy():
+            return
+        until = ready_since + HOLD_SECONDS
+        while self.busy() and self.clock() < until:
+            time.sleep(POLL_SECONDS)  # releases the interpreter to the reply path
 
 
 class StreamRunner:
@@ -75,8 +138,9 @@ class StreamRunner:
         self.busy = 0
         """Events the actor took and has not handled yet; written by the actor alone."""
         self.wake = threading.Event()
-        """Set by a hand-over the actor has not woken for yet; cleared by the actor before
-        it takes what waits, so no event is left behind unannounced."""
+        """Set by a hand-over the thread running this stream has not woken for yet (the
+        scheduler's, shared by the streams it runs, or the stream's own); cleared by
+        that thread before it takes what waits, so no event is left behind unannounced."""
         sub = subscription
         self.plain = not (sub.channels or sub.users or sub.pattern is not None)
         """Only inputs to filter on, which the hub's index already did."""
@@ -95,10 +159,19 @@ class StreamRunner:
         # the sum never falls below what is really in flight.
         if len(waiting) + self.busy < self.mailbox:
             waiting.append(event)
-            if not self.wake.is_set():
-                self.wake.set()
+            wake = self.wake
+            if not wake.is_set():
+                wake.set()
             return
         self._drop()
+
+    def take(self) -> list[Event]:
+        """What waits, for the thread running this stream (counted busy first, so the
+        mailbox never looks emptier than it is)."""
+        waiting = self.waiting
+        count = len(waiting)
+        self.busy += count
+        return [waiting.popleft() for _ in range(count)]
 
     def _drop(self) -> None:
         self._dropped.inc()
@@ -146,6 +219,9 @@ class StreamHub:
         """Commands streams run (`ctx.run`) by event id, waiting for their answers."""
         self._pending_lock = threading.Lock()
         self.stopping = False
+        self.gate = ReplyGate()
+        """People's messages between the router and their answers: streams hold back."""
+        self.watch: StreamWatch | None = None
 
     def add(self, stream: Stream, options: Any, subscription: Subscription, mailbox: int) -> None:
         runner = StreamRunner(stream, options, subscription, mailbox, self)
@@ -168,7 +244,10 @@ class StreamHub:
                 runners = self._by_input[name] = self._subscribed(name, self.runners)
             if runners:
                 self._hand_out(event, runners)
-        return HEARD in event.meta
+        if HEARD in event.meta:
+            return True
+        self.gate.routed()  # on its way to an answer: the streams hold back
+        return False
 
     @staticmethod
     def _subscribed(name: str, runners: list[StreamRunner]) -> list[StreamRunner]:
@@ -213,31 +292,50 @@ class StreamHub:
     # -- life --------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start an actor per stream (before the inputs, so none misses an event)."""
+        """Start the streams' scheduler (before the inputs, so none misses an event)."""
+        actors = []
         for runner in self.runners:
             runner.actor = StreamActor(runner, self.runtime)
-            runner.actor.start()
+            actors.append(runner.actor)
+        if actors:
+            self.watch = StreamWatch(self, StreamScheduler(actors, self.gate))
+            self.watch.start()
 
     def begin(self) -> None:
         """The bot is up (the scheduler too): let each stream run its `on_start`."""
         for runner in self.runners:
             if runner.actor is not None:
-                runner.actor.begin()
+                runner.actor.begun = True
+                runner.wake.set()
 
     def stop(self) -> None:
         """Stop the streams: the event each is handling may finish; the rest are dropped."""
         self.stopping = True
-        for runner in self.runners:
-            if runner.actor is not None:
-                runner.actor.stop()
-        for runner in self.runners:
-            actor, runner.actor = runner.actor, None
-            if actor is not None and not actor.join(STOP_SECONDS):
+        watch, self.watch = self.watch, None
+        if watch is not None:
+            watch.stop()
+        actors = [r.actor for r in self.runners if r.actor is not None]
+        for actor in actors:
+            actor.stop()
+        threads = [] if watch is None else watch.threads()
+        deadline = time.monotonic() + STOP_SECONDS
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        for actor in actors:
+            actor.runner.actor = None
+            own = actor.own
+            if own is not None:
+                own.join(max(0.0, deadline - time.monotonic()))
+            if own is not None and own.is_alive():
                 logger.warning(
                     "stream %s did not finish within %.0f s; left behind",
-                    runner.name,
+                    actor.runner.name,
                     STOP_SECONDS,
                 )
+        owned = {a.own for a in actors}
+        stuck = [t.name for t in threads if t.is_alive() and t not in owned]
+        if stuck:
+            logger.warning("stream scheduler %s did not finish; left behind", ", ".join(stuck))
         with self._pending_lock:
             waiting, self.pending = list(self.pending.values()), {}
         for future in waiting:
@@ -245,14 +343,13 @@ class StreamHub:
 
 
 class StreamActor:
-    """Runs one stream's function on a thread of its own, one event at a time.
+    """One stream's function and state, run by one thread at a time, one event at a time.
 
-    An actor in all but library: it alone runs the stream's code and holds its state,
-    and takes its events from its mailbox in order. Not a pykka actor, whose inbox
-    wakes the thread for every message: this one takes everything waiting at each
-    wake-up and lingers `LINGER_SECONDS` first, so a busy stream wakes a few hundred
-    times a second rather than once per event, and steals the interpreter from the
-    reply path that much less often (BENCHMARKS.md, streams).
+    An actor in all but library: only the thread that runs it calls the stream's code,
+    which holds its state and takes its events from its mailbox in order. That thread
+    is the `StreamScheduler`'s, shared with the other streams, until a slice of this
+    stream overruns (`StreamWatch`): then the thread stays with this stream alone
+    (`own`), and the other streams get a new scheduler.
     """
 
     def __init__(self, runner: StreamRunner, runtime: Runtime) -> None:
@@ -260,61 +357,43 @@ class StreamActor:
         self.runtime = runtime
         self.on_event, self.on_start_hook = runner.stream.make_handler()
         self.ctx: BotStreamContext | None = None
-        """Made on the actor's thread once the scheduler is up (`begin`)."""
-        self._begin = False
-        self._stop = False
-        # Daemon: a stream stuck in its own code must not keep Harken up.
-        self.thread = threading.Thread(target=self._loop, name=f"stream:{runner.name}", daemon=True)
+        """Made on the running thread once the scheduler is up (`begin`)."""
+        self.begun = False
+        """Set by `begin`; the running thread then runs `on_start` before any event."""
+        self.stopped = False
+        self.own: threading.Thread | None = None
+        """The thread this stream has to itself, once a slice of it overran."""
 
-    def start(self) -> None:
-        self.thread.start()
-
-    def begin(self) -> None:
-        self._begin = True
-        self.runner.wake.set()
-
-    def stop(self) -> None:
-        self._stop = True
-        self.runner.wake.set()
-
-    def join(self, timeout: float) -> bool:
-        self.thread.join(timeout)
-        return not self.thread.is_alive()
-
-    def _loop(self) -> None:
-        runner = self.runner
-        while True:
-            runner.wake.wait()
-            if not self._stop:
-                time.sleep(LINGER_SECONDS)  # let a burst gather: one wake-up for it all
-            runner.wake.clear()  # before taking: a later hand-over wakes it again
-            waiting = runner.waiting
-            count = len(waiting)
-            runner.busy += count  # before taking, so the mailbox never looks emptier
-            batch = [waiting.popleft() for _ in range(count)]
-            if self._stop:
-                if batch:
-                    logger.warning(
-                        "stream %s stopped with %d event(s) not handled", runner.name, len(batch)
-                    )
-                return
-            ctx = self.ctx
-            if ctx is None or ctx.stale():
-                ctx = self.ctx = BotStreamContext(runner, self.runtime)
-            if self._begin:
-                self._begin = False
-                if self.on_start_hook is not None:
-                    ctx.handling(None)
-                    self._guarded(self.on_start_hook, ctx, None)
-            if batch:
-                runner.taken.inc(len(batch))
-                self._handle(ctx, batch)
-
-    def _handle(self, ctx: BotStreamContext, batch: list[Event]) -> None:
-        """Run the stream on each event in order; what it raises is logged and counted."""
+    def run(
+        self,
+        batch: list[Event],
+        gate: ReplyGate | None,
+        ready_since: float,
+        slice_started: Callable[[], None],
+    ) -> None:
+        """Run `on_start` if due, then the stream on each event of `batch` in order,
+        `SLICE_EVENTS` at a time; before each slice, `gate.hold` (background work) and
+        `slice_started()` (for the watch)."""
+        ctx = self.ctx
+        if ctx is None or ctx.stale():
+            ctx = self.ctx = BotStreamContext(self.runner, self.runtime)
+        if self.begun:
+            self.begun = False
+            if self.on_start_hook is not None:
+                slice_started()
+                ctx.handling(None)
+                self._guarded(self.on_start_hook, ctx)
+        if not batch:
+            return
         runner, on_event = self.runner, self.on_event
-        for event in batch:
-            if not self._stop:
+        runner.taken.inc(len(batch))
+        for index, event in enumerate(batch):
+            if index % SLICE_EVENTS == 0:
+                if gate is not None:
+                    slice_started()  # holding back is no overrun
+                    gate.hold(ready_since)
+                slice_started()
+            if not self.stopped:
                 ctx.handling(event)
                 try:
                     on_event(ctx, event)
@@ -322,17 +401,172 @@ class StreamActor:
                     self._failed(event)
             runner.busy -= 1
 
-    def _guarded(self, call: Any, ctx: BotStreamContext, event: Event | None) -> None:
+    def _guarded(self, call: Any, ctx: BotStreamContext) -> None:
         try:
             call(ctx)
         except Exception:
-            self._failed(event)
+            self._failed(None)
 
     def _failed(self, event: Event | None) -> None:
         self.runner.errors.inc()
         error_id = new_error_id()
         what = f"event {event.id} from {event.input}" if event is not None else "its start"
         logger.exception("stream %s failed on %s (error id %s)", self.runner.name, what, error_id)
+
+    def own_loop(self, wake: threading.Event) -> None:
+        """The stream's own thread, after an overrun: wake, linger, run what waits."""
+        runner = self.runner
+        while True:
+            wake.wait()
+            if not self.stopped:
+                time.sleep(LINGER_SECONDS)
+            wake.clear()
+            batch = runner.take()
+            if self.stopped:
+                _stopped_with(runner.name, batch)
+                return
+            self.run(batch, None, 0.0, _nothing)
+
+    def stop(self) -> None:
+        self.stopped = True
+        self.runner.wake.set()
+
+
+def _nothing() -> None:
+    return None
+
+
+def _stopped_with(name: str, batch: list[Event]) -> None:
+    if batch:
+        logger.warning("stream %s stopped with %d event(s) not handled", name, len(batch))
+
+
+class StreamScheduler:
+    """One thread that runs the batches of several streams in turn, as background work.
+
+    Woken by a hand-over to any of its streams, it lingers `LINGER_SECONDS` to let a
+    burst gather, then runs each stream's batch, `SLICE_EVENTS` events at a time. Before
+    each slice it holds back while a person's message is on its way to its answer (the
+    `ReplyGate`, at most `HOLD_SECONDS` after the wake-up), sleeping and so leaving the
+    interpreter to the reply path. One thread for all streams: one wake-up per burst
+    instead of one per stream, and never ten threads at once queueing for the
+    interpreter in front of a reply.
+    """
+
+    def __init__(self, actors: list[StreamActor], gate: ReplyGate, index: int = 0) -> None:
+        self.actors = actors
+        self.gate = gate
+        self.wake = threading.Event()
+        self.lock = threading.Lock()
+        """Guards `current` against the watch moving it away mid-check."""
+        self.current: StreamActor | None = None
+        """The stream whose batch runs now; None between batches."""
+        self.slice_at = 0.0
+        """When the current slice started (monotonic)."""
+        self.handed_over = False
+        """Set by the watch: when `current`'s batch ends, this thread is its own."""
+        self.stopped = False
+        for actor in actors:
+            actor.runner.wake = self.wake
+        name = "streams" if index == 0 else f"streams-{index}"
+        # Daemon: a stream stuck in its own code must not keep Harken up.
+        self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        self.wake.set()  # events handed over before the start, or to a former scheduler
+
+    def stop(self) -> None:
+        self.stopped = True
+        self.wake.set()
+
+    def _slice(self) -> None:
+        self.slice_at = time.monotonic()
+
+    def _loop(self) -> None:
+        wake, gate = self.wake, self.gate
+        while True:
+            wake.wait()
+            if not self.stopped:
+                time.sleep(LINGER_SECONDS)  # let a burst gather: one wake-up for it all
+            wake.clear()  # before taking: a later hand-over wakes it again
+            ready = time.monotonic()
+            for actor in self.actors:
+                batch = actor.runner.take()
+                if self.stopped or actor.stopped:
+                    _stopped_with(actor.runner.name, batch)
+                    continue
+                if not batch and not actor.begun:
+                    continue
+                with self.lock:
+                    self.current = actor
+                actor.run(batch, gate, ready, self._slice)
+                with self.lock:
+                    self.current = None
+                    handed_over = self.handed_over
+                if handed_over:  # the watch gave this thread to `actor`
+                    actor.own_loop(actor.runner.wake)
+                    return
+            if self.stopped:
+                return
+
+    def overran(self, now: float) -> StreamActor | None:
+        """The watch's check: the stream whose slice has run past `OVERRUN_SECONDS`,
+        now handed this thread (the caller starts a scheduler for the others)."""
+        with self.lock:
+            actor = self.current
+            if actor is None or self.handed_over or now - self.slice_at < OVERRUN_SECONDS:
+                return None
+            self.handed_over = True
+            actor.own = self.thread
+            own = threading.Event()
+            own.set()  # events handed over before the move woke this scheduler, not it
+            actor.runner.wake = own
+            return actor
+
+
+class StreamWatch:
+    """Looks at the scheduler every `OVERRUN_SECONDS`: a stream whose slice overran
+    keeps the scheduler's thread to itself, and a new scheduler runs the others, so a
+    slow or stuck stream delays the others by one overrun at most, once."""
+
+    def __init__(self, hub: StreamHub, scheduler: StreamScheduler) -> None:
+        self.hub = hub
+        self.scheduler = scheduler
+        self.schedulers = [scheduler]
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="streams-watch", daemon=True)
+
+    def start(self) -> None:
+        self.scheduler.start()
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while not self.done.wait(OVERRUN_SECONDS):
+            old = self.scheduler
+            actor = old.overran(time.monotonic())
+            if actor is None:
+                continue
+            logger.warning(
+                "stream %s ran for over %.0f ms on one slice; it runs on a thread of its own "
+                "from now on",
+                actor.runner.name,
+                OVERRUN_SECONDS * 1000,
+            )
+            others = [a for a in old.actors if a is not actor]
+            new = StreamScheduler(others, old.gate, len(self.schedulers))
+            self.schedulers.append(new)
+            self.scheduler = new
+            new.start()
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join(STOP_SECONDS)
+        for scheduler in self.schedulers:
+            scheduler.stop()
+
+    def threads(self) -> list[threading.Thread]:
+        return [s.thread for s in self.schedulers]
 
 
 class StreamInput(InputActor):

@@ -9,13 +9,14 @@ per second the 10 streams handled together (from the first message sent to the l
 event handled by the slowest stream).
 
     python -m bench.bench_streams [--messages 10000] [--streams 10] [--rate 5000]
-                                  [--rounds 1]
+                                  [--rounds 1] [--switch-interval SECONDS]
 
 The steady part sends at a fixed rate (open loop), so both cases carry the same load:
 its p99 is the reply latency a busy bot's people see, where the closed loop's is set by
 how much the machine can do. With `--rounds N` the steady runs alternate N times and
 the medians are shown: p99s under a millisecond vary by tens of percent from run to
-run on a shared machine.
+run on a shared machine. `--switch-interval` sets `sys.setswitchinterval` for the whole
+run (Python's default: 0.005 s).
 """
 
 from __future__ import annotations
@@ -169,7 +170,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rounds", type=int, default=1, help="steady runs of each, alternating; medians shown"
     )
+    parser.add_argument(
+        "--switch-interval", type=float, default=None, help="sys.setswitchinterval, seconds"
+    )
     args = parser.parse_args(argv)
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
+    print(f"Python switch interval: {sys.getswitchinterval() * 1000:g} ms")
+    print()
     print(f"## Streams: echo, 100 users, {args.messages:,} messages, one run each")
     print()
     print("| streams | messages/s | p50 ms | p99 ms | stream events/s | dropped |")

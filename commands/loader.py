@@ -132,23 +132,32 @@ def _defined_in(cmd: Command) -> str | None:
     return module if isinstance(module, str) else None
 
 
-def _load_dir(result: LoadResult, folder: Path) -> None:
+def dir_modules(folder: Path) -> tuple[list[tuple[Path, types.ModuleType]], list[str]]:
+    """Import each `.py` file of `folder` (not `_*.py`) as a module of the folder's
+    package: (path, module) of each that loaded, and what went wrong with the others.
+    The command loader and the stream loader (commands/streams.py) walk it alike."""
     try:
         package = _import_package(folder.resolve())
     except Exception as exc:
-        result.problems.append(f"{folder}: failed to load: {exc!r}")
-        return
+        return [], [f"{folder}: failed to load: {exc!r}"]
     modules: list[tuple[Path, types.ModuleType]] = []
+    problems: list[str] = []
     for path in sorted(folder.glob("*.py")):
         if path.name.startswith("_"):
             continue
         if "." in path.stem:
-            result.problems.append(f"{path}: not loaded: a module name cannot hold a '.'")
+            problems.append(f"{path}: not loaded: a module name cannot hold a '.'")
             continue
         try:
             modules.append((path, importlib.import_module(f"{package}.{path.stem}")))
         except Exception as exc:
-            result.problems.append(f"{path}: failed to load: {exc!r}{_hint(exc, folder, package)}")
+            problems.append(f"{path}: failed to load: {exc!r}{_hint(exc, folder, package)}")
+    return modules, problems
+
+
+def _load_dir(result: LoadResult, folder: Path) -> None:
+    modules, problems = dir_modules(folder)
+    result.problems.extend(problems)
     # A file that imports a command from a sibling holds it too: register each command
     # once, from the file that defines it.
     holders: dict[int, list[Path]] = {}

@@ -326,7 +326,7 @@ def load_streams(
     file of `bot.command_dirs` (imported as the command loader imports them; a file
     that fails to load is reported by the command loader, and skipped here)."""
     # Imported here: the loader imports the built-in commands, which import this module.
-    from commands.loader import _import_package
+    from commands.loader import dir_modules
 
     result = StreamLoadResult()
     for module_name in BUILTIN_MODULES:
@@ -342,17 +342,8 @@ def load_streams(
         folder = Path(directory)
         if not folder.is_dir():
             continue  # the command loader says so
-        try:
-            package = _import_package(folder.resolve())
-        except Exception:
-            continue
-        for path in sorted(folder.glob("*.py")):
-            if path.name.startswith("_") or "." in path.stem:
-                continue
-            try:
-                module = importlib.import_module(f"{package}.{path.stem}")
-            except Exception:
-                continue
+        modules, _ = dir_modules(folder)  # its problems: the command loader says them
+        for path, module in modules:
             own = [s for s in streams_in(module) if _defined_in(s) == module.__name__]
             _add(result, own, str(path))
     for problem in result.problems:

@@ -1,6 +1,7 @@
 """Streams through the real bot (`TestBot`): filters, messages not for the bot, loop
-safety, a full or failing stream that delays nobody, commands a stream runs, the
-built-in relay and digest, and what a `[streams.<name>]` section may say."""
+safety, a full, failing or stuck stream that delays nobody, streams as background work
+(one scheduler thread, held back while a reply is in flight), commands a stream runs,
+the built-in relay and digest, and what a `[streams.<name>]` section may say."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from support.cli import harken
 
 from actors.inputs.base import HEARD
 from actors.messages import ListJobs, MemoryGet, MemoryKeys
+from actors.streams import HOLD_SECONDS, STALE_SECONDS, ReplyGate
 from actors.system import StartupError
+from commands.base import command
 from commands.streams import StreamContext, stream
 from config.loader import load_settings
 from core.event import Event, EventType
@@ -184,6 +187,128 @@ def test_a_failing_stream_is_logged_and_counted_and_keeps_getting_events(
         assert bot.system.runtime is not None
         registry = bot.system.runtime.metrics.registry
         assert registry.get_sample_value("harken_stream_errors_total", {"stream": "fragile"}) == 1
+
+
+def test_streams_run_in_turn_on_one_scheduler_thread(tmp_path: Path) -> None:
+    threads: dict[str, str] = {}
+    seen = Seen()
+
+    def make(name: str) -> Any:
+        def record(ctx: StreamContext, event: Event) -> None:
+            threads[name] = threading.current_thread().name
+            seen.add(event)
+
+        return stream(record, name=name)
+
+    with _bot(tmp_path, make("one"), make("two"), make("three")) as bot:
+        bot.send("echo hello")
+        wait_until(lambda: len(threads) == 3)
+    assert set(threads.values()) == {"streams"}
+
+
+def test_a_stuck_stream_gets_a_thread_of_its_own_and_the_others_carry_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    release = threading.Event()
+    entered = threading.Event()
+    stuck_seen, quick_seen = Seen(), Seen()
+
+    @stream(name="stuck")
+    def stuck(ctx: StreamContext, event: Event) -> None:
+        entered.set()
+        release.wait(30)
+        stuck_seen.add(event)
+
+    @stream(name="quick")
+    def quick(ctx: StreamContext, event: Event) -> None:
+        quick_seen.add(event)
+
+    caplog.set_level(logging.WARNING, logger="actors.streams")
+    with _bot(tmp_path, stuck, quick) as bot:
+        try:
+            assert bot.ask("echo 1") == "1"
+            assert entered.wait(10)
+            assert bot.ask("echo 2") == "2"
+            # The scheduler's thread stays with the stuck stream; a new one runs quick.
+            quick_seen.wait_for("echo 2")
+            assert stuck_seen.texts() == []
+            moved = [r for r in caplog.records if "stream stuck ran for over" in r.getMessage()]
+            assert len(moved) == 1
+        finally:
+            release.set()
+        stuck_seen.wait_for("echo 2")
+        assert stuck_seen.texts() == ["echo 1", "echo 2"]
+        bot.send("echo 3")
+        quick_seen.wait_for("echo 3")
+        stuck_seen.wait_for("echo 3")
+
+
+def test_the_reply_gate_holds_streams_back_only_while_a_reply_is_in_flight() -> None:
+    now = [100.0]
+
+    def clock() -> float:
+        now[0] += 0.001  # each look moves time on, so that holding back ends
+        return now[0]
+
+    gate = ReplyGate(clock)
+    assert not gate.busy()
+    gate.routed()
+    gate.routed()
+    gate.answered()
+    assert gate.busy()  # one of two still on its way
+    start = now[0]
+    gate.hold(start)
+    assert now[0] >= start + HOLD_SECONDS  # held back, but no longer than that
+    gate.answered()
+    gate.answered()  # an answer when no mark is left (a scheduled command's) takes none
+    assert not gate.busy()
+    start = now[0]
+    gate.hold(start)
+    assert now[0] < start + HOLD_SECONDS  # nothing in flight: no holding back
+    gate.routed()
+    now[0] += STALE_SECONDS
+    assert not gate.busy()  # routed but never answered here: it holds nothing back
+
+
+hold = threading.Event()
+
+
+@command(r"^hold$", usage="hold", description="Waits until the test releases it (at most 10 s).")
+def hold_command() -> str:
+    hold.wait(10)
+    return "held"
+
+
+def test_a_message_holds_the_streams_back_from_the_router_to_its_answer(tmp_path: Path) -> None:
+    seen = Seen()
+
+    @stream(name="watcher")
+    def watcher(ctx: StreamContext, event: Event) -> None:
+        seen.add(event)
+
+    hold.clear()
+    bot = TestBot(
+        tmp_path / "memory",
+        commands=[hold_command],
+        streams=[watcher],
+        settings={"streams.watcher.mailbox": "10"},
+    )
+    with bot:
+        assert bot.system is not None
+        assert bot.system.runtime is not None
+        hub = bot.system.runtime.streams
+        assert hub is not None
+        try:
+            asked = bot.send("hold")
+            wait_until(hub.gate.busy)
+            seen.wait_for("hold")  # held back at most a moment: streams still get it
+        finally:
+            hold.set()
+        assert [e.data for e in bot.replies(asked)] == ["held"]
+        wait_until(lambda: not hub.gate.busy())
+        bot.send("hello", addressed=False)  # for the streams only: no reply in flight
+        seen.wait_for("hello")
+        assert not hub.gate.busy()
 
 
 def test_a_stream_runs_commands_as_itself_under_the_access_rules(tmp_path: Path) -> None:
