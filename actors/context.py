@@ -155,6 +155,20 @@ class IdentityView:
         return done
 
 
+class _Writes:
+    """Whether a context's memory views wrote: theirs to mark, not the context's own
+    method, so that a context and its views hold no cycle and are freed as soon as the
+    turn is done (not by a garbage collection, which every message in flight waits for)."""
+
+    __slots__ = ("happened",)
+
+    def __init__(self) -> None:
+        self.happened = False
+
+    def mark(self) -> None:
+        self.happened = True
+
+
 class Context:
     """Everything a command may use, injected as `ctx` (core.context.Context)."""
 
@@ -181,7 +195,7 @@ class Context:
         self.owner = self.account = owner_of(event)
         """`<input>:<user>`: the memory actor turns it into the person's owner."""
         self._identity: IdentityView | None = None
-        self.wrote = False
+        self._writes = _Writes()
         self._memory = memory
         self._say = say
         self.memory = self.memory_for(USER_NS)
@@ -190,6 +204,11 @@ class Context:
     @property
     def user(self) -> str:
         return self.event.user
+
+    @property
+    def wrote(self) -> bool:
+        """Whether a write was told to memory through this context."""
+        return self._writes.happened
 
     @property
     def identity(self) -> IdentityView:
@@ -204,11 +223,11 @@ class Context:
     def memory_for(self, namespace: str) -> MemoryView:
         """This person's memory in another namespace (`plugin:<name>` for a plugin's own)."""
         # The account, not the owner: the memory actor's map is the one that is never stale.
-        return MemoryView(self._memory, namespace, self.account, self._mark_written)
+        return MemoryView(self._memory, namespace, self.account, self._writes.mark)
 
     def team_memory(self, namespace: str) -> MemoryView:
         """Memory the whole team shares, whatever the input (owner `team`): incidents."""
-        return MemoryView(self._memory, namespace, TEAM_OWNER, self._mark_written)
+        return MemoryView(self._memory, namespace, TEAM_OWNER, self._writes.mark)
 
     def say(self, text: str) -> None:
         """Send a reply now, before the command returns (progress for slow commands)."""
@@ -317,9 +336,6 @@ class Context:
                 "The scheduler is not answering right now; nothing was changed. "
                 "Please try again in a moment."
             ) from exc
-
-    def _mark_written(self) -> None:
-        self.wrote = True
 
 
 if TYPE_CHECKING:

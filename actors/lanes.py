@@ -101,6 +101,9 @@ class Lanes:
         while True:
             func, args = slot.func, slot.args
             assert func is not None
+            # The job often holds what holds its slot (a turn and its place): let go of
+            # it, so that no cycle waits for the garbage collector.
+            slot.func, slot.args = None, ()
             try:
                 func(*args)
             except Exception:
