@@ -121,6 +121,25 @@ def load_dialog(runtime: Runtime, talk: str, conversation: pykka.ActorRef[Any]) 
 class Turn:
     """One person's message, from its plan to the reply (see the module)."""
 
+    __slots__ = (
+        "admin",
+        "before",
+        "command",
+        "conversation",
+        "ctx",
+        "event",
+        "name",
+        "notes",
+        "now",
+        "plan",
+        "refusal",
+        "replies",
+        "runtime",
+        "slot",
+        "state",
+        "talk",
+    )
+
     def __init__(
         self,
         runtime: Runtime,
@@ -365,7 +384,7 @@ class Turn:
         wrote = self.ctx is not None and self.ctx.wrote
         self.plan = self.ctx = self.before = None
         try:
-            if not _same(before, after):
+            if before is not after and not _same(before, after):
                 owner, key = state_address(self.talk)
                 if after is None:
                     memory.tell(MemoryDelete(CONVERSATION_NS, owner, key))
@@ -393,7 +412,8 @@ class Turn:
         self._done()
 
     def _done(self) -> None:
-        self.runtime.answer(self.event, self.notes + self.replies)
+        notes = self.notes
+        self.runtime.answer(self.event, notes + self.replies if notes else self.replies)
         if self.conversation is not None:
             # The conversation may have stopped while the turn ran (its router
             # restarted); its successor needs nothing from this turn but its writes.
