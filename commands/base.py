@@ -77,6 +77,8 @@ def replies_of(name: str, result: object, *, can_wait: bool = True) -> list[str]
     """The replies a command's function returned: a coroutine (from `async def`) is
     awaited first on an event loop of its own; anything but a string, a list or tuple
     of strings, or None raises `ReplyTypeError`."""
+    if isinstance(result, str):  # the usual answer first: one reply
+        return [result]
     if inspect.iscoroutine(result):
         if not can_wait:
             result.close()
