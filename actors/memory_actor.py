@@ -148,8 +148,8 @@ class MemoryActor(SupervisedActor):
                 return None
             # A fetch told before a write must not see it.
             if (
-                isinstance(message, MemoryPut | MemoryDelete)
-                and self._fetched
+                self._fetched
+                and isinstance(message, (MemoryPut, MemoryDelete))
                 and ((message.namespace, message.owner, message.key) in self._fetched)
             ):
                 self._serve_fetches()
