@@ -67,44 +67,41 @@ by the size of its own owner instead:
   once handed over; `spare_created`, `error` and `done`, which it sets last), the
   owner files and shard directories on disk, the sealed segment files of its
   checkpoint, its spare segment file, and its `CheckpointWriter.shards`. The user's
-  thread touches everything else (`_owners`, `_journal`, `_sealed`, ...) and looks
+  thread touches everything else (`_owners`, `memory.segments`, ...) and looks
   at the checkpoint only after `done` is set, which orders
   the writer's work before it. `shards` is shared in time, not at once: a
   checkpoint that runs on the user's thread (at open, `checkpoint()`, close) first
   waits for the writer's.
 
 The owner file format is in `memory.owner_files`, the owners in memory in
-`memory.owner_cache`, the writer's side of checkpoints in `memory.checkpoint`, and
+`memory.owner_cache`, the journal's segments and the store's side of checkpoints in
+`memory.segments`, the writer's side in `memory.checkpoint`, and
 the directory lock, checks and recovery done at opening in `memory.recovery`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import threading
 from typing import Final
 
-from memory.checkpoint import WRITER_THREAD_NAME, Checkpoint, CheckpointWriter
+from memory.checkpoint import CheckpointWriter
 from memory.journal import Journal, Put
 from memory.owner_cache import Owner, OwnerCache
 from memory.owner_files import owner_file_path, parse_owner_file, read_all
 from memory.recovery import (
     check_owners_directory,
     lock_directory,
-    numbered_segments,
     read_segments,
-    segment_name,
     tidy_owner_files,
 )
+from memory.segments import JournalSegments
 from memory.store import (
     DEFAULT_MAX_VALUE_BYTES,
     JSON,
     StoreClosed,
     StoreCorrupt,
-    StoreError,
     StoreUnavailable,
     check_names,
     encode_value,
@@ -168,26 +165,20 @@ class TinyDBStore:
         if min(limits) < 1 or cache_owners < 0:
             raise ValueError("store limits must be positive (cache_owners may be 0)")
         self.root = os.path.abspath(os.fspath(path))
-        self._checkpoint_bytes = checkpoint_bytes
-        self._checkpoint_owners = checkpoint_owners
-        # Below the checkpoint threshold the cap could never apply: no checkpoint would
-        # be due, so none would be waited for.
-        self._journal_max_bytes = max(journal_max_bytes, checkpoint_bytes)
         self._max_value_bytes = max_value_bytes
         self._fsync = fsync
         self._owners = OwnerCache(cache_owners, self._load)
         # Writes the owner files and drops sealed segments, on the writer thread.
         self._checkpointer = CheckpointWriter(self.root, fsync=fsync)
-        self._sealed: list[str] = []  # segments before the active one, oldest first
-        # A durable, empty segment made by the last checkpoint: the next one starts
-        # writing to it without syncing the root directory on the caller's thread.
-        self._spare: str | None = None
-        self._next_segment = 1
-        self._running: Checkpoint | None = None
-        self._writer: threading.Thread | None = None
-        # After a failed checkpoint, wait until the active segment reaches this size
-        # before trying again, so that a full disk does not make every write retry it.
-        self._retry_checkpoint_at = 0
+        self._segments = JournalSegments(
+            self.root,
+            self._owners,
+            self._checkpointer,
+            fsync=fsync,
+            checkpoint_bytes=checkpoint_bytes,
+            checkpoint_owners=checkpoint_owners,
+            journal_max_bytes=journal_max_bytes,
+        )
         self._closed = False
         # Set once the store's files were found deleted under it: it takes no more writes.
         self._unavailable: str | None = None
@@ -195,7 +186,7 @@ class TinyDBStore:
         self._lock_fd = lock_directory(self.root)
         try:
             self._prepare_directories()
-            self._journal = self._recover()
+            self._recover()
         except BaseException:
             if self._owners_fd >= 0:
                 os.close(self._owners_fd)
@@ -219,15 +210,8 @@ class TinyDBStore:
         if removed:
             logger.info("memory store %s: removed %d leftover temporary files", self.root, removed)
 
-    def _segments_on_disk(self) -> list[str]:
-        """Every journal segment in the root, oldest first (a legacy journal first)."""
-        numbered = numbered_segments(self.root)
-        if numbered:
-            self._next_segment = numbered[-1][0] + 1
-        return [os.path.join(self.root, name) for _, name in numbered]
-
-    def _recover(self) -> Journal:
-        segments = read_segments(self.root, self._segments_on_disk())
+    def _recover(self) -> None:
+        segments = read_segments(self.root, self._segments.on_disk())
         replayed = 0
         for _, contents in segments:
             # In order: a newer segment's writes came after, so they must win.
@@ -239,35 +223,17 @@ class TinyDBStore:
                     owner.remove(record.namespace, record.key)
                 self._owners.mark_dirty(owner)
             replayed += len(contents.records)
-        self._sealed = [path for path, _ in segments]
-        journal = self._open_segment()
+        journal = self._segments.begin([path for path, _ in segments])
         if replayed:
             logger.info("memory store %s: replayed %d journal records", self.root, replayed)
-        self._journal = journal
         try:
-            if self._owners.dirty or self._sealed:
+            if self._owners.dirty or self._segments.sealed:
                 # Empty segments included: a checkpoint with nothing to write deletes them.
                 self.checkpoint()
-            self._spare = self._new_segment_path()
-            Journal(self._spare, fsync=self._fsync).close()  # created durably
+            self._segments.make_spare()
         except BaseException:
             journal.close()
             raise
-        return journal
-
-    def _new_segment_path(self) -> str:
-        # Numbered before it exists: if creating it fails half-way, a retry takes a
-        # fresh name instead of reusing a file whose directory entry was never synced.
-        number, self._next_segment = self._next_segment, self._next_segment + 1
-        return os.path.join(self.root, segment_name(number))
-
-    def _open_segment(self) -> Journal:
-        """Open the spare segment, or create the next one (syncing the root directory)."""
-        if self._spare is not None:
-            path, self._spare = self._spare, None
-            if os.path.exists(path):  # else Journal creates it again, and syncs
-                return Journal(path, fsync=self._fsync)
-        return Journal(self._new_segment_path(), fsync=self._fsync)
 
     # --- owners and the cache ------------------------------------------------------
 
@@ -320,8 +286,9 @@ class TinyDBStore:
         syncs) without complaint, so without this a store whose directory was removed
         would go on acknowledging writes that no file holds.
         """
-        if self._journal.deleted():
-            self._fail(f"its journal {self._journal.path} was deleted while the store was open")
+        journal = self._journal
+        if journal.deleted():
+            self._fail(f"its journal {journal.path} was deleted while the store was open")
         if os.fstat(self._owners_fd).st_nlink == 0:
             self._fail("the owners directory was deleted while the store was open")
 
@@ -399,16 +366,9 @@ class TinyDBStore:
                 # left of a deleted directory.)
                 self.checkpoint()
         finally:
-            # Never release the lock while the writer may still touch the files: the
-            # next store to open the directory would race it.
-            if self._running is not None:
-                self._running.done.wait()
+            # (Waits for a running checkpoint: the lock is released only after it.)
+            self._segments.close()
             self._closed = True
-            self._journal.close()
-            if self._spare is not None:
-                # Unused; empty, so there is no need to sync its removal.
-                with contextlib.suppress(OSError):
-                    os.unlink(self._spare)
             os.close(self._owners_fd)
             os.close(self._lock_fd)
             self._owners.clear()
@@ -443,12 +403,19 @@ class TinyDBStore:
         A finished one is collected by the next call to the store (or by
         `wait_for_checkpoint`).
         """
-        return self._running is not None
+        return self._segments.running is not None
 
     @property
     def journal_bytes(self) -> int:
         """Size of the active journal segment, committed or not: what triggers checkpoints."""
         return self._journal.size
+
+    @property
+    def _journal(self) -> Journal:
+        """The active journal segment."""
+        journal = self._segments.journal
+        assert journal is not None, "opened in __init__"
+        return journal
 
     def wait_for_checkpoint(self, timeout: float | None = None) -> bool:
         """Wait for the background checkpoint, if one runs, and collect its outcome.
@@ -457,81 +424,15 @@ class TinyDBStore:
         dirty again. Returns False if it was still running after `timeout` seconds.
         """
         self._check_open()
-        running = self._running
-        if running is not None and not running.done.wait(timeout):
-            return False
-        self._collect_checkpoint()
-        return True
-
-    def _collect_checkpoint(self, *, report: bool = True) -> BaseException | None:
-        """Take in the outcome of a finished checkpoint; return its error.
-
-        `report` logs a failure: for checkpoints whose caller does not raise it.
-        """
-        running = self._running
-        if running is None or not running.done.is_set():
-            return None
-        self._running = None
-        if self._writer is not None:
-            self._writer.join()
-            self._writer = None
-        if running.error is not None:
-            # (A spare it may have created is not known to be durable: left unused, it
-            # is an empty segment, deleted by the next open.)
-            # Its owners go back to the dirty set; their writes are still in the sealed
-            # segments, which stay until a checkpoint writes those owners successfully.
-            self._owners.flushed(ok=False)
-            self._retry_checkpoint_at = self._journal.size + max(self._checkpoint_bytes // 16, 1)
-            if report:
-                logger.error(
-                    "memory store %s: checkpoint failed; will retry later",
-                    self.root,
-                    exc_info=running.error,
-                )
-            return running.error
-        deleted = len(running.segments)
-        assert self._sealed[:deleted] == running.segments
-        del self._sealed[:deleted]
-        if running.spare_created:
-            self._spare = running.spare
-        self._retry_checkpoint_at = 0
-        self._owners.flushed(ok=True)
-        logger.debug("memory store %s: checkpointed %d owners", self.root, len(running.owners))
-        return None
+        return self._segments.wait(timeout)
 
     def _maybe_checkpoint(self) -> None:
-        """Start a background checkpoint if one is due; never fail the caller.
-
-        Callers are a put or a commit that has already succeeded: failing them because
-        the owner files could not be rewritten would report a lost write that is not
-        lost. The journal keeps everything until a later checkpoint succeeds.
-        """
-        self._collect_checkpoint()
-        if self._unavailable is not None:
-            return
-        size = self._journal.size
-        if size < self._retry_checkpoint_at or (
-            size < self._checkpoint_bytes and len(self._owners.dirty) < self._checkpoint_owners
-        ):
-            return
-        if self._running is not None:
-            if size < self._journal_max_bytes:
-                return  # one at a time: the active segment keeps everything meanwhile
-            # The writer cannot keep up; stop the journal (and the pinned owners) from
-            # growing without bound by waiting for it.
-            logger.warning(
-                "memory store %s: the journal passed %d bytes during a checkpoint; waiting for it",
-                self.root,
-                self._journal_max_bytes,
-            )
-            self._running.done.wait()
-            if self._collect_checkpoint() is not None:
-                return  # it failed and set the retry threshold
-        try:
-            self._start_checkpoint(background=True)
-        except (OSError, StoreError):
-            self._retry_checkpoint_at = size + max(self._checkpoint_bytes // 16, 1)
-            logger.exception("memory store %s: checkpoint failed; will retry later", self.root)
+        """Start a background checkpoint if one is due (`JournalSegments.maybe_checkpoint`);
+        none once the store's files are gone."""
+        if self._unavailable is None:
+            self._segments.maybe_checkpoint()
+        else:
+            self._segments.collect()
 
     def checkpoint(self) -> None:
         """Write every dirty owner's file and delete the journal's sealed segments.
@@ -540,55 +441,4 @@ class TinyDBStore:
         raises if that fails.
         """
         self._check_writable()
-        if self._running is not None:
-            self._running.done.wait()
-            self._collect_checkpoint()  # a failure is logged; this one retries it
-        self._start_checkpoint(background=False)
-        error = self._collect_checkpoint(report=False)
-        if error is not None:
-            raise error
-        self._retry_checkpoint_at = 0  # also when there was nothing to write
-
-    def _start_checkpoint(self, *, background: bool) -> None:
-        """Seal the active segment, snapshot the dirty owners and write them.
-
-        With `background`, the writing is handed to a new writer thread, which also
-        makes a spare segment for the next checkpoint if there is none; otherwise it
-        is done here (the outcome is collected by `_collect_checkpoint` either way).
-        Raises, changing nothing, if the active segment cannot be committed or the new
-        one created.
-        """
-        assert self._running is None
-        if self._journal.has_records:
-            # Sealed segments must be complete: every write in a snapshot is then
-            # durable in a segment before any owner file can hold it. (An active
-            # segment without records needs no sealing: after a failed checkpoint, the
-            # dirty owners' writes are all in the sealed segments.)
-            self._journal.commit()
-            old, self._journal = self._journal, self._open_segment()
-            # Written with the new segment's first commit: no sync of its own.
-            self._journal.append_seal(os.path.basename(old.path), old.size, old.crc)
-            self._sealed.append(old.path)
-            old.close()
-        if not self._owners.dirty and not self._sealed:
-            return
-        owners = self._owners.start_flush()
-        make_spare = background and self._spare is None
-        running = Checkpoint(
-            owners, list(self._sealed), self._new_segment_path() if make_spare else None
-        )
-        self._running = running
-        if background:
-            # A daemon: a process that exits without closing the store loses nothing
-            # that a kill -9 at the same moment would not (and that loses nothing).
-            writer = threading.Thread(
-                target=self._checkpointer.run, args=(running,), name=WRITER_THREAD_NAME, daemon=True
-            )
-            try:
-                writer.start()
-            except RuntimeError:  # no thread to be had: do the work here, late but done
-                logger.warning("memory store %s: cannot start the checkpoint writer", self.root)
-            else:
-                self._writer = writer
-                return
-        self._checkpointer.run(running)
+        self._segments.checkpoint()
