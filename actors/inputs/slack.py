@@ -297,9 +297,9 @@ class SlackInput(RepliesInput):
             # re-delivered forever: log it, acknowledge it, carry on.
             logger.exception("could not handle a Socket Mode envelope; acknowledged and dropped")
         if claim is not None and await asyncio.shield(claim) is Claim.FAILED:
-            # In a cluster, not claimed (the database away; counted and logged by the
-            # claim queue): no ack, so Slack delivers the envelope again, here or to
-            # another process, and no one may have answered it.
+            # In a cluster, the claim failed (the database away; counted and logged by
+            # the claim queue), so nothing was handed over: no ack, and Slack delivers
+            # the envelope again, here or to another process.
             return
         if isinstance(envelope_id, str) and envelope_id:
             try:
