@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from actors.claim_outcome import Claim
 from memory.pg_schema import migrate
 
 if TYPE_CHECKING:
@@ -219,11 +220,14 @@ class Complaints:
 class ClaimQueue(Generic[T]):
     """Items handed over only if this process claims them, in the order they came.
 
-    `put` (on the loop, never waiting) queues an item; one task claims everything queued
-    in one statement (`Claims.claim_many`), hands the items it won to `submit` in order
-    and counts the others. A claim that fails (the database away) hands nothing over:
-    another process may have claimed those items; they are counted and logged, rate
-    limited. Open `claims` first; `run` is the task.
+    `put` (on the loop, never waiting) queues an item and returns a future of what
+    became of it (`Claim`); one task claims everything queued in one statement
+    (`Claims.claim_many`), hands the items it won to `submit` in order, counts the
+    others, and then settles the batch's futures, so a caller that awaits one learns
+    the outcome once its item is with `submit`. A claim that fails (the database away)
+    hands nothing over: another process may have claimed those items; they are counted
+    and logged, rate limited, and their futures say `Claim.FAILED`. `unclaimed` says in
+    that log line what becomes of them. Open `claims` first; `run` is the task.
     """
 
     def __init__(
@@ -235,6 +239,7 @@ class ClaimQueue(Generic[T]):
         *,
         on_conflicts: Callable[[int], None],
         on_failures: Callable[[int], None],
+        unclaimed: str = "not answered",
     ) -> None:
         self._claims = claims
         self._source = source
@@ -242,15 +247,18 @@ class ClaimQueue(Generic[T]):
         self._submit = submit
         self._on_conflicts = on_conflicts
         self._on_failures = on_failures
-        self._queue: deque[T] = deque()
+        self._queue: deque[tuple[T, asyncio.Future[Claim]]] = deque()
         self._ready = asyncio.Event()
         self._complaints = Complaints(
-            f"{source}: messages not answered, as they could not be claimed"
+            f"{source}: messages {unclaimed}, as they could not be claimed"
         )
 
-    def put(self, item: T) -> None:
-        self._queue.append(item)
+    def put(self, item: T) -> asyncio.Future[Claim]:
+        """Queue `item` for the next batch; the future settles when its batch is done."""
+        outcome: asyncio.Future[Claim] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, outcome))
         self._ready.set()
+        return outcome
 
     async def run(self) -> None:
         queue = self._queue
@@ -260,7 +268,7 @@ class ClaimQueue(Generic[T]):
             while queue:
                 batch = list(queue)
                 queue.clear()
-                keys = [self._key(item) for item in batch]
+                keys = [self._key(item) for item, _ in batch]
                 try:
                     won = await self._claims.claim_many(self._source, keys)
                 except Exception as exc:  # psycopg's, the pool's timeout
@@ -268,15 +276,24 @@ class ClaimQueue(Generic[T]):
                     self._complaints.failed(
                         f"{len(batch)} not claimed ({str(exc).strip() or type(exc).__name__})"
                     )
+                    for _, outcome in batch:
+                        _settle(outcome, Claim.FAILED)
                     continue
                 lost = 0
-                for item, key in zip(batch, keys, strict=True):
+                for (item, outcome), key in zip(batch, keys, strict=True):
                     if key in won:
                         won.discard(key)  # a key twice in one batch: the first only
                         self._submit(item)
+                        _settle(outcome, Claim.WON)
                     else:
                         lost += 1
+                        _settle(outcome, Claim.TAKEN)
                 self._on_conflicts(lost)
+
+
+def _settle(outcome: asyncio.Future[Claim], claim: Claim) -> None:
+    if not outcome.done():  # a caller that gave up waiting cancelled it
+        outcome.set_result(claim)
 
 
 class RoomLeases:

@@ -118,8 +118,8 @@ class Metrics:
         )
         self._claim_failures = Counter(
             "harken_claim_failures",
-            "Messages not answered because the cluster's database could not be reached"
-            " to claim them, per input.",
+            "Messages the cluster's database could not be reached to claim, per input:"
+            " not answered (Slack: not acknowledged, so Slack delivers them again).",
             ["input"],
             registry=registry,
         )

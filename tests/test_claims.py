@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from support.postgres import PrivatePostgres
 
+from actors.claim_outcome import Claim
 from actors.claims import ClaimQueue, Claims, RoomLeases
 from memory.pg_schema import SchemaError
 
@@ -132,23 +133,17 @@ def test_a_claim_queue_hands_over_what_it_won_in_order_and_nothing_when_it_canno
         task = asyncio.ensure_future(queue.run())
         try:
             await other.claim("slack", "e2")
-            for item in ("e1", "e2", "e3"):
-                queue.put(item)
-            while sum(conflicts) + len(handed) < 3:
-                await asyncio.sleep(0.01)  # the queue's task claims on the same loop
+            outcomes = [queue.put(item) for item in ("e1", "e2", "e3")]
+            assert await _settled(outcomes) == [Claim.WON, Claim.TAKEN, Claim.WON]
             assert handed == ["e1", "e3"]
             assert sum(conflicts) == 1
             # The database ends the claims' sessions: that batch is not handed over.
             postgres.terminate("harken-claims")
-            queue.put("e4")
-            while not failures and len(handed) < 3:
-                await asyncio.sleep(0.01)
+            assert await _settled([queue.put("e4")]) == [Claim.FAILED]
             assert failures == [1]
             assert handed == ["e1", "e3"]
             # The next claim is made on a fresh connection.
-            queue.put("e5")
-            while len(handed) < 3:
-                await asyncio.sleep(0.01)
+            assert await _settled([queue.put("e5")]) == [Claim.WON]
             assert handed == ["e1", "e3", "e5"]
         finally:
             task.cancel()
@@ -156,6 +151,56 @@ def test_a_claim_queue_hands_over_what_it_won_in_order_and_nothing_when_it_canno
             await other.close()
 
     asyncio.run(scenario())
+
+
+def test_a_claim_queue_settles_each_item_after_its_batch_is_written_and_handed_over(
+    pg_url: str,
+) -> None:
+    # Many items, one statement: every future settles only once the row is in the
+    # table (another session sees it) and the item is with `submit`.
+    handed: list[str] = []
+    batches: list[int] = []
+
+    async def scenario() -> None:
+        (mine,) = await _opened(pg_url, "mine")
+        queue: ClaimQueue[str] = ClaimQueue(
+            mine,
+            "slack",
+            lambda item: item,
+            handed.append,
+            on_conflicts=batches.append,  # once per batch, with how many were lost
+            on_failures=lambda count: None,
+        )
+        task = asyncio.ensure_future(queue.run())
+        seen: dict[str, tuple[bool, bool]] = {}
+        try:
+            with psycopg.connect(pg_url, autocommit=True) as reader:
+
+                def written(item: str) -> bool:
+                    row = reader.execute(
+                        "SELECT count(*) FROM harken_event_claims WHERE event_id = %s", (item,)
+                    ).fetchone()
+                    return row == (1,)
+
+                items = [f"m{n}" for n in range(50)]
+                outcomes = [queue.put(item) for item in items]
+                for item, outcome in zip(items, outcomes, strict=True):
+                    outcome.add_done_callback(
+                        lambda _, item=item: seen.setdefault(item, (written(item), item in handed))
+                    )
+                assert not any(outcome.done() for outcome in outcomes)  # nothing claimed yet
+                assert await _settled(outcomes) == [Claim.WON] * 50
+            assert seen == {item: (True, True) for item in items}
+            assert batches == [0]
+        finally:
+            task.cancel()
+            await mine.close()
+
+    asyncio.run(scenario())
+
+
+async def _settled(outcomes: list[asyncio.Future[Claim]]) -> list[Claim]:
+    return list(await asyncio.wait_for(asyncio.gather(*outcomes), timeout=15))
 
 
 def test_room_leases_give_a_room_to_one_process_and_pass_it_on_a_clean_stop(

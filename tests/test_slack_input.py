@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from support.fake_slack import APP_TOKEN, BOT_TOKEN, BOT_USER_ID, FakeSlack, Post
 
@@ -62,7 +63,8 @@ class Harness:
         self.gate = Gate()
         self.system: BotSystem | None = None
 
-    def start(self, **options: str) -> BotSystem:
+    def start(self, env: dict[str, str] | None = None, **options: str) -> BotSystem:
+        """Start the bot with `options` for `[inputs.slack]` and more settings in `env`."""
         overrides = {
             "bot.inputs": "slack",
             "memory.path": str(self.tmp_path / "memory"),
@@ -73,7 +75,11 @@ class Harness:
         }
         overrides.update({f"inputs.slack.{k}": v for k, v in options.items()})
         settings = load_settings(
-            env={"HARKEN_SLACK_BOT_TOKEN": BOT_TOKEN, "HARKEN_SLACK_APP_TOKEN": APP_TOKEN},
+            env={
+                "HARKEN_SLACK_BOT_TOKEN": BOT_TOKEN,
+                "HARKEN_SLACK_APP_TOKEN": APP_TOKEN,
+                **(env or {}),
+            },
             overrides=overrides,
         )
         registry = load_commands((), use_entry_points=False).registry
@@ -592,3 +598,126 @@ def test_with_ephemeral_errors_off_an_error_is_posted_in_the_channel(harness: Ha
 def test_in_a_direct_message_an_error_is_an_ordinary_reply(bot: Harness) -> None:
     assert bot.ask("audit").text.startswith("Sorry, `audit` is for admins only")
     assert bot.slack.ephemerals == []
+
+
+# --- in a cluster: an envelope is acknowledged once its event is claimed ------------------
+
+
+@pytest.fixture
+def cluster_bot(harness: Harness, pg_url: str) -> Harness:
+    """The bot as process `one` of a cluster on the test's database (its claims open:
+    the input connects to Slack only after)."""
+    harness.start(
+        {
+            "HARKEN_CLUSTER_ENABLED": "true",
+            "HARKEN_CLUSTER_NAME": "one",
+            "HARKEN_SCHEDULER_URL": pg_url,
+        }
+    )
+    return harness
+
+
+def _sample(bot: Harness, name: str) -> float:
+    assert bot.system is not None
+    assert bot.system.runtime is not None
+    value = bot.system.runtime.metrics.registry.get_sample_value(name, {"input": "slack"})
+    return value or 0.0
+
+
+def _claimed_by(url: str, channel: str, ts: str) -> list[str]:
+    with psycopg.connect(url, autocommit=True) as connection:
+        rows = connection.execute(
+            "SELECT process FROM harken_event_claims WHERE source = 'slack' AND event_id = %s",
+            (f"ts:{channel}:{ts}",),
+        ).fetchall()
+    return [str(row[0]) for row in rows]
+
+
+def test_in_a_cluster_an_unclaimed_envelope_is_not_acked_and_its_redelivery_is_answered_once(
+    cluster_bot: Harness, pg_url: str
+) -> None:
+    slack = cluster_bot.slack
+    with psycopg.connect(pg_url, autocommit=True) as db:
+        # The database refuses every claim, as a failing one does.
+        db.execute(
+            "CREATE FUNCTION refuse_claims() RETURNS trigger LANGUAGE plpgsql"
+            " AS $$ BEGIN RAISE EXCEPTION 'claims refused by the test'; END $$"
+        )
+        db.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON harken_event_claims"
+            " FOR EACH STATEMENT EXECUTE FUNCTION refuse_claims()"
+        )
+        first = slack.say("echo only once")
+        wait_until(lambda: _sample(cluster_bot, "harken_claim_failures_total") == 1)
+        db.execute("DROP TRIGGER refuse ON harken_event_claims")  # the database is back
+    # No ack, so Slack delivers the envelope again; the copy is taken, not dropped as
+    # one already seen.
+    again = slack.redeliver(first)
+    assert slack.wait_post(lambda p: p.text == "only once").channel == ALICE_DM
+    slack.wait_acked(again["envelope_id"])
+    # The first envelope's fate was settled before the copy was even claimed: an ack
+    # of it would have come first, on the same connection.
+    assert first["envelope_id"] not in slack.acks
+    cluster_bot.barrier()
+    assert [p.text for p in slack.posts_to(ALICE_DM)] == ["only once", "pong"]
+    assert _claimed_by(pg_url, ALICE_DM, first["payload"]["event"]["ts"]) == ["one"]
+    assert _sample(cluster_bot, "harken_claim_failures_total") == 1
+    assert first["envelope_id"] not in slack.acks
+
+
+def test_in_a_cluster_the_ack_follows_the_written_claim(cluster_bot: Harness, pg_url: str) -> None:
+    slack = cluster_bot.slack
+    with psycopg.connect(pg_url) as holder, psycopg.connect(pg_url, autocommit=True) as db:
+        # The claims table is locked: the claim's INSERT waits until the test lets go.
+        holder.execute("LOCK TABLE harken_event_claims IN SHARE MODE")
+        held = slack.say("echo held")
+
+        def claim_waits() -> bool:
+            # Asked outside the lock's transaction, which would see one snapshot only.
+            row = db.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'harken-claims'"
+                " AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO harken_event_claims%'"
+            ).fetchone()
+            return row == (1,)
+
+        wait_until(claim_waits)
+        # A copy of it (Slack redelivers after 3 s without an ack) waits for that claim.
+        copy = slack.redeliver(held)
+        # Frames with nothing to claim are acked at once meanwhile; they came after the
+        # copy on the same connection, so it has been taken by now.
+        reaction = slack.send_envelope(
+            slack.envelope({"type": "reaction_added", "user": ALICE, "reaction": "+1"})
+        )
+        slack.send_raw(json.dumps({"envelope_id": "e-slash", "type": "slash_commands"}))
+        slack.wait_acked(reaction["envelope_id"])
+        slack.wait_acked("e-slash")
+        assert held["envelope_id"] not in slack.acks
+        assert copy["envelope_id"] not in slack.acks
+        assert slack.posts_to(ALICE_DM) == []
+        released = time.monotonic()
+        holder.commit()
+    assert slack.wait_acked(held["envelope_id"]) >= released
+    assert slack.wait_acked(copy["envelope_id"]) >= released
+    assert _claimed_by(pg_url, ALICE_DM, held["payload"]["event"]["ts"]) == ["one"]
+    assert slack.wait_post(lambda p: p.text == "held").channel == ALICE_DM
+    cluster_bot.barrier()
+    assert [p.text for p in slack.posts_to(ALICE_DM)] == ["held", "pong"]
+
+
+def test_in_a_cluster_an_event_another_process_claimed_is_acked_and_not_answered(
+    cluster_bot: Harness, pg_url: str
+) -> None:
+    slack = cluster_bot.slack
+    event = slack.message_event("echo not mine")
+    with psycopg.connect(pg_url, autocommit=True) as db:
+        db.execute(
+            "INSERT INTO harken_event_claims (source, event_id, process)"
+            " VALUES ('slack', %s, 'two')",
+            (f"ts:{ALICE_DM}:{event['ts']}",),
+        )
+    envelope = slack.send_envelope(slack.envelope(event))
+    slack.wait_acked(envelope["envelope_id"])
+    cluster_bot.barrier()
+    assert [p.text for p in slack.posts_to(ALICE_DM)] == ["pong"]
+    assert _sample(cluster_bot, "harken_claim_conflicts_total") == 1
+    assert _claimed_by(pg_url, ALICE_DM, event["ts"]) == ["two"]

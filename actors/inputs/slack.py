@@ -9,7 +9,9 @@ settings and `slack_text` converts text (ARCHITECTURE.md, "The Slack input").
 
 With `[cluster] enabled`, Slack may hand an event to any process's connection (and
 more than one): each event is handed to the router only by the process that claims it
-in the shared database (`actors.claims.ClaimQueue`, keyed by channel and ts).
+in the shared database (`actors.claims.ClaimQueue`, keyed by channel and ts), and its
+envelope is acknowledged only once the claim is made (won or lost): if the claim fails,
+Slack gets no ack and delivers the envelope again.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from slack_sdk.socket_mode.aiohttp import SocketModeClient
 from slack_sdk.socket_mode.async_client import AsyncBaseSocketModeClient
 from slack_sdk.web.async_client import AsyncWebClient
 
+from actors.claim_outcome import Claim
 from actors.errors import StartupError
 from actors.inputs.base import RepliesInput
 from actors.inputs.slack_intake import Intake, claim_key
@@ -174,6 +177,7 @@ class SlackInput(RepliesInput):
             )
 
         web = client()
+        claims = await self._open_claims()
         # The outbox retries posts itself: it knows whether Slack began to answer.
         self._outbox = Outbox(client(retry_handlers=[]), self.options, ready, self._spawn)
         self._intake = Intake(
@@ -182,10 +186,12 @@ class SlackInput(RepliesInput):
             prefix=self.options.prefix,
             web=web,
             outbox=self._outbox,
-            submit=await self._claimed_submit(),
+            submit=self.submit,
             spawn=self._spawn,
             hear_all=self.hears_all(),
         )
+        if claims is not None:
+            self._intake.claim = self._claim_queue(claims, self._intake.admit)
         self._flush_replies()  # any that came before the outbox was there
         await self._identify(web)
         ready.set()
@@ -200,14 +206,14 @@ class SlackInput(RepliesInput):
         self._connecting = None
         self._spawn(self._watch_connection(self._socket))
 
-    async def _claimed_submit(self) -> Callable[[Event], None]:
-        """How intake hands an event over: at once, or in a cluster once claimed."""
+    async def _open_claims(self) -> Claims | None:
+        """In a cluster, the claims, open (waiting for the database); else None."""
         from actors.claims import claims_url
 
         url = claims_url(self.runtime.settings)
         if url is None:
-            return self.submit
-        from actors.claims import ClaimQueue, Claims, Complaints
+            return None
+        from actors.claims import Claims, Complaints
 
         claims = Claims(url, self.runtime.settings.cluster.process_name())
         complaints = Complaints(f"{self.name}: cannot open the cluster's claims")
@@ -219,14 +225,23 @@ class SlackInput(RepliesInput):
                 complaints.failed(str(exc).strip() or type(exc).__name__)
                 await asyncio.sleep(2.0)
         self._claims = claims
+        return claims
+
+    def _claim_queue(
+        self, claims: Claims, admit: Callable[[Event], None]
+    ) -> Callable[[Event], asyncio.Future[Claim]]:
+        """Where intake puts events up to be claimed; those won go on to `admit`."""
+        from actors.claims import ClaimQueue
+
         metrics, name = self.runtime.metrics, self.name
         queue: ClaimQueue[Event] = ClaimQueue(
             claims,
             name,
             claim_key,
-            self.submit,
+            admit,
             on_conflicts=lambda count: metrics.claim_conflicts(name, count),
             on_failures=lambda count: metrics.claim_failures(name, count),
+            unclaimed="not acknowledged (Slack delivers them again)",
         )
         self._spawn(queue.run())
         return queue.put
@@ -273,13 +288,19 @@ class SlackInput(RepliesInput):
         self, client: AsyncBaseSocketModeClient, message: dict[str, Any], raw: str | None
     ) -> None:
         envelope_id = message.get("envelope_id")
+        claim = None
         try:
             assert self._intake is not None
-            self._intake.take(message, raw)
+            claim = self._intake.take(message, raw)
         except Exception:
             # A frame we cannot make sense of must not take the input down, nor be
             # re-delivered forever: log it, acknowledge it, carry on.
             logger.exception("could not handle a Socket Mode envelope; acknowledged and dropped")
+        if claim is not None and await asyncio.shield(claim) is Claim.FAILED:
+            # In a cluster, the claim failed (the database away; counted and logged by
+            # the claim queue), so nothing was handed over: no ack, and Slack delivers
+            # the envelope again, here or to another process.
+            return
         if isinstance(envelope_id, str) and envelope_id:
             try:
                 await client.send_socket_mode_response({"envelope_id": envelope_id})
