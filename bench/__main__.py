@@ -9,6 +9,7 @@ from bench import (
     bench_handoff,
     bench_memory,
     bench_metrics,
+    bench_neighbour,
     bench_pg_memory,
     bench_scheduler,
     bench_slack,
@@ -37,4 +38,6 @@ print()
 status |= bench_slack.main([])
 print()
 status |= bench_streams.main([])
+print()
+status |= bench_neighbour.main([])
 sys.exit(status)
