@@ -2,12 +2,13 @@
 `stream` input that takes the answers to what streams run.
 
 The router (every message in) and the reply path (`Runtime.answer`, `deliver`,
-`send`: only for streams that asked for replies) call `StreamHub.publish`, which
-filters on the caller's thread (input, channel, person, pattern: no I/O, no lock but
-one per stream it hands to) and tells the stream's actor. Each `StreamRunner` counts the
-events it handed over and not yet handled: past its mailbox bound a new event is
-dropped, counted in `harken_stream_dropped_total{stream}` and warned of at most once
-a minute, so a slow or failing stream never holds a reply or another stream up.
+`send`: only for streams that asked for replies) call `StreamHub.publish`, which on
+the caller's thread only appends the event to the hub's inbox if a stream subscribes
+to its input. The streams' scheduler hands it out (`fan_out`: channel, person,
+pattern, loop safety) to each stream's mailbox. Each `StreamRunner` counts the events
+handed to it and not yet handled: past its mailbox bound a new event is dropped,
+counted in `harken_stream_dropped_total{stream}` and warned of at most once a minute,
+so a slow or failing stream never holds a reply or another stream up.
 
 A `StreamActor` holds one stream's function and its `BotStreamContext`
 (actors/streams_context.py). The streams are background work: one `StreamScheduler`
@@ -61,6 +62,8 @@ STOP_SECONDS = 5.0
 """On stop, how long a stream's event in progress may take to finish."""
 LINGER_SECONDS = 0.005
 """How long the scheduler waits, once woken, for more events to take in one go."""
+INBOX_EVENTS = 10_000
+"""Events published and waiting for the fan-out, at the least (StreamHub.inbox)."""
 SLICE_EVENTS = 16
 """Events a stream handles between two looks at the reply path."""
 HOLD_SECONDS = 0.02
@@ -163,7 +166,7 @@ class StreamRunner:
             if not wake.is_set():
                 wake.set()
             return
-        self._drop()
+        self.drop()
 
     def take(self) -> list[Event]:
         """What waits, for the thread running this stream (counted busy first, so the
@@ -173,7 +176,8 @@ class StreamRunner:
         self.busy += count
         return [waiting.popleft() for _ in range(count)]
 
-    def _drop(self) -> None:
+    def drop(self) -> None:
+        """Count (and at most once a minute warn of) an event this stream missed."""
         self._dropped.inc()
         now = time.monotonic()
         with self.lock:
@@ -215,6 +219,14 @@ class StreamHub:
         """Input name -> the streams subscribed to it, built on first use."""
         self.replies = False
         """Whether any stream asked for the bot's own messages."""
+        self.inbox: deque[tuple[Event, bool]] = deque()
+        """Events published and not yet handed to the streams: (event, a reply of the
+        bot's). One append per event on the reply path; the fan-out is the scheduler's."""
+        self.inbox_bound = INBOX_EVENTS
+        """Past this many waiting, an event is dropped (counted for each stream it was
+        for); at least the streams' mailboxes together."""
+        self.wake = threading.Event()
+        """The scheduler's: set by a publish it has not woken for yet."""
         self.pending: dict[str, Future[list[Event]]] = {}
         """Commands streams run (`ctx.run`) by event id, waiting for their answers."""
         self._pending_lock = threading.Lock()
@@ -226,6 +238,7 @@ class StreamHub:
     def add(self, stream: Stream, options: Any, subscription: Subscription, mailbox: int) -> None:
         runner = StreamRunner(stream, options, subscription, mailbox, self)
         self.runners.append(runner)
+        self.inbox_bound = max(INBOX_EVENTS, sum(r.mailbox for r in self.runners))
         if subscription.replies:
             self._replies_to.append(runner)
         self.replies = bool(self._replies_to)
@@ -235,15 +248,16 @@ class StreamHub:
         return bool(self._subscribed(input_name, self.runners))
 
     def publish(self, event: Event) -> bool:
-        """A person's message (router): hand it to the streams it matches. True if only
-        streams want it (a message not addressed to the bot: `meta["heard"]`)."""
+        """A person's message (router): queue it for the streams if one subscribes to
+        its input. True if only streams want it (not addressed to the bot:
+        `meta["heard"]`)."""
         name = event.input
         if name != STREAM_INPUT:
             runners = self._by_input.get(name)
             if runners is None:
                 runners = self._by_input[name] = self._subscribed(name, self.runners)
             if runners:
-                self._hand_out(event, runners)
+                self._queue(event, False)
         if HEARD in event.meta:
             return True
         self.gate.routed()  # on its way to an answer: the streams hold back
@@ -257,7 +271,36 @@ class StreamHub:
         """The bot's own messages, for the streams that asked for them."""
         for event in events:
             if event.input != STREAM_INPUT:
-                self._hand_out(event, self._replies_to)
+                self._queue(event, True)
+
+    def _queue(self, event: Event, reply: bool) -> None:
+        """One append on the caller's thread (the router's, a reply's); the streams'
+        scheduler hands it to each stream (`fan_out`), as background work."""
+        inbox = self.inbox
+        if len(inbox) < self.inbox_bound:
+            inbox.append((event, reply))
+            wake = self.wake
+            if not wake.is_set():
+                wake.set()
+            return
+        runners = self._replies_to if reply else self._by_input.get(event.input, [])
+        for runner in runners:
+            runner.drop()
+
+    def fan_out(self, gate: ReplyGate | None, ready_since: float) -> None:
+        """Hand what waits in the inbox to the streams it matches, `SLICE_EVENTS` at a
+        time, holding back before each slice while a reply is in flight (`gate`).
+        Called by the scheduler's thread, one at a time."""
+        inbox, by_input, replies_to = self.inbox, self._by_input, self._replies_to
+        hand_out = self._hand_out
+        while inbox:
+            if gate is not None:
+                gate.hold(ready_since)
+            for _ in range(min(SLICE_EVENTS, len(inbox))):
+                event, reply = inbox.popleft()
+                runners = replies_to if reply else by_input.get(event.input)
+                if runners:
+                    hand_out(event, runners)
 
     @staticmethod
     def _hand_out(event: Event, runners: list[StreamRunner]) -> None:
@@ -298,7 +341,7 @@ class StreamHub:
             runner.actor = StreamActor(runner, self.runtime)
             actors.append(runner.actor)
         if actors:
-            self.watch = StreamWatch(self, StreamScheduler(actors, self.gate))
+            self.watch = StreamWatch(self, StreamScheduler(self, actors, self.gate))
             self.watch.start()
 
     def begin(self) -> None:
@@ -340,6 +383,8 @@ class StreamHub:
             waiting, self.pending = list(self.pending.values()), {}
         for future in waiting:
             future.cancel()
+        if self.inbox:
+            logger.warning("streams stopped with %d event(s) not handed out", len(self.inbox))
 
 
 class StreamActor:
@@ -453,7 +498,10 @@ class StreamScheduler:
     interpreter in front of a reply.
     """
 
-    def __init__(self, actors: list[StreamActor], gate: ReplyGate, index: int = 0) -> None:
+    def __init__(
+        self, hub: StreamHub, actors: list[StreamActor], gate: ReplyGate, index: int = 0
+    ) -> None:
+        self.hub = hub
         self.actors = actors
         self.gate = gate
         self.wake = threading.Event()
@@ -468,6 +516,7 @@ class StreamScheduler:
         self.stopped = False
         for actor in actors:
             actor.runner.wake = self.wake
+        hub.wake = self.wake  # the fan-out is this scheduler's from now on
         name = "streams" if index == 0 else f"streams-{index}"
         # Daemon: a stream stuck in its own code must not keep Harken up.
         self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
@@ -491,6 +540,8 @@ class StreamScheduler:
                 time.sleep(LINGER_SECONDS)  # let a burst gather: one wake-up for it all
             wake.clear()  # before taking: a later hand-over wakes it again
             ready = time.monotonic()
+            if not self.stopped:
+                self.hub.fan_out(gate, ready)
             for actor in self.actors:
                 batch = actor.runner.take()
                 if self.stopped or actor.stopped:
@@ -554,7 +605,7 @@ class StreamWatch:
                 OVERRUN_SECONDS * 1000,
             )
             others = [a for a in old.actors if a is not actor]
-            new = StreamScheduler(others, old.gate, len(self.schedulers))
+            new = StreamScheduler(self.hub, others, old.gate, len(self.schedulers))
             self.schedulers.append(new)
             self.scheduler = new
             new.start()

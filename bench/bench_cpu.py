@@ -7,7 +7,10 @@ messages. Unlike a profiler this adds no cost to the code it measures, so a chan
 microsecond on the dispatcher shows. Also counted: garbage collections by generation,
 and the objects a run leaves to the collector (reference cycles: these should be none).
 
-    python -m bench.bench_cpu [--workload echo|remember] [--messages 30000]
+    python -m bench.bench_cpu [--workload echo|remember] [--messages 30000] [--streams N]
+
+`--streams N` adds N streams subscribed to every input, each counting the events it
+handles (bench_streams'), run on the bot's own threads.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 
 from actors.inputs.testing import Done, Reply
 from bench.bench_bot import run_once
+from bench.bench_streams import Counted, counting_streams
 from harken.testbot import TestBot
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -48,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workload", choices=("echo", "remember"), default="remember")
     parser.add_argument("--messages", type=int, default=30_000)
+    parser.add_argument("--streams", type=int, default=0, help="counting streams")
     args = parser.parse_args(argv)
     collections: Counter[int] = Counter()
 
@@ -57,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
 
     replies: queue.Queue[Reply | Done] = queue.Queue()
     with tempfile.TemporaryDirectory(prefix="harken-bench-") as tmp:
-        bot = TestBot(Path(tmp) / "memory", sink=replies.put)
+        streams = counting_streams(args.streams, Counted(args.streams))
+        settings = {f"streams.{s.name}.mailbox": str(args.messages + 10_000) for s in streams}
+        bot = TestBot(Path(tmp) / "memory", sink=replies.put, streams=streams, settings=settings)
         with bot:
             run_once(bot, replies, args.workload, 2000)
             before = _thread_cpu()
@@ -78,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         spent[name] = spent.get(name, 0.0) + cpu - before.get(tid, (name, 0.0))[1]
     ranked = sorted(spent.items(), key=lambda item: -item[1])
     per = {name: cpu * 1e6 / args.messages for name, cpu in ranked if cpu > 0}
-    print(f"## CPU per message: {args.workload}, {args.messages:,} messages\n")
+    with_streams = f", {args.streams} streams" if args.streams else ""
+    print(f"## CPU per message: {args.workload}, {args.messages:,} messages{with_streams}\n")
     print(f"{result.rate:,.0f} messages/s\n")
     print("| thread | CPU µs per message |\n|---|---:|")
     for name, micros in per.items():

@@ -58,7 +58,9 @@ class Counted:
             pause.wait(0.005)
 
 
-def _streams(count: int, counted: Counted) -> list[Stream]:
+def counting_streams(count: int, counted: Counted) -> list[Stream]:
+    """`count` streams subscribed to every input, each counting what it handles."""
+
     def make(index: int) -> Stream:
         counts = counted.counts
 
@@ -73,7 +75,7 @@ def _streams(count: int, counted: Counted) -> list[Stream]:
 def run(streams: int, total: int) -> tuple[RunResult, float, float]:
     """(reply figures, stream events/s, events dropped) for one run after a warm-up."""
     counted = Counted(streams)
-    made = _streams(streams, counted)
+    made = counting_streams(streams, counted)
     mailbox = str(total + 5_000)
     settings: dict[str, Any] = {f"streams.{s.name}.mailbox": mailbox for s in made}
     replies: queue.Queue[Reply | Done] = queue.Queue()
@@ -142,7 +144,7 @@ class Steady:
 def steady(streams: int, rate: float, total: int) -> tuple[RunResult, float]:
     """(reply figures, events dropped) at `rate` messages/s with `streams` streams."""
     counted = Counted(streams)
-    made = _streams(streams, counted)
+    made = counting_streams(streams, counted)
     settings: dict[str, Any] = {f"streams.{s.name}.mailbox": str(total + 5_000) for s in made}
     sink = Steady()
     with tempfile.TemporaryDirectory(prefix="harken-bench-") as tmp:

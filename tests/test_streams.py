@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from actors.messages import ListJobs, MemoryGet, MemoryKeys
 from actors.streams import HOLD_SECONDS, STALE_SECONDS, ReplyGate
 from actors.system import StartupError
 from commands.base import command
-from commands.streams import StreamContext, stream
+from commands.streams import Stream, StreamContext, Subscription, stream
 from config.loader import load_settings
 from core.event import Event, EventType
 from harken.testbot import INPUT_NAME, TestBot, wait_until
@@ -68,6 +68,36 @@ def test_a_stream_sees_only_the_messages_its_filter_lets_through(tmp_path: Path)
         seen.wait_for("echo deploy web")
         # One router hands events over in order: had another passed, it came first.
         assert seen.texts() == ["echo deploy web"]
+
+
+@dataclass(frozen=True)
+class _WatchedFilter(Subscription):
+    """A subscription that notes which thread tried it on each event."""
+
+    threads: list[str] = field(default_factory=list, compare=False)
+
+    def matches(self, event: Event) -> bool:
+        self.threads.append(threading.current_thread().name)
+        return super().matches(event)
+
+
+def test_the_reply_path_only_queues_events_and_the_streams_thread_filters_them(
+    tmp_path: Path,
+) -> None:
+    seen = Seen()
+    watched = _WatchedFilter(channels=("ops",))
+
+    def ops(ctx: StreamContext, event: Event) -> None:
+        seen.add(event)
+
+    with _bot(tmp_path, Stream("ops", ops, watched)) as bot:
+        assert bot.ask("echo one", channel="dev") == "one"
+        assert bot.ask("echo two", channel="ops") == "two"
+        seen.wait_for("echo two")
+        assert seen.texts() == ["echo two"]
+        # Both were tried by the filter, on the streams' scheduler, not on the router's
+        # thread: a reply waits for no stream's filter.
+        assert watched.threads == ["streams", "streams"]
 
 
 def test_messages_not_for_the_bot_reach_streams_and_no_conversation(tmp_path: Path) -> None:
@@ -154,8 +184,15 @@ def test_a_full_stream_drops_counts_and_warns_once_while_replies_keep_coming(
             assert bot.system is not None
             assert bot.system.runtime is not None
             registry = bot.system.runtime.metrics.registry
-            dropped = registry.get_sample_value("harken_stream_dropped_total", {"stream": "slow"})
-            assert dropped == 8  # one running, one waiting: the mailbox of 2
+
+            def dropped() -> float | None:
+                labels = {"stream": "slow"}
+                return registry.get_sample_value("harken_stream_dropped_total", labels)
+
+            # The streams' scheduler hands the events out in the background: once the
+            # slow stream has a thread of its own (it overran), 8 of the 9 it was not
+            # running find its mailbox of 2 full (one running, one waiting).
+            wait_until(lambda: dropped() == 8)
             warnings = [r for r in caplog.records if "stream slow is behind" in r.getMessage()]
             assert len(warnings) == 1
         finally:
