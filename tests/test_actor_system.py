@@ -212,17 +212,22 @@ def test_an_idle_conversation_costs_the_garbage_collector_three_objects(
         for _ in users:
             answered.get(timeout=10)
 
+    # The bot's other threads fill caches of their own now and then (the job store's
+    # SQL, the scheduler's): two batches of new people, and the smaller growth counts,
+    # since objects every conversation keeps show in both.
+    grown = []
     with TestBot(tmp_path / "memory", sink=sink) as bot:
         talk([f"early {n}" for n in range(50)])  # the worker threads start meanwhile
-        people = [f"person {n}" for n in range(1000)]
-        gc.collect()
-        before = len(gc.get_objects())
-        talk(people)
-        gc.collect()
-        grown = len(gc.get_objects()) - before
+        for batch in range(2):
+            people = [f"person {batch}.{n}" for n in range(1000)]
+            gc.collect()
+            before = len(gc.get_objects())
+            talk(people)
+            gc.collect()
+            grown.append(len(gc.get_objects()) - before)
         assert bot.system is not None
-        assert bot.system.router_stats()["active_conversations"] == 1050
-    assert grown < 3.5 * len(people)
+        assert bot.system.router_stats()["active_conversations"] == 2050
+    assert min(grown) < 3.5 * len(people), grown
 
 
 class Fragile(SupervisedActor):
